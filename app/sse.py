@@ -1,0 +1,184 @@
+"""Launch events: published to Redis streams, fanned out to browsers by flask-sse.
+
+flask-sse as shipped publishes over pub/sub only, so a late or reconnecting
+reader loses events, and it holds one Redis connection per browser.  Here each
+channel is also a Redis stream with a TTL (replay from any id), pub/sub carries
+only a wake-up, and one listener per process wakes every waiting stream, so an
+idle browser costs a greenlet and no Redis connection.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import Any
+
+import redis
+from flask import Response, current_app, stream_with_context
+from flask_sse import Message, ServerSentEventsBlueprint
+
+log = logging.getLogger(__name__)
+
+TERMINAL_PHASES = frozenset({"ready", "failed"})
+KEEPALIVE = ":keepalive\n\n"
+NOTIFY_PATTERN = "bindery:notify:*"
+_EVENT_ID = re.compile(r"^([0-9a-f]{32})_(\d{1,20}-\d{1,20})$")
+
+
+def stream_key(channel: str) -> str:
+    return f"bindery:events:{channel}"
+
+
+def notify_key(channel: str) -> str:
+    return f"bindery:notify:{channel}"
+
+
+def parse_event_id(value: str | None) -> tuple[str, str] | None:
+    """``Last-Event-ID`` → (channel, stream entry id), or None when absent or not ours."""
+    match = _EVENT_ID.match(value or "")
+    return (match.group(1), match.group(2)) if match else None
+
+
+class _Notifier:
+    """One pub/sub listener per process that wakes the streams waiting on a channel."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._client = client
+        self._waiters: dict[str, set[threading.Event]] = defaultdict(set)
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="bindery-notifier", daemon=True)
+        self._thread.start()
+
+    def register(self, channel: str) -> threading.Event:
+        waiter = threading.Event()
+        with self._lock:
+            self._waiters[channel].add(waiter)
+        return waiter
+
+    def unregister(self, channel: str, waiter: threading.Event) -> None:
+        with self._lock:
+            waiters = self._waiters.get(channel)
+            if waiters is not None:
+                waiters.discard(waiter)
+                if not waiters:
+                    del self._waiters[channel]
+
+    def _wake(self, channel: str | None) -> None:
+        with self._lock:
+            targets = [w for ws in self._waiters.values() for w in ws] if channel is None \
+                else list(self._waiters.get(channel, ()))
+        for waiter in targets:
+            waiter.set()
+
+    def _run(self) -> None:
+        prefix = len(NOTIFY_PATTERN) - 1
+        while True:
+            try:
+                pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+                pubsub.psubscribe(NOTIFY_PATTERN)
+                self._wake(None)  # anything published while we were away is re-read from the streams
+                for message in pubsub.listen():
+                    if message["type"] == "pmessage":
+                        self._wake(message["channel"][prefix:])
+            except redis.RedisError as exc:
+                log.warning("event notifier lost Redis (%s); reconnecting", type(exc).__name__)
+                self._wake(None)
+                time.sleep(1)
+
+
+class EventStream(ServerSentEventsBlueprint):
+    """flask-sse's blueprint with persistent, replayable channels and keepalives."""
+
+    _notifiers: dict[int, _Notifier] = {}
+    _notifiers_lock = threading.Lock()
+
+    @property
+    def redis(self) -> redis.Redis:  # type: ignore[override]
+        return current_app.extensions["bindery.redis"]
+
+    def publish(self, data: Any, type: str | None = None, id: str | None = None,  # noqa: A002
+                retry: int | None = None, channel: str = "sse") -> str:
+        """Append an event to the channel's stream and wake its readers; returns the entry id."""
+        ttl = current_app.config["BINDERY"]["event_ttl"]
+        key = stream_key(channel)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.xadd(key, {"data": json.dumps(data)})
+        pipe.expire(key, ttl)
+        pipe.publish(notify_key(channel), "1")
+        entry_id, _, _ = pipe.execute()
+        return str(entry_id)
+
+    def exists(self, channel: str) -> bool:
+        return bool(self.redis.exists(stream_key(channel)))
+
+    def read(self, channel: str, after: str = "0-0", count: int = 1000,
+             block_ms: int | None = None) -> list[tuple[str, dict[str, Any]]]:
+        """Events after the given entry id (exclusive), oldest first; optionally wait for one."""
+        key = stream_key(channel)
+        if block_ms is None:
+            entries = self.redis.xrange(key, min=f"({after}", count=count)
+        else:
+            found = self.redis.xread({key: after}, count=count, block=block_ms)
+            entries = found[0][1] if found else []
+        return [(entry_id, json.loads(fields["data"])) for entry_id, fields in entries]
+
+    def _notifier(self) -> _Notifier:
+        client = self.redis
+        key = id(client)
+        with self._notifiers_lock:
+            if key not in self._notifiers:
+                self._notifiers[key] = _Notifier(client)
+            return self._notifiers[key]
+
+    def messages(self, channel: str = "sse", after: str = "0-0") -> Iterator[Message | str]:  # type: ignore[override]
+        """Replay then follow a channel until a terminal event; keepalive comments in between."""
+        settings = current_app.config["BINDERY"]
+        interval = settings["keepalive_interval"]
+        idle_limit = settings["stream_idle_timeout"]
+        notifier = self._notifier()
+        waiter = notifier.register(channel)
+        try:
+            last_event = last_keepalive = time.monotonic()
+            while True:
+                waiter.clear()
+                for entry_id, data in self.read(channel, after):
+                    after = entry_id
+                    last_event = time.monotonic()
+                    yield Message(data, id=f"{channel}_{entry_id}")
+                    if data.get("phase") in TERMINAL_PHASES:
+                        return
+                now = time.monotonic()
+                if now - last_event > idle_limit:
+                    yield Message({"phase": "failed", "status_code": 504,
+                                   "message": f"No progress for {idle_limit:.0f} s; please try again.\n"})
+                    return
+                if now - last_keepalive >= interval:
+                    last_keepalive = now
+                    yield KEEPALIVE
+                waiter.wait(timeout=max(0.0, last_keepalive + interval - time.monotonic()))
+        finally:
+            notifier.unregister(channel, waiter)
+
+    def response(self, channel: str, after: str = "0-0") -> Response:
+        """The ``text/event-stream`` response for one channel."""
+
+        @stream_with_context
+        def generate() -> Iterator[str]:
+            yield KEEPALIVE  # flush headers at once so the client knows it is connected
+            for message in self.messages(channel, after):
+                yield str(message)
+
+        return single_stream(generate())
+
+
+def single_stream(body: Iterator[str]) -> Response:
+    """Headers every event stream needs, whoever produces the body."""
+    return current_app.response_class(
+        body, mimetype="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

@@ -1,0 +1,45 @@
+"""Celery settings that do not depend on Bindery's config; the rest come from ``from_settings``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+imports = (
+    "tasks.resolve_ref", "tasks.check_registry", "tasks.build", "tasks.push",
+    "tasks.launch", "tasks.attach", "tasks.cleanup",
+)
+
+# Builds run on their own prefork queue so long builds never starve launches;
+# everything else waits on I/O in a gevent pool.
+task_routes = {
+    "bindery.build": {"queue": "build"},
+    "bindery.push": {"queue": "build"},
+}
+task_default_queue = "launch"
+
+task_serializer = "json"
+accept_content = ["json"]
+task_ignore_result = True
+result_backend = None
+
+# A step re-runs after a worker crash; steps are idempotent.
+task_acks_late = True
+task_reject_on_worker_lost = True
+worker_prefetch_multiplier = 1
+worker_hijack_root_logger = False
+broker_connection_retry_on_startup = True
+worker_send_task_events = True
+task_send_sent_event = True
+
+
+def from_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """Settings derived from Bindery's validated config."""
+    return {
+        "broker_url": settings["redis_url"],
+        # Longer than any build, so a running build is never delivered twice.
+        "broker_transport_options": {"visibility_timeout": settings["build_timeout"] + 300},
+        "beat_schedule": {
+            "cleanup-servers": {"task": "bindery.cleanup_servers",
+                                "schedule": float(settings["cleanup_interval"])},
+        },
+    }

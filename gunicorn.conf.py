@@ -1,0 +1,18 @@
+"""gunicorn settings: gevent workers so each open event stream costs a greenlet."""
+
+
+from app.config import load_config
+
+_settings = load_config()
+
+bind = f"127.0.0.1:{_settings['port']}"
+worker_class = "gevent"
+workers = _settings["web_workers"]
+worker_connections = 10000
+# Streams are long-lived; a worker restart is announced by its keepalives stopping.
+timeout = 60
+graceful_timeout = 10
+max_requests = 0
+accesslog = "-"
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(L)ss'
+proc_name = "bindery-web"

@@ -1,0 +1,50 @@
+"""Waiting on someone else's build: relay its stream from the first line, then launch.
+
+Runs on the gevent launch queue, so hundreds of waiting launches cost greenlets,
+not build workers.  If the build's holder dies (its lock expires with no
+``built`` or ``failed``), the launch goes back to the registry check, where one
+waiting launch takes the lock and builds.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from celery import shared_task
+from flask import current_app
+
+from app.extensions import events, redis_client
+from tasks.channels import build_channel
+from tasks.lock import BuildLock
+
+
+@shared_task(name="bindery.attach")
+def attach(launch: dict[str, Any]) -> None:
+    from tasks.check_registry import check_registry
+    from tasks.launch import launch as launch_step
+
+    config = current_app.config["BINDERY"]
+    source = build_channel(launch["build_id"])
+    lock = BuildLock(redis_client.client, launch["image"])
+    after, quiet_since = "0-0", time.monotonic()
+    while True:
+        entries = events.read(source, after, block_ms=2000)
+        for entry_id, event in entries:
+            after = entry_id
+            if event.get("phase") == "built":
+                events.publish({**event, "message": "Built image, launching...\n"}, channel=launch["id"])
+                launch_step.delay(launch)
+                return
+            events.publish(event, channel=launch["id"])
+            if event.get("phase") == "failed":
+                return
+        if entries:
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since > config["build_lock_ttl"] / 3 \
+                and lock.holder() != launch["build_id"]:
+            # The build ended without a word (its worker died): start over from the check.
+            events.publish({"phase": "waiting", "message": "The build we were following stopped; "
+                            "checking again...\n"}, channel=launch["id"])
+            check_registry.delay({**launch, "build_id": None})
+            return

@@ -1,0 +1,39 @@
+"""Factories for the backends the steps call, chosen by config.
+
+Steps ask here and never construct clients themselves, so the chain does not
+know which backend runs and tests can hand in their own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.extensions import engine
+
+
+def image_store(config: dict[str, Any]) -> Any:
+    from tasks.backends.registry import make_image_store
+
+    return make_image_store(config, lambda: engine.client)
+
+
+def builder(config: dict[str, Any]) -> Any:
+    from tasks.backends.docker_builder import DockerBuilder
+
+    return DockerBuilder(config)
+
+
+def pusher(config: dict[str, Any]) -> Any:
+    from tasks.backends.docker_push import DockerPusher
+
+    return DockerPusher(engine.client, config)
+
+
+def launcher(config: dict[str, Any]) -> Any:
+    if config["launcher"] == "bench":
+        from tasks.backends.bench_launcher import BenchLauncher
+
+        return BenchLauncher(config)
+    from tasks.backends.docker_launcher import DockerLauncher
+
+    return DockerLauncher(engine.client, config)

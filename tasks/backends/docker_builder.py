@@ -1,0 +1,104 @@
+"""Build backend ``docker``: repo2docker as a subprocess against the Docker-API engine.
+
+repo2docker 2024.7.0 is pinned (newer releases need buildx, which Podman lacks).
+Its ``--json-logs`` lines become ``fetching``/``building`` events.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from app.errors import BuildError
+from app.extensions import engine_url
+from providers.base import RepoProvider, check_safe, redact_url
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[dict[str, Any]], None]
+_PHASES = {"fetching", "building"}
+
+
+def repo2docker_command(config: dict[str, Any], repo: RepoProvider, launch: dict[str, Any],
+                        config_file: str) -> list[str]:
+    """The argument list (never a shell line); user input is checked and placed after ``--``."""
+    base = config["repo2docker_command"] or [sys.executable, "-m", "repo2docker"]
+    return [
+        *base, "--config", config_file, "--json-logs", "--no-run",
+        "--user-id", "1000", "--user-name", "jovyan",
+        "--ref", check_safe(launch["resolved_ref"], "ref"),
+        "--image-name", launch["image"],
+        "--", check_safe(repo.repo_url(), "repository URL"),
+    ]
+
+
+def _event(line: str) -> dict[str, Any]:
+    """One repo2docker output line as an event; non-JSON lines are shown as build output."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return {"phase": "building", "message": line + "\n"}
+    if not isinstance(record, dict):
+        return {"phase": "building", "message": line + "\n"}
+    phase = record.get("phase") if record.get("phase") in _PHASES else "building"
+    message = str(record.get("message", ""))
+    return {"phase": phase, "message": message if message.endswith("\n") else message + "\n"}
+
+
+class DockerBuilder:
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+
+    def _config_file(self, directory: str) -> str:
+        path = os.path.join(directory, "repo2docker_config.py")
+        kwargs = {"network_mode": self.config["build_network"]} if self.config["build_network"] else {}
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(f"c.Repo2Docker.extra_build_kwargs = {json.dumps(kwargs)}\n")
+        return path
+
+    def build(self, repo: RepoProvider, launch: dict[str, Any], emit: Emit) -> None:
+        """Run one build to completion, or raise BuildError quoting the end of its log."""
+        tail: deque[str] = deque(maxlen=self.config["build_log_tail"])
+        env = {**os.environ, "DOCKER_HOST": engine_url(self.config), "GIT_TERMINAL_PROMPT": "0",
+               **repo.repo2docker_env()}
+        with tempfile.TemporaryDirectory(prefix="bindery-build-") as tmp:
+            command = repo2docker_command(self.config, repo, launch, self._config_file(tmp))
+            log.info("build %s: repo2docker for %s", launch["image"], redact_url(repo.repo_url()))
+            proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, env=env, cwd=tmp, text=True,
+                                    errors="replace", start_new_session=True)
+            timed_out = threading.Event()
+
+            def stop() -> None:
+                timed_out.set()
+                proc.kill()
+
+            timer = threading.Timer(self.config["build_timeout"], stop)
+            timer.start()
+            try:
+                assert proc.stdout is not None
+                for raw in proc.stdout:
+                    line = raw.rstrip("\n")
+                    if not line:
+                        continue
+                    event = _event(line)
+                    tail.append(event["message"])
+                    emit(event)
+                code = proc.wait()
+            finally:
+                timer.cancel()
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        if code != 0:
+            reason = (f"timed out after {self.config['build_timeout']} s" if timed_out.is_set()
+                      else f"repo2docker exited with {code}")
+            raise BuildError(f"Build failed ({reason}). Last lines of the log:\n" + "".join(tail))

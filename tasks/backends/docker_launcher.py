@@ -1,0 +1,154 @@
+"""Launcher ``docker``: one container per launch running a Jupyter server with its own token.
+
+Containers use host networking and listen on a port from ``launch_ports``
+(claimed in Redis, so concurrent launches on many workers never collide).
+Labels record launch id, repository and start time: quotas are counted and
+old servers removed from them.  Servers stop themselves when idle (Jupyter's
+own idle shutdown); the cleanup beat task removes what is left.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import secrets
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import docker
+import requests
+from flask import current_app
+
+from app.errors import LaunchError, QuotaExceeded
+
+log = logging.getLogger(__name__)
+
+LABEL = "org.bindery.launch"
+Emit = Callable[[dict[str, Any]], None]
+
+
+def repo_label(repo_url: str) -> str:
+    return hashlib.sha256(repo_url.encode()).hexdigest()[:24]
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+class DockerLauncher:
+    def __init__(self, client: docker.DockerClient, config: dict[str, Any]) -> None:
+        self.client = client
+        self.config = config
+
+    @property
+    def redis(self) -> Any:
+        return current_app.extensions["bindery.redis"]
+
+    # --- quota ---------------------------------------------------------------------------
+    def _running(self, repo_url: str | None = None) -> int:
+        labels = [LABEL] + ([f"org.bindery.repo={repo_label(repo_url)}"] if repo_url else [])
+        return len(self.client.containers.list(filters={"label": labels, "status": "running"}))
+
+    def check_quota(self, repo_url: str) -> None:
+        total, per_repo = self.config["quota_total"], self.config["quota_per_repo"]
+        if total and self._running() >= total:
+            raise QuotaExceeded(f"This Bindery is full ({total} servers running); please try again later.")
+        if per_repo and self._running(repo_url) >= per_repo:
+            raise QuotaExceeded(f"Too many servers of {repo_url} are running ({per_repo}); "
+                                "please try again later.")
+
+    # --- ports ---------------------------------------------------------------------------
+    def _claim_port(self, launch_id: str) -> int:
+        low, high = self.config["launch_ports"]
+        ttl = self.config["launch_max_age"] + 120
+        candidates = list(range(low, high + 1))
+        random.shuffle(candidates)
+        for port in candidates[:200]:
+            if self.redis.set(f"bindery:port:{port}", launch_id, nx=True, ex=ttl):
+                if _port_free(self.config["launch_host"], port):
+                    return port
+                self.redis.delete(f"bindery:port:{port}")
+        raise QuotaExceeded(f"No free port in {low}-{high} for a new server; please try again later.")
+
+    def _command(self, port: int) -> list[str]:
+        idle = self.config["launch_idle_timeout"]
+        command = [*self.config["launch_command"], f"--ServerApp.ip={self.config['launch_host']}",
+                   f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
+                   "--ServerApp.open_browser=False"]
+        if idle:
+            command += [f"--ServerApp.shutdown_no_activity_timeout={idle}",
+                        f"--MappingKernelManager.cull_idle_timeout={idle}",
+                        "--MappingKernelManager.cull_interval=60"]
+        return command
+
+    # --- launch --------------------------------------------------------------------------
+    def launch(self, launch: dict[str, Any], emit: Emit) -> tuple[str, str]:
+        """Start the server and return (url, token) once it answers."""
+        for stale in self._containers(f"{LABEL}={launch['id']}"):  # a re-run after a crash
+            stale.remove(force=True)
+        self.check_quota(launch["repo_url"])
+        port = self._claim_port(launch["id"])
+        token = secrets.token_hex(24)
+        try:
+            container = self.client.containers.run(
+                launch["image"], self._command(port), detach=True, network_mode="host",
+                environment={"JUPYTER_TOKEN": token}, name=f"bindery-{launch['id']}",
+                labels={LABEL: launch["id"], "org.bindery.repo": repo_label(launch["repo_url"]),
+                        "org.bindery.ref": launch["resolved_ref"], "org.bindery.port": str(port),
+                        "org.bindery.created": str(int(time.time()))},
+            )
+        except (docker.errors.APIError, requests.RequestException) as exc:
+            self.redis.delete(f"bindery:port:{port}")
+            raise LaunchError(f"The container engine could not start the server: "
+                              f"{getattr(exc, 'explanation', None) or type(exc).__name__}") from exc
+        url = self.config["launch_public_url"].format(host=self.config["launch_host"], port=port)
+        self._wait_ready(container, f"http://{self.config['launch_host']}:{port}/", token, emit)
+        return url, token
+
+    def _wait_ready(self, container: Any, url: str, token: str, emit: Emit) -> None:
+        deadline = time.monotonic() + self.config["launch_timeout"]
+        next_notice = time.monotonic() + 5
+        session = requests.Session()
+        while time.monotonic() < deadline:
+            try:
+                if session.get(f"{url}api", params={"token": token}, timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            container.reload()
+            if container.status in ("exited", "dead"):
+                logs = container.logs(tail=10).decode(errors="replace")
+                container.remove(force=True)
+                raise LaunchError(f"The server stopped while starting. Its last lines:\n{logs}")
+            if time.monotonic() >= next_notice:
+                next_notice += 5
+                emit({"phase": "launching", "message": "Waiting for the server to answer...\n"})
+            time.sleep(0.25)
+        container.remove(force=True)
+        raise LaunchError(f"The server did not answer within {self.config['launch_timeout']} s.")
+
+    # --- cleanup -------------------------------------------------------------------------
+    def _containers(self, label: str = LABEL) -> list[Any]:
+        return self.client.containers.list(all=True, filters={"label": [label]})
+
+    def cleanup(self, max_age: float) -> int:
+        """Remove stopped servers and servers older than ``max_age``; free their ports."""
+        removed = 0
+        now = time.time()
+        for container in self._containers():
+            labels = container.labels
+            old = now - int(labels.get("org.bindery.created", "0")) > max_age
+            if container.status in ("exited", "dead") or old:
+                container.remove(force=True)
+                if labels.get("org.bindery.port"):
+                    self.redis.delete(f"bindery:port:{labels['org.bindery.port']}")
+                removed += 1
+        return removed

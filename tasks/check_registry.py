@@ -1,0 +1,59 @@
+"""Step 2: is the image already there?  If so launch at once; if not, build it exactly once.
+
+The first request for a missing image takes the build lock and queues the
+build chain; every other request attaches to that build's event stream.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from celery import shared_task
+from flask import current_app
+
+from app.errors import RegistryError
+from app.extensions import events, redis_client
+from tasks import backends
+from tasks.channels import build_channel
+from tasks.lock import BuildLock
+
+
+def found_event(image: str) -> dict[str, Any]:
+    return {"phase": "built", "imageName": image, "message": "Found built image, launching...\n"}
+
+
+@shared_task(name="bindery.check_registry")
+def check_registry(launch: dict[str, Any]) -> None:
+    from tasks.attach import attach
+    from tasks.chain import build_chain
+    from tasks.launch import launch as launch_step
+
+    config = current_app.config["BINDERY"]
+    store = backends.image_store(config)
+    image = launch["image"]
+    lock = BuildLock(redis_client.client, image)
+    for _ in range(3):  # the lock may change hands between looking and taking
+        if store.exists(image):
+            events.publish(found_event(image), channel=launch["id"])
+            launch_step.delay(launch)
+            return
+        build_id = uuid.uuid4().hex
+        # Held until the build starts; the build then keeps it alive with a short heartbeat.
+        if lock.acquire(build_id, ttl=config["build_timeout"]):
+            if store.exists(image):  # built while we were taking the lock
+                lock.release(build_id)
+                continue
+            launch = {**launch, "build_id": build_id}
+            queued = {"phase": "waiting", "message": "Build queued; waiting for a build worker...\n"}
+            for channel in (launch["id"], build_channel(build_id)):
+                events.publish(queued, channel=channel)
+            build_chain(launch, push=bool(config["registry_url"])).apply_async()
+            return
+        holder = lock.holder()
+        if holder:
+            events.publish({"phase": "waiting", "message": "Another launch is building this image; "
+                            "following its build...\n"}, channel=launch["id"])
+            attach.delay({**launch, "build_id": holder})
+            return
+    raise RegistryError("The build lock for this image kept changing hands; please try again.", 503)

@@ -1,0 +1,39 @@
+"""Step 5: start a server from the image and say where it is (or, build_only, just the image)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import shared_task
+from flask import current_app
+
+from app.extensions import events
+from providers import get_provider
+from tasks import backends
+
+
+def ready_event(launch: dict[str, Any], url: str, token: str) -> dict[str, Any]:
+    """BinderHub's ``ready`` event, with the links a federation redirector reads."""
+    repo = get_provider(launch["provider"], launch["spec"], current_app.config["BINDERY"])
+    host = launch["origin"]
+    return {
+        "phase": "ready", "message": f"server running at {url}\n", "url": url, "token": token,
+        "image": launch["image"], "repo_url": launch["repo_url"], "binder_ref_url": launch["ref_url"],
+        "binder_launch_host": host,
+        "binder_request": f"{host}v2/{launch['provider']}/{launch['spec']}",
+        "binder_persistent_request": f"{host}v2/{launch['provider']}/"
+                                     f"{repo.resolved_spec(launch['resolved_ref'])}",
+    }
+
+
+@shared_task(name="bindery.launch")
+def launch(launch: dict[str, Any]) -> None:
+    channel = launch["id"]
+    if launch["build_only"]:
+        events.publish({"phase": "ready", "message": "Image built; not launching (build_only).\n",
+                        "imageName": launch["image"]}, channel=channel)
+        return
+    events.publish({"phase": "launching", "message": "Launching server...\n"}, channel=channel)
+    launcher = backends.launcher(current_app.config["BINDERY"])
+    url, token = launcher.launch(launch, lambda event: events.publish(event, channel=channel))
+    events.publish(ready_event(launch, url, token), channel=channel)

@@ -1,0 +1,149 @@
+"""GitHubProvider: spec parsing and ``resolve_ref`` against a replaying API server.
+
+The real GitHub API is unreachable here, so a threaded HTTP server on 127.0.0.1
+replays the service's documented real reply shapes (recordings/github_*.json:
+a commit, 404 Not Found, 422 "No commit found", 403 with x-ratelimit-remaining: 0,
+500) and records the requests it got.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+import providers.github as github
+from app.errors import NotFound, ProviderError, RateLimited, SpecError
+from providers import get_provider
+from providers.github import GitHubProvider
+
+SHA = "9f6a3c1e5d0b7a2948e1c6f3b8d2a7e4c0f5b1d9"
+TOKEN = "ghp_secretTOKEN1234567890"
+
+
+@pytest.fixture(autouse=True)
+def _fast_retries(monkeypatch):
+    monkeypatch.setattr(github, "RETRY_DELAYS", (0.01, 0.02))
+
+
+@pytest.fixture
+def gh(api_server, make_config):
+    def build(spec, **overrides):
+        config = make_config(github_api_url=api_server.url, github_url="https://github.example", **overrides)
+        return GitHubProvider(spec, config)
+    return build
+
+
+@pytest.mark.parametrize("spec, user, repo, ref", [
+    ("jupyterhub/binderhub/HEAD", "jupyterhub", "binderhub", "HEAD"),
+    ("jupyterhub/binderhub.git/main", "jupyterhub", "binderhub", "main"),
+    ("a-b/c.d_e/feature/with/slashes", "a-b", "c.d_e", "feature/with/slashes"),
+    ("u/r/v1.0", "u", "r", "v1.0"),
+])
+def test_parse(gh, spec, user, repo, ref):
+    p = gh(spec)
+    assert (p.user, p.repo, p.unresolved_ref) == (user, repo, ref)
+    assert p.repo_url() == f"https://github.example/{user}/{repo}"
+    assert p.build_slug() == f"{user}-{repo}"
+    assert p.ref_url(SHA) == f"https://github.example/{user}/{repo}/tree/{SHA}"
+    assert p.resolved_spec(SHA) == f"{user}/{repo}/{SHA}"
+
+
+@pytest.mark.parametrize("spec", [
+    "", "user", "user/repo", "user/repo/", "/repo/ref", "user//ref",
+    "-user/repo/main", "us_er/repo/main", "a" * 40 + "/repo/main", "user/re po/main",
+    "user/" + "r" * 101 + "/main", "user/../main", "user/./main", "user/.git/main", "user/-repo/main",
+    "user/repo/--upload-pack=touch x", "user/repo/-x", "user/repo/ma in", "user/repo/main\n",
+    "user/repo/ma\x00in", "user/repo/..", "user/repo/a\u202eb", "user/repo/\ud800",
+])
+def test_bad_specs(gh, spec):
+    with pytest.raises(SpecError) as err:
+        gh(spec)
+    assert err.value.status_code == 400 and err.value.message
+
+
+def test_get_provider(make_config):
+    assert isinstance(get_provider("gh", "u/r/main", make_config()), GitHubProvider)
+    with pytest.raises(NotFound, match="unknown provider 'nope'; known: gh, gl, git") as err:
+        get_provider("nope", "u/r/main", make_config())
+    assert err.value.status_code == 404
+
+
+def test_resolve_200_without_token(gh, api_server, recording):
+    api_server.queue("/repos/jupyterhub/binderhub/commits/feature%2Fx", recording("github_commit_200"))
+    assert gh("jupyterhub/binderhub/feature/x").resolve_ref() == SHA
+    path, headers = api_server.requests[0]
+    assert headers["accept"] == "application/vnd.github+json"
+    assert "authorization" not in headers
+
+
+def test_token_sent_as_header_never_in_messages(gh, api_server, recording):
+    api_server.queue("/repos/u/r/commits/main", recording("github_commit_200"))
+    api_server.queue("/repos/u/r/commits/gone", recording("github_not_found_404"))
+    api_server.queue("/repos/u/r/commits/boom", recording("github_server_error_500"))
+    p = gh("u/r/main", github_token=TOKEN)
+    assert p.resolve_ref() == SHA
+    assert api_server.requests[0][1]["authorization"] == f"token {TOKEN}"
+    assert all(TOKEN not in path for path, _ in api_server.requests)
+    for spec in ("u/r/gone", "u/r/boom"):
+        with pytest.raises((NotFound, ProviderError)) as err:
+            gh(spec, github_token=TOKEN).resolve_ref()
+        assert TOKEN not in str(err.value) and TOKEN not in repr(err.value.to_dict())
+
+
+@pytest.mark.parametrize("name", ["github_not_found_404", "github_no_commit_422"])
+def test_not_found(gh, api_server, recording, name):
+    api_server.queue("/repos/u/r/commits/no-such-branch", recording(name))
+    with pytest.raises(NotFound, match="ref 'no-such-branch' not found in GitHub repository u/r") as err:
+        gh("u/r/no-such-branch").resolve_ref()
+    assert err.value.status_code == 404
+
+
+def test_rate_limited_gives_minutes(gh, api_server, recording):
+    reply = recording("github_rate_limit_403")
+    reply["headers"]["x-ratelimit-reset"] = str(int(time.time()) + 600)
+    api_server.queue("/repos/u/r/commits/main", reply)
+    with pytest.raises(RateLimited) as err:
+        gh("u/r/main").resolve_ref()
+    assert err.value.status_code == 429
+    assert err.value.message == "GitHub API rate limit exceeded, try again in 10 minutes"
+    assert len(api_server.requests) == 1  # not retried
+
+
+def test_403_without_rate_limit_is_provider_error(gh, api_server, recording):
+    reply = recording("github_rate_limit_403")
+    reply["headers"]["x-ratelimit-remaining"] = "12"
+    api_server.queue("/repos/u/r/commits/main", reply)
+    with pytest.raises(ProviderError, match="answered 403"):
+        gh("u/r/main").resolve_ref()
+
+
+def test_500_twice_then_200_succeeds(gh, api_server, recording):
+    error = recording("github_server_error_500")
+    api_server.queue("/repos/u/r/commits/main", error, error, recording("github_commit_200"))
+    assert gh("u/r/main").resolve_ref() == SHA
+    assert len(api_server.requests) == 3
+
+
+def test_500_always_is_provider_error(gh, api_server, recording):
+    api_server.queue("/repos/u/r/commits/main", recording("github_server_error_500"))
+    with pytest.raises(ProviderError, match="answered 500 \\(tried 3 times\\)") as err:
+        gh("u/r/main").resolve_ref()
+    assert err.value.status_code == 502
+    assert len(api_server.requests) == 3
+
+
+def test_connection_refused_is_provider_error(make_config, closed_port):
+    p = GitHubProvider("u/r/main", make_config(github_api_url=f"http://127.0.0.1:{closed_port}",
+                                               github_token=TOKEN))
+    with pytest.raises(ProviderError, match="could not reach the GitHub API") as err:
+        p.resolve_ref()
+    assert TOKEN not in err.value.message
+
+
+def test_bad_body_is_provider_error(gh, api_server, recording):
+    reply = recording("github_commit_200")
+    reply["body"] = {"sha": "not-a-sha"}
+    api_server.queue("/repos/u/r/commits/main", reply)
+    with pytest.raises(ProviderError, match="no commit sha"):
+        gh("u/r/main").resolve_ref()

@@ -1,0 +1,5 @@
+"""gunicorn entry: ``gunicorn -c gunicorn.conf.py wsgi:app``."""
+
+from app import create_app
+
+app = create_app()
