@@ -94,8 +94,7 @@ class _Notifier:
 class EventStream(ServerSentEventsBlueprint):
     """flask-sse's blueprint with persistent, replayable channels and keepalives."""
 
-    _notifiers: dict[int, _Notifier] = {}
-    _notifiers_lock = threading.Lock()
+    _notifier_lock = threading.Lock()
 
     @property
     def redis(self) -> redis.Redis:  # type: ignore[override]
@@ -128,12 +127,11 @@ class EventStream(ServerSentEventsBlueprint):
         return [(entry_id, json.loads(fields["data"])) for entry_id, fields in entries]
 
     def _notifier(self) -> _Notifier:
-        client = self.redis
-        key = id(client)
-        with self._notifiers_lock:
-            if key not in self._notifiers:
-                self._notifiers[key] = _Notifier(client)
-            return self._notifiers[key]
+        """The app's listener, started by the first stream (never at import or start-up)."""
+        with self._notifier_lock:
+            if "bindery.notifier" not in current_app.extensions:
+                current_app.extensions["bindery.notifier"] = _Notifier(self.redis)
+            return current_app.extensions["bindery.notifier"]
 
     def messages(self, channel: str = "sse", after: str = "0-0") -> Iterator[Message | str]:  # type: ignore[override]
         """Replay then follow a channel until a terminal event; keepalive comments in between."""

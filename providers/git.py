@@ -127,13 +127,16 @@ class GitProvider(RepoProvider):
         return sha
 
     def _ls_remote(self, ref: str) -> str:
-        """Run ``git ls-remote -- URL REF``; a timeout ends git and its helpers (own process group)."""
+        """Run ``git ls-remote -- URL REF REF^{}``; a timeout ends git and its helpers (own process group).
+
+        The second pattern is needed because patterns do not match the peeled line of an annotated tag.
+        """
         where = redact_url(self.url)
         env = {**os.environ, "GIT_TERMINAL_PROMPT": "0",
                "GIT_ALLOW_PROTOCOL": ":".join(self.allowed_schemes())}
         try:
             proc = subprocess.Popen(
-                ["git", "ls-remote", "--", self.url, ref], stdin=subprocess.DEVNULL,
+                ["git", "ls-remote", "--", self.url, ref, f"{ref}^{{}}"], stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True,
             )
         except OSError as exc:

@@ -1,0 +1,40 @@
+# Two commands: `make run` serves Bindery on http://127.0.0.1:8585, `make test` runs the suite.
+# Both set up what they need (virtualenv, container engine, test images) and are quick when
+# everything is already there.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test venv engine test-setup lint bench clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+venv: $(STAMP)
+
+# `make run`: embedded Redis, build + launch workers, beat, gunicorn and Flower. Ctrl-C stops all.
+run: $(STAMP)
+	@set -e; engine=$$(scripts/engine.sh); export "$$engine"; echo "bindery: engine $$engine"; \
+	  exec $(PY) -m app.runner
+
+# Everything the tests need: apt packages, the engine, the local base images.
+test-setup: $(STAMP)
+	@scripts/test-setup.sh
+
+# pytest exits 5 when it collected nothing; that is a failure here, like any non-zero exit.
+test: test-setup
+	@set -e; engine=$$(scripts/engine.sh); export "$$engine"; \
+	  $(PY) -m pytest $(PYTEST_ARGS); status=$$?; \
+	  if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$status
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy app tasks providers
+
+clean:
+	rm -rf var .pytest_cache

@@ -1,0 +1,72 @@
+"""Replayable event channels on a real Redis: replay, resume, live wake-up, keepalive."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+from flask import Flask
+from flask_sse import Message
+
+from app.extensions import events
+from app.sse import KEEPALIVE, parse_event_id
+from app.redis_server import EmbeddedRedis
+from app import create_app
+
+
+def _app(redis_server: EmbeddedRedis, **settings: object) -> Flask:
+    return create_app({"redis_url": redis_server.url, "launcher": "bench", **settings})
+
+
+def test_late_reader_gets_every_event_and_stream_ends_on_terminal(redis_server: EmbeddedRedis) -> None:
+    app = _app(redis_server)
+    channel = uuid.uuid4().hex
+    with app.app_context():
+        for phase in ("waiting", "building", "ready"):
+            events.publish({"phase": phase, "message": phase}, channel=channel)
+        messages = [m for m in events.messages(channel) if isinstance(m, Message)]
+    assert [m.data["phase"] for m in messages] == ["waiting", "building", "ready"]
+    assert all(parse_event_id(m.id) and parse_event_id(m.id)[0] == channel for m in messages)
+
+
+def test_resume_after_an_id_skips_what_was_seen(redis_server: EmbeddedRedis) -> None:
+    app = _app(redis_server)
+    channel = uuid.uuid4().hex
+    with app.app_context():
+        for n in range(5):
+            events.publish({"phase": "building", "message": str(n)}, channel=channel)
+        events.publish({"phase": "failed", "message": "x"}, channel=channel)
+        first = [m for m in events.messages(channel) if isinstance(m, Message)]
+        _, entry = parse_event_id(first[2].id)
+        rest = [m for m in events.messages(channel, entry) if isinstance(m, Message)]
+    assert [m.id for m in rest] == [m.id for m in first[3:]]
+
+
+def test_live_events_wake_the_reader_and_keepalives_fill_silence(redis_server: EmbeddedRedis) -> None:
+    app = _app(redis_server, keepalive_interval=0.2)
+    channel = uuid.uuid4().hex
+
+    def later() -> None:
+        time.sleep(0.7)
+        with app.app_context():
+            events.publish({"phase": "ready", "message": "done"}, channel=channel)
+
+    with app.app_context():
+        events.publish({"phase": "waiting", "message": "w"}, channel=channel)
+        thread = threading.Thread(target=later)
+        started = time.monotonic()
+        thread.start()
+        seen = list(events.messages(channel))
+        elapsed = time.monotonic() - started
+        thread.join()
+    assert seen.count(KEEPALIVE) >= 2
+    assert isinstance(seen[-1], Message) and seen[-1].data["phase"] == "ready"
+    assert elapsed < 2, "the published event must wake the reader, not the next poll"
+
+
+def test_parse_event_id_refuses_foreign_ids() -> None:
+    assert parse_event_id(None) is None
+    assert parse_event_id("12") is None
+    assert parse_event_id("../../etc_1-0") is None
+    assert parse_event_id("a" * 32 + "_1700000000000-3") == ("a" * 32, "1700000000000-3")

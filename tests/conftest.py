@@ -1,0 +1,156 @@
+"""Fixtures: the app from its factory, and real services started (and stopped) by the tests."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import shutil
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+import requests
+import yaml
+from flask import Flask
+
+from app import create_app
+from app.redis_server import EmbeddedRedis
+
+BASE_IMAGE = "localhost/bindery-base:bookworm"
+JUPYTER_IMAGE = "localhost/bindery-jupyter:bookworm"
+# The engine trusts plain HTTP on this loopback port (scripts/engine.sh writes registries.conf).
+REGISTRY_PORT = 5055
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def app(redis_server: EmbeddedRedis) -> Flask:
+    return create_app({"redis_url": redis_server.url, "launcher": "bench"})
+
+
+@pytest.fixture
+def client(app: Flask) -> Any:
+    return app.test_client()
+
+
+# --- container engine ------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def docker_host() -> str:
+    host = os.environ.get("DOCKER_HOST")
+    if not host:
+        pytest.fail("DOCKER_HOST is not set: run the tests with `make test`, which starts the engine")
+    return host
+
+
+@pytest.fixture(scope="session")
+def engine(docker_host: str) -> docker.DockerClient:
+    client = docker.DockerClient(base_url=docker_host, timeout=120)
+    for image in (BASE_IMAGE, JUPYTER_IMAGE):
+        try:
+            client.images.get(image)
+        except docker.errors.ImageNotFound:
+            pytest.fail(f"{image} is missing: `make test` builds it (scripts/base-image.sh)")
+    return client
+
+
+@pytest.fixture
+def launched_containers(engine: docker.DockerClient) -> Iterator[list[str]]:
+    """Launch ids whose containers the test started; removed by id afterwards."""
+    launch_ids: list[str] = []
+    yield launch_ids
+    for launch_id in launch_ids:
+        for container in engine.containers.list(all=True, filters={"label": [f"org.bindery.launch={launch_id}"]}):
+            container.remove(force=True)
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The reference Registry v2 on loopback."""
+    directory = tmp_path_factory.mktemp("registry")
+    config = directory / "config.yml"
+    config.write_text(yaml.safe_dump({
+        "version": 0.1, "log": {"level": "warn"},
+        "storage": {"filesystem": {"rootdirectory": str(directory / "data")}, "delete": {"enabled": True}},
+        "http": {"addr": f"127.0.0.1:{REGISTRY_PORT}"},
+    }))
+    proc = subprocess.Popen([shutil.which("docker-registry") or "docker-registry", "serve", str(config)],
+                            stdout=subprocess.DEVNULL, stderr=open(directory / "log", "wb"))  # noqa: SIM115
+    url = f"http://127.0.0.1:{REGISTRY_PORT}"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            if requests.get(f"{url}/v2/", timeout=1).status_code == 200:
+                break
+        except requests.RequestException:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"registry did not start: {(directory / 'log').read_text()}")
+        time.sleep(0.1)
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+# --- test repositories ------------------------------------------------------------------------
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        pass
+
+
+class GitServer:
+    """Bare repositories served over dumb HTTP on loopback, as a public git host would."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        handler = functools.partial(_QuietHandler, directory=str(root))
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def make_repo(self, dockerfile: str, *, branch: str = "main") -> tuple[str, str]:
+        """A new repository holding the Dockerfile; returns (clone URL, commit sha)."""
+        name = f"repo-{uuid.uuid4().hex[:10]}"
+        work = self.root / f"{name}-work"
+        work.mkdir()
+        (work / "Dockerfile").write_text(dockerfile)
+        git = ["git", "-c", "user.name=Bindery Tests", "-c", "user.email=tests@bindery.invalid"]
+        subprocess.run([*git, "init", "-q", "-b", branch, str(work)], check=True)
+        subprocess.run([*git, "-C", str(work), "add", "Dockerfile"], check=True)
+        subprocess.run([*git, "-C", str(work), "commit", "-q", "-m", "test repo"], check=True)
+        bare = self.root / f"{name}.git"
+        subprocess.run(["git", "clone", "-q", "--bare", str(work), str(bare)], check=True)
+        subprocess.run(["git", "-C", str(bare), "update-server-info"], check=True)
+        sha = subprocess.run(["git", "-C", str(bare), "rev-parse", branch], check=True,
+                             capture_output=True, text=True).stdout.strip()
+        return f"{self.url}/{name}.git", sha
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture(scope="session")
+def git_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitServer]:
+    server = GitServer(tmp_path_factory.mktemp("git"))
+    yield server
+    server.stop()

@@ -1,0 +1,129 @@
+"""A real Bindery for tests: its own Redis, gunicorn (gevent) and both Celery workers.
+
+Processes are started here and stopped here, by the Popen objects we hold.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import requests
+import yaml
+
+from app.redis_server import EmbeddedRedis, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Stack:
+    def __init__(self, directory: Path, settings: dict[str, Any], *, beat: bool = False) -> None:
+        self.directory = directory
+        self.redis = EmbeddedRedis(directory / "redis")
+        self.port = free_port()
+        self.settings = {"port": self.port, "data_dir": str(directory), **settings}
+        self.beat = beat
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Stack:
+        self.redis.start()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        config = self.directory / "bindery.yaml"
+        config.write_text(yaml.safe_dump({"redis_url": self.redis.url, **self.settings}))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BINDERY_")}
+        env.update({"BINDERY_CONFIG": str(config), "PYTHONUNBUFFERED": "1"})
+        env.pop("REDIS_URL", None)
+        celery = [sys.executable, "-m", "celery", "-A", "worker"]
+        commands = {
+            "web": [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+            "launch": [*celery, "worker", "-Q", "launch", "-P", "gevent", "-c", "200",
+                       "-n", f"launch-{self.port}@%h", "--loglevel", "INFO", "--without-mingle", "--without-gossip"],
+            "build": [*celery, "worker", "-Q", "build", "-P", "prefork", "-c", "1",
+                      "-n", f"build-{self.port}@%h", "--loglevel", "INFO", "--without-mingle", "--without-gossip"],
+        }
+        if self.beat:
+            commands["beat"] = [*celery, "beat", "-s", str(self.directory / "beat-schedule")]
+        for role, command in commands.items():
+            log = open(self.directory / f"{role}.log", "wb")  # noqa: SIM115 - closed with the process
+            self.processes[role] = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log,
+                                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self._wait_ready()
+        return self
+
+    def _wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for role, proc in self.processes.items():
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{role} exited at start:\n{self.log(role)}")
+            try:
+                web = requests.get(f"{self.url}/health", timeout=1).status_code == 200
+            except requests.RequestException:
+                web = False
+            if web and all(b"ready." in (self.directory / f"{r}.log").read_bytes()
+                           for r in ("launch", "build")):
+                return
+            time.sleep(0.2)
+        raise RuntimeError("stack did not become ready:\n" + "\n".join(self.log(r) for r in self.processes))
+
+    def log(self, role: str) -> str:
+        return (self.directory / f"{role}.log").read_text(errors="replace")[-5000:]
+
+    def stop(self) -> None:
+        for proc in self.processes.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.processes.values():
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.redis.stop()
+
+
+def read_events(url: str, *, headers: dict[str, str] | None = None, timeout: float = 300,
+                stop_after: int | None = None) -> Iterator[tuple[str | None, dict[str, Any] | str]]:
+    """Parse an event stream: yields (id, data) for events and (None, ':keepalive') for comments."""
+    response = requests.get(url, headers={"Accept": "text/event-stream", **(headers or {})},
+                            stream=True, timeout=timeout)
+    assert response.status_code == 200, response.text
+    assert response.headers["Content-Type"].startswith("text/event-stream")
+    event_id, data, count = None, [], 0
+    try:
+        for line in response.iter_lines(decode_unicode=True):
+            if line.startswith(":"):
+                yield None, line
+            elif line.startswith("data:"):
+                data.append(line[5:].lstrip(" "))
+            elif line.startswith("id:"):
+                event_id = line[3:].strip()
+            elif line == "" and data:
+                yield event_id, json.loads("\n".join(data))
+                event_id, data = None, []
+                count += 1
+                if stop_after is not None and count >= stop_after:
+                    return
+    finally:
+        response.close()
+
+
+def collect(url: str, **kwargs: Any) -> list[tuple[str | None, dict[str, Any]]]:
+    """All events of one launch until it ends (ready or failed)."""
+    events = []
+    for event_id, data in read_events(url, **kwargs):
+        if isinstance(data, dict):
+            events.append((event_id, data))
+            if data.get("phase") in ("ready", "failed"):
+                break
+    return events
