@@ -16,6 +16,7 @@ from flask_sse import Message
 from app import launches
 from app.errors import BinderyError
 from app.extensions import events
+from app.rawpath import raw_spec
 from app.sse import KEEPALIVE, parse_event_id, single_stream
 from providers import get_provider
 
@@ -38,6 +39,7 @@ def build(provider: str, spec: str) -> ResponseReturnValue:
     if "text/event-stream" not in request.headers.get("Accept", ""):
         raise BinderyError("This endpoint streams Server-Sent Events: request it with "
                            "'Accept: text/event-stream'.", 406)
+    spec = raw_spec(f"/build/{provider}/", spec)
     resume = parse_event_id(request.headers.get("Last-Event-ID"))
     if resume and launches.belongs_to(resume[0], provider, spec):
         return events.response(*resume)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from flask import Blueprint, render_template
 from flask.typing import ResponseReturnValue
 
+from app.rawpath import raw_spec
+
 bp = Blueprint("pages", __name__)
 
 
@@ -15,4 +17,4 @@ def index() -> ResponseReturnValue:
 
 @bp.route("/v2/<provider>/<path:spec>")
 def loading(provider: str, spec: str) -> ResponseReturnValue:
-    return render_template("loading.html", provider=provider, spec=spec)
+    return render_template("loading.html", provider=provider, spec=raw_spec(f"/v2/{provider}/", spec))

@@ -87,8 +87,9 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "storage": {"filesystem": {"rootdirectory": str(directory / "data")}, "delete": {"enabled": True}},
         "http": {"addr": f"127.0.0.1:{REGISTRY_PORT}"},
     }))
+    log = open(directory / "log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen([shutil.which("docker-registry") or "docker-registry", "serve", str(config)],
-                            stdout=subprocess.DEVNULL, stderr=open(directory / "log", "wb"))  # noqa: SIM115
+                            stdout=subprocess.DEVNULL, stderr=log)
     url = f"http://127.0.0.1:{REGISTRY_PORT}"
     deadline = time.monotonic() + 20
     while True:
@@ -99,11 +100,13 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
+            log.close()
             pytest.fail(f"registry did not start: {(directory / 'log').read_text()}")
         time.sleep(0.1)
     yield url
     proc.terminate()
     proc.wait(10)
+    log.close()
 
 
 # --- test repositories ------------------------------------------------------------------------

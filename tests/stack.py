@@ -30,6 +30,7 @@ class Stack:
         self.settings = {"port": self.port, "data_dir": str(directory), **settings}
         self.beat = beat
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self._logs: list[Any] = []
 
     @property
     def url(self) -> str:
@@ -54,7 +55,8 @@ class Stack:
         if self.beat:
             commands["beat"] = [*celery, "beat", "-s", str(self.directory / "beat-schedule")]
         for role, command in commands.items():
-            log = open(self.directory / f"{role}.log", "wb")  # noqa: SIM115 - closed with the process
+            log = open(self.directory / f"{role}.log", "wb")  # noqa: SIM115 - closed in stop()
+            self._logs.append(log)
             self.processes[role] = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log,
                                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self._wait_ready()
@@ -90,6 +92,8 @@ class Stack:
                 proc.kill()
                 proc.wait()
         self.redis.stop()
+        for log in self._logs:
+            log.close()
 
 
 def read_events(url: str, *, headers: dict[str, str] | None = None, timeout: float = 300,

@@ -29,16 +29,18 @@ SCHEMES = st.sampled_from([
     "https://", "HTTPS%3A%2F%2F", "-", "%2D%2D",
 ])
 HOSTS = st.sampled_from(["", "example.org", "127.0.0.1%3A9418", "%5B%3A%3A1", "h%3A99999", "-h", "u%3Ap%40h"])
-USERS = st.one_of(FRAGMENT, st.from_regex(r"[A-Za-z0-9][A-Za-z0-9-]{0,38}", fullmatch=True))
-NAMESPACES = st.lists(st.one_of(FRAGMENT, st.from_regex(r"[A-Za-z0-9_.-]{1,8}", fullmatch=True)),
-                      min_size=1, max_size=4).map("%2F".join)
+NAME = st.text(alphabet="abcXYZ019-_.", min_size=1, max_size=8)
+USERS = st.one_of(NAME, FRAGMENT)
+REFS = st.one_of(st.text(alphabet="abcXYZ019-_./%", min_size=1, max_size=12), FRAGMENT)
+NAMESPACES = st.lists(st.one_of(NAME, FRAGMENT), min_size=1, max_size=4).map("%2F".join)
 
-SPECS = {
-    "git": st.one_of(st.text(max_size=60), st.builds(lambda s, h, p, r: f"{s}{h}{p}/{r}", SCHEMES, HOSTS,
-                                                     FRAGMENT, FRAGMENT)),
-    "gh": st.one_of(st.text(max_size=60), st.builds(lambda u, r, f: f"{u}/{r}/{f}", USERS, FRAGMENT, FRAGMENT)),
-    "gl": st.one_of(st.text(max_size=60), st.builds(lambda n, r: f"{n}/{r}", NAMESPACES, FRAGMENT)),
+STRUCTURED = {
+    "git": st.builds(lambda s, h, p, r: f"{s}{h}{p}/{r}", SCHEMES, HOSTS, REFS, REFS),
+    "gh": st.builds(lambda u, r, f: f"{u}/{r}/{f}", USERS, USERS, REFS),
+    "gl": st.builds(lambda n, r: f"{n}/{r}", NAMESPACES, REFS),
 }
+# Any text at all, but mostly specs shaped like the real thing so many of them parse.
+SPECS = {prefix: st.one_of(st.text(max_size=60), shaped, shaped, shaped) for prefix, shaped in STRUCTURED.items()}
 
 
 def assert_clean(value: str) -> None:
