@@ -4,14 +4,13 @@ The schema below is the only place a setting exists: its type, default and a
 line of help.  Values come from the YAML file named by ``BINDERY_CONFIG`` and
 from ``BINDERY_<NAME>`` environment variables (environment wins), and are
 validated before anything starts.  The README's configuration reference is
-generated from this schema (``python -m app.config --markdown``).
+generated from this schema (``python -m app.cli config-reference``).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -325,13 +324,3 @@ def markdown_reference() -> str:
         shown = "unset" if default is None else f"`{json.dumps(default) if not isinstance(default, str) else default}`"
         rows.append(f"| `{name}` | `BINDERY_{name.upper()}` | {shown} | {field.metadata['help']} |")
     return "\n".join(rows) + "\n"
-
-
-if __name__ == "__main__":  # pragma: no cover - tiny CLI
-    if "--markdown" in sys.argv:
-        sys.stdout.write(markdown_reference())
-    else:
-        try:
-            json.dump(load_config(), sys.stdout, indent=2, default=str)
-        except ConfigError as err:
-            sys.exit(str(err))

@@ -40,15 +40,32 @@ def repo2docker_command(config: dict[str, Any], repo: RepoProvider, launch: dict
     ]
 
 
-def _event(line: str) -> dict[str, Any]:
-    """One repo2docker output line as an event; non-JSON lines are shown as build output."""
+# repo2docker 2024.7.0 tries Mercurial on every URL that does not end in .git and crashes
+# when `hg` is missing; leave it out unless it is installed.
+_CONTENT_PROVIDERS = """
+import shutil
+from repo2docker import contentproviders as cp
+providers = [cp.Local, cp.Zenodo, cp.Figshare, cp.Dataverse, cp.Hydroshare, cp.Swhid, cp.CKAN, cp.Git]
+if shutil.which("hg"):
+    providers.insert(-1, cp.Mercurial)
+c.Repo2Docker.content_providers = providers
+"""
+
+
+def _event(line: str, previous: str) -> dict[str, Any]:
+    """One repo2docker output line as an event.
+
+    ``--json-logs`` lines carry a phase; lines without one (and plain lines) belong
+    to the phase before them.  repo2docker's own ``failed`` is shown as log: the
+    build's one ``failed`` event is ours, raised when the process exits non-zero.
+    """
     try:
         record = json.loads(line)
     except ValueError:
-        return {"phase": "building", "message": line + "\n"}
+        record = None
     if not isinstance(record, dict):
-        return {"phase": "building", "message": line + "\n"}
-    phase = record.get("phase") if record.get("phase") in _PHASES else "building"
+        return {"phase": previous, "message": line + "\n"}
+    phase = record.get("phase") if record.get("phase") in _PHASES else previous
     message = str(record.get("message", ""))
     return {"phase": phase, "message": message if message.endswith("\n") else message + "\n"}
 
@@ -61,7 +78,7 @@ class DockerBuilder:
         path = os.path.join(directory, "repo2docker_config.py")
         kwargs = {"network_mode": self.config["build_network"]} if self.config["build_network"] else {}
         with open(path, "w", encoding="utf-8") as fh:
-            fh.write(f"c.Repo2Docker.extra_build_kwargs = {json.dumps(kwargs)}\n")
+            fh.write(f"c.Repo2Docker.extra_build_kwargs = {json.dumps(kwargs)}\n{_CONTENT_PROVIDERS}")
         return path
 
     def build(self, repo: RepoProvider, launch: dict[str, Any], emit: Emit) -> None:
@@ -83,13 +100,15 @@ class DockerBuilder:
 
             timer = threading.Timer(self.config["build_timeout"], stop)
             timer.start()
+            phase = "fetching"
             try:
                 assert proc.stdout is not None
                 for raw in proc.stdout:
                     line = raw.rstrip("\n")
                     if not line:
                         continue
-                    event = _event(line)
+                    event = _event(line, phase)
+                    phase = event["phase"]
                     tail.append(event["message"])
                     emit(event)
                 code = proc.wait()

@@ -39,11 +39,11 @@ class DockerPusher:
                                                auth_config=self._auth()):
                 if "error" in record:
                     raise RegistryError(f"Pushing {image} failed: {record['error']}")
-                layer = record.get("id")
-                if layer:
-                    detail = record.get("progressDetail") or {}
-                    progress[layer] = ({"current": detail["current"], "total": detail["total"]}
-                                       if detail.get("total") else record.get("status", ""))
+                # Docker reports per layer; Podman reports the whole image in a status line.
+                layer = record.get("id") or tag
+                detail = record.get("progressDetail") or {}
+                progress[layer] = ({"current": detail["current"], "total": detail["total"]}
+                                   if detail.get("total") else record.get("status", ""))
                 now = time.monotonic()
                 if now - last >= self.interval:
                     last = now

@@ -72,4 +72,4 @@ def test_every_setting_has_help() -> None:
 
 def test_readme_reference_is_generated_from_the_schema() -> None:
     assert markdown_reference() in README.read_text(), \
-        "README's configuration reference is stale: regenerate with `python -m app.config --markdown`"
+        "README's configuration reference is stale: regenerate with `python -m app.cli config-reference`"
