@@ -51,7 +51,7 @@ def pick_sha(listing: str, ref: str) -> str | None:
     refs: dict[str, str] = {}
     for line in listing.splitlines():
         sha, _, name = line.partition("\t")
-        if SHA1.match(sha.strip().lower()) and name:
+        if SHA1.fullmatch(sha.strip().lower()) and name:
             refs.setdefault(name.strip(), sha.strip().lower())
     if ref == "HEAD":
         candidates = ["HEAD"]
@@ -118,7 +118,7 @@ class GitProvider(RepoProvider):
     def resolve_ref(self) -> str:
         """The commit sha: a full sha as given, otherwise what ``git ls-remote`` says."""
         ref = self.unresolved_ref
-        if SHA1.match(ref.lower()):
+        if SHA1.fullmatch(ref.lower()):
             return ref.lower()
         listing = self._ls_remote(ref)
         sha = pick_sha(listing, ref)

@@ -105,14 +105,15 @@ class GitHubProvider(RepoProvider):
         self.session = session if session is not None else requests.Session()
         parts = spec.split("/", 2)
         if len(parts) != 3 or not all(parts):
-            raise SpecError(f"GitHub spec {spec[:100]!r} must be <user>/<repo>/<ref>, e.g. jupyterhub/binderhub/HEAD")
+            raise SpecError(f"GitHub spec {spec[:100]!r} must be <user>/<repo>/<ref>, "
+                            "e.g. jupyterhub/binderhub/HEAD")
         user, repo, ref = parts
-        if not _USER.match(user):
+        if not _USER.fullmatch(user):
             raise SpecError(f"GitHub user {user[:40]!r} may only contain letters, digits and '-' "
                             "(not first), at most 39 characters")
         if repo.endswith(".git"):
             repo = repo[: -len(".git")]
-        if not _REPO.match(repo) or repo in (".", ".."):
+        if not _REPO.fullmatch(repo) or repo in (".", ".."):
             raise SpecError(f"GitHub repository {repo[:40]!r} may only contain letters, digits, '.', '_' "
                             "and '-', at most 100 characters")
         check_text(repo, "GitHub repository")
@@ -151,6 +152,6 @@ class GitHubProvider(RepoProvider):
             "(check the spelling of the repository and ref; private repositories are not visible)",
         )
         sha = body.get("sha") if isinstance(body, dict) else None
-        if not isinstance(sha, str) or not SHA1.match(sha.lower()):
+        if not isinstance(sha, str) or not SHA1.fullmatch(sha.lower()):
             raise ProviderError(f"the GitHub API gave no commit sha for {self.user}/{self.repo}")
         return sha.lower()

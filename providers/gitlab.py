@@ -37,7 +37,7 @@ class GitLabProvider(RepoProvider):
             namespace = namespace[: -len(".git")]
         segments = namespace.split("/")
         if len(segments) < 2 or ".." in namespace or not all(
-            _SEGMENT.match(s) and s != "." and not s.startswith("-") for s in segments
+            _SEGMENT.fullmatch(s) and s != "." and not s.startswith("-") for s in segments
         ):
             raise SpecError(f"GitLab project {namespace[:100]!r} must be namespace/project (escape the '/' "
                             "as %2F); each part may contain letters, digits, '_', '.' and '-' (not first)")
@@ -77,6 +77,6 @@ class GitLabProvider(RepoProvider):
             "(check the spelling of the project and ref; private projects are not visible)",
         )
         sha = body.get("id") if isinstance(body, dict) else None
-        if not isinstance(sha, str) or not SHA1.match(sha.lower()):
+        if not isinstance(sha, str) or not SHA1.fullmatch(sha.lower()):
             raise ProviderError(f"the GitLab API gave no commit id for {self.namespace}")
         return sha.lower()

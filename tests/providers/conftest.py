@@ -76,7 +76,7 @@ class ReplayServer:
 
 def _replay_handler(server: ReplayServer) -> type[http.server.BaseHTTPRequestHandler]:
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:
             server.requests.append((self.path, {k.lower(): v for k, v in self.headers.items()}))
             queued = server.replies.get(self.path)
             reply = queued.pop(0) if queued and len(queued) > 1 else (queued[0] if queued else None)
@@ -141,7 +141,7 @@ class Repo:
 
 @pytest.fixture(scope="session")
 def bare_repo(tmp_path_factory: pytest.TempPathFactory) -> Repo:
-    """Branches (one with a slash), a lightweight and an annotated tag, a pull ref, a tag shadowed by a branch."""
+    """Branches (one with a slash), lightweight and annotated tags, a pull ref, a tag shadowed by a branch."""
     root = tmp_path_factory.mktemp("git")
     work = root / "work"
     work.mkdir()

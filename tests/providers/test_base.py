@@ -11,7 +11,8 @@ from app.errors import SpecError
 from providers.base import check_safe, image_name, redact_url, safe_build_slug
 
 # Docker's reference grammar (distribution/reference): [domain/]component(/component)*:tag
-_DOMAIN = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])(?:\.(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*(?::[0-9]+)?"
+_LABEL = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN = rf"{_LABEL}(?:\.{_LABEL})*(?::[0-9]+)?"
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]*)[a-z0-9]+)*"
 REFERENCE = re.compile(rf"^(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*:[\w][\w.-]{{0,127}}$")
 SHA = "0123456789abcdef0123456789abcdef01234567"
@@ -29,7 +30,8 @@ def test_check_safe_accepts(value):
 
 
 @pytest.mark.parametrize("value", [
-    "", "-x", "--upload-pack=touch x", "--upload-pack=touch", "a b", "a\tb", "a\nb", "a\x00b", "a\x7fb", "a\x1bb",
+    "", "-x", "--upload-pack=touch x", "--upload-pack=touch", "a b", "a\tb", "a\nb", "main\n",
+    "a\x00b", "a\x7fb", "a\x1bb",
 ])
 def test_check_safe_refuses(value):
     with pytest.raises(SpecError) as err:

@@ -90,7 +90,7 @@ def test_refused(config, why, spec):
 
 def test_file_urls_only_when_allowed(make_config, bare_repo):
     spec = spec_for(bare_repo.path.as_uri(), "main")
-    with pytest.raises(SpecError, match="must start with one of http://, https://, git://$"):
+    with pytest.raises(SpecError, match=r"must start with one of http://, https://, git://$"):
         GitProvider(spec, make_config())
     assert GitProvider(spec, make_config(allow_file_urls=True)).allowed_schemes()[-1] == "file"
     with pytest.raises(SpecError, match="file:///absolute/path"):

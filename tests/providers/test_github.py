@@ -55,6 +55,7 @@ def test_parse(gh, spec, user, repo, ref):
     "user/" + "r" * 101 + "/main", "user/../main", "user/./main", "user/.git/main", "user/-repo/main",
     "user/repo/--upload-pack=touch x", "user/repo/-x", "user/repo/ma in", "user/repo/main\n",
     "user/repo/ma\x00in", "user/repo/..", "user/repo/a\u202eb", "user/repo/\ud800",
+    "user\n/repo/main", "user/repo\n/main",  # '$' matches before a final newline: fullmatch needed
 ])
 def test_bad_specs(gh, spec):
     with pytest.raises(SpecError) as err:
@@ -72,7 +73,7 @@ def test_get_provider(make_config):
 def test_resolve_200_without_token(gh, api_server, recording):
     api_server.queue("/repos/jupyterhub/binderhub/commits/feature%2Fx", recording("github_commit_200"))
     assert gh("jupyterhub/binderhub/feature/x").resolve_ref() == SHA
-    path, headers = api_server.requests[0]
+    _, headers = api_server.requests[0]
     assert headers["accept"] == "application/vnd.github+json"
     assert "authorization" not in headers
 

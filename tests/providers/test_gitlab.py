@@ -56,6 +56,7 @@ def test_parse(gl, api_server, spec, namespace, ref):
     "-group%2Fproject/main", "group%2F-project/main", "gr oup%2Fproject/main", "gr%20oup%2Fproject/main",
     "group%2Fpro~ject/main", "group%2Fproject/--upload-pack=touch x", "group%2Fproject/-x",
     "group%2Fproject/a%0Ab", "group%2Fproject/a%00b", "group%2Fproject/..", "group%2Fproject/%E2%80%AE",
+    "group%2Fproject%0A/main", "group%2Fproject\n/main",  # '$' matches before a final newline
 ])
 def test_bad_specs(gl, spec):
     with pytest.raises(SpecError) as err:
@@ -85,9 +86,9 @@ def test_token_sent_as_header_never_in_messages(gl, api_server, recording):
 @pytest.mark.parametrize("name", ["gitlab_project_not_found_404", "gitlab_commit_not_found_404"])
 def test_not_found(gl, api_server, recording, name):
     api_server.queue(PATH + "nope", recording(name))
-    with pytest.raises(NotFound, match="ref 'nope' not found in GitLab project gitlab-org/gitlab-docs") as err:
+    with pytest.raises(NotFound, match="ref 'nope' not found in GitLab project gitlab-org/gitlab-docs") as e:
         gl("gitlab-org%2Fgitlab-docs/nope").resolve_ref()
-    assert err.value.status_code == 404
+    assert e.value.status_code == 404
 
 
 def test_rate_limited_gives_minutes(gl, api_server, recording):
@@ -109,14 +110,15 @@ def test_500_twice_then_200_succeeds(gl, api_server, recording):
 
 def test_500_always_is_provider_error(gl, api_server, recording):
     api_server.queue(PATH + "main", recording("gitlab_server_error_500"))
-    with pytest.raises(ProviderError, match="GitLab API .* answered 500") as err:
+    with pytest.raises(ProviderError, match=r"GitLab API .* answered 500") as err:
         gl("gitlab-org%2Fgitlab-docs/main").resolve_ref()
     assert err.value.status_code == 502
     assert len(api_server.requests) == 3
 
 
 def test_connection_refused_is_provider_error(make_config, closed_port):
-    p = GitLabProvider("a%2Fb/main", make_config(gitlab_url=f"http://127.0.0.1:{closed_port}", gitlab_token=TOKEN))
+    config = make_config(gitlab_url=f"http://127.0.0.1:{closed_port}", gitlab_token=TOKEN)
+    p = GitLabProvider("a%2Fb/main", config)
     with pytest.raises(ProviderError, match="could not reach the GitLab API") as err:
         p.resolve_ref()
     assert TOKEN not in err.value.message

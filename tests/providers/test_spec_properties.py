@@ -40,7 +40,8 @@ STRUCTURED = {
     "gl": st.builds(lambda n, r: f"{n}/{r}", NAMESPACES, REFS),
 }
 # Any text at all, but mostly specs shaped like the real thing so many of them parse.
-SPECS = {prefix: st.one_of(st.text(max_size=60), shaped, shaped, shaped) for prefix, shaped in STRUCTURED.items()}
+SPECS = {prefix: st.one_of(st.text(max_size=60), shaped, shaped, shaped)
+         for prefix, shaped in STRUCTURED.items()}
 
 
 def assert_clean(value: str) -> None:
