@@ -47,7 +47,7 @@ def build(provider: str, spec: str) -> ResponseReturnValue:
         get_provider(provider, spec, current_app.config["BINDERY"])  # refuses a bad spec now
         launch_id = launches.start(provider, spec,
                                    build_only=request.args.get("build_only", "").lower() in _TRUE,
-                                   origin=request.host)
+                                   origin=request.host_url)
     except BinderyError as error:
         return _failed_stream(error)
     return events.response(launch_id)

@@ -46,6 +46,7 @@ class EmbeddedRedis:
              "--dir", str(self.directory.resolve()), "--appendonly", "yes", "--save", "60 1",
              "--daemonize", "no", "--maxclients", "20000", "--logfile", "redis.log"],
             stdin=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C reaches the runner, which stops Redis last
         )
         client = redis.Redis.from_url(self.url)
         deadline = time.monotonic() + timeout

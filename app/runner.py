@@ -58,7 +58,8 @@ def main() -> int:
     signal.signal(signal.SIGTERM, stop)
     try:
         for role, command in commands(config).items():
-            procs[role] = subprocess.Popen(command, env=env)
+            # Own sessions: Ctrl-C reaches only the runner, which stops everyone in order.
+            procs[role] = subprocess.Popen(command, env=env, start_new_session=True)
         print(f"bindery: serving on http://127.0.0.1:{config['port']}/ "
               f"(Flower on http://127.0.0.1:{config['flower_port']}/); Ctrl-C stops everything", flush=True)
         while not stopping:

@@ -21,7 +21,7 @@ from app.errors import SpecError
 
 _SAFE_SLUG_CHARS = set(string.ascii_letters + string.digits)
 _CONTROL = re.compile(r"[\x00-\x20\x7f]")
-SHA1 = re.compile(r"^[0-9a-f]{40}$")
+SHA1 = re.compile(r"\A[0-9a-f]{40}\Z")
 
 
 def check_safe(value: str, what: str) -> str:

@@ -18,8 +18,11 @@ from typing import Any
 
 import docker
 import pytest
+import redis
 import requests
 
+from providers.base import image_name
+from tasks.lock import BuildLock
 from tests.conftest import BASE_IMAGE, JUPYTER_IMAGE, REGISTRY_PORT, GitServer
 from tests.stack import Stack, collect, read_events
 
@@ -64,6 +67,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, registry: str, docker_host: 
         "launch_ports": "19000-19499",
         "launch_idle_timeout": 600,
         "launch_timeout": 180,
+        "build_lock_ttl": 6,
     }).start()
     yield running
     running.stop()
@@ -221,3 +225,28 @@ def test_registry_down_is_a_failed_event(tmp_path: Path, git_server: GitServer, 
     assert final["phase"] == "failed"
     assert final["status_code"] == 503
     assert "unreachable" in final["message"] and "127.0.0.1:9" in final["message"]
+
+
+def test_failed_build_ends_with_the_end_of_its_log(stack: Stack, git_server: GitServer) -> None:
+    repo_url, _ = git_server.make_repo(f"FROM {JUPYTER_IMAGE}\nRUN echo about-to-fail && false\n")
+    events = collect(build_url(stack, repo_url, "main"), timeout=300)
+    final = events[-1][1]
+    assert final["phase"] == "failed", events[-3:]
+    assert "Build failed" in final["message"] and "about-to-fail" in final["message"]
+    assert "Traceback" not in final["message"]
+
+
+def test_lock_of_a_dead_build_expires_and_the_next_request_builds(
+        stack: Stack, git_server: GitServer, build_counter: tuple[Path, list[str]],
+        launched_containers: list[str]) -> None:
+    repo_url, sha = git_server.make_repo(quick_dockerfile())
+    image = image_name(f"127.0.0.1:{REGISTRY_PORT}/bindery-test-", repo_url, sha)
+    client = redis.Redis.from_url(stack.redis.url, decode_responses=True)
+    # A build that died: it holds the lock, has written nothing, and will never release it.
+    assert BuildLock(client, image).acquire("d" * 32, ttl=4)
+    events = collect(build_url(stack, repo_url, "main"), timeout=300)
+    launched_containers.append(launch_id_of(events))
+    messages = "".join(data["message"] for _, data in events)
+    assert "following its build" in messages and "stopped; checking again" in messages
+    assert events[-1][1]["phase"] == "ready", events[-3:]
+    assert runs(build_counter[0], sha) == 1

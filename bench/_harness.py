@@ -1,0 +1,374 @@
+"""Shared pieces of the benchmarks: services they start and stop, a fast SSE client, reporting.
+
+Everything listens on 127.0.0.1 only.  What a benchmark starts it stops, by the
+Popen / container id it holds; nothing is ever stopped by name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import requests  # noqa: E402
+import yaml  # noqa: E402
+
+from tests.conftest import JUPYTER_IMAGE, REGISTRY_PORT, GitServer  # noqa: E402
+from tests.stack import Stack, collect  # noqa: E402
+
+DEFAULT_DOCKER_HOST = "unix:///run/bindery/podman.sock"
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+# --- arguments / output ------------------------------------------------------------------------
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.add_argument("--keep", action="store_true", help="keep the work directory (logs) afterwards")
+    return p
+
+
+def say(*parts: Any) -> None:
+    """Progress goes to stderr so that --json output stays clean."""
+    print(*parts, file=sys.stderr, flush=True)
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100)."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), int(-(-q * len(ordered) // 100))))
+    return ordered[rank - 1]
+
+
+def print_table(title: str, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    columns = list(rows[0])
+    for row in rows[1:]:
+        columns += [c for c in row if c not in columns]
+
+    def fmt(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:.1f}" if abs(value) >= 10 else f"{value:.2f}" if abs(value) >= 1 else f"{value:.3f}"
+        return "" if value is None else str(value)
+
+    cells = [[fmt(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    print(f"\n{title}")
+    print("  ".join(c.rjust(w) for c, w in zip(columns, widths, strict=True)))
+    print("  ".join("-" * w for w in widths))
+    for r in cells:
+        print("  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)))
+
+
+def emit(args: argparse.Namespace, result: dict[str, Any], tables: list[tuple[str, list[dict[str, Any]]]]) -> None:
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        for title, rows in tables:
+            print_table(title, rows)
+        for note in result.get("notes", []):
+            print(f"note: {note}")
+
+
+def raise_nofile() -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+# --- services ------------------------------------------------------------------------------------
+
+def port_busy(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+class Registry:
+    """The reference Registry v2 on 127.0.0.1:5055, as tests/conftest.py starts it."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.url = f"http://127.0.0.1:{REGISTRY_PORT}"
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log: Any = None
+
+    def start(self) -> Registry:
+        if port_busy(REGISTRY_PORT):
+            raise BenchError(f"127.0.0.1:{REGISTRY_PORT} is busy (another registry or test run?); "
+                             "the benchmark needs that port for its own registry")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        config = self.directory / "config.yml"
+        config.write_text(yaml.safe_dump({
+            "version": 0.1, "log": {"level": "warn"},
+            "storage": {"filesystem": {"rootdirectory": str(self.directory / "data")},
+                        "delete": {"enabled": True}},
+            "http": {"addr": f"127.0.0.1:{REGISTRY_PORT}"},
+        }))
+        self._log = open(self.directory / "log", "wb")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen([shutil.which("docker-registry") or "docker-registry", "serve",
+                                         str(config)], stdout=subprocess.DEVNULL, stderr=self._log,
+                                        stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if requests.get(f"{self.url}/v2/", timeout=1).status_code == 200:
+                    return self
+            except requests.RequestException:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise BenchError(f"registry did not start: {(self.directory / 'log').read_text()}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self._log:
+            self._log.close()
+            self._log = None
+
+
+class Bench:
+    """Owns a work directory and everything started in it; ``close()`` stops it all in reverse order."""
+
+    def __init__(self, name: str, keep: bool = False) -> None:
+        self.directory = Path(tempfile.mkdtemp(prefix=f"bindery-bench-{name}-"))
+        self.keep = keep
+        self._exit = ExitStack()
+        self.docker_host = os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
+
+    def __enter__(self) -> Bench:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close(failed=exc[0] is not None)
+
+    def close(self, failed: bool = False) -> None:
+        self._exit.close()
+        if self.keep or failed:
+            say(f"work directory kept: {self.directory}")
+        else:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    def callback(self, fn: Callable[..., Any], *args: Any) -> None:
+        self._exit.callback(fn, *args)
+
+    def registry(self) -> Registry:
+        registry = Registry(self.directory / "registry")
+        self._exit.callback(registry.stop)
+        return registry.start()
+
+    def git_server(self) -> GitServer:
+        (self.directory / "git").mkdir(exist_ok=True)
+        server = GitServer(self.directory / "git")
+        self._exit.callback(server.stop)
+        return server
+
+    def stack(self, name: str, settings: dict[str, Any], *, beat: bool = False) -> Stack:
+        stack = Stack(self.directory / name, settings, beat=beat)
+        self._exit.callback(stack.stop)
+        say(f"starting stack {name} ...")
+        return stack.start()
+
+    def engine(self) -> Any:
+        import docker
+
+        client = docker.DockerClient(base_url=self.docker_host, timeout=120)
+        try:
+            client.images.get(JUPYTER_IMAGE)
+        except docker.errors.ImageNotFound:
+            raise BenchError(f"{JUPYTER_IMAGE} is missing: `make test` builds it (scripts/base-image.sh)") from None
+        return client
+
+
+def quick_dockerfile() -> str:
+    """An image of its own in seconds: Jupyter comes from the local Jupyter base."""
+    return f"FROM {JUPYTER_IMAGE}\nRUN echo {uuid.uuid4().hex} > /home/jovyan/.build-id\n"
+
+
+def build_path(repo_url: str, ref: str, query: str = "") -> str:
+    return f"/build/git/{urllib.parse.quote(repo_url, safe='')}/{ref}{query}"
+
+
+def build_once(stack: Stack, repo_url: str, sha: str, timeout: float = 600) -> str:
+    """Build and push through Bindery itself (build_only); returns the image name."""
+    t0 = time.monotonic()
+    events = collect(stack.url + build_path(repo_url, sha, "?build_only=true"), timeout=timeout)
+    last = events[-1][1] if events else {}
+    if last.get("phase") != "ready":
+        raise BenchError(f"build_only did not end ready: {events[-3:]}\n{stack.log('build')}")
+    say(f"built and pushed {last.get('imageName')} in {time.monotonic() - t0:.1f} s")
+    return str(last.get("imageName"))
+
+
+def remove_image(engine: Any, image: str) -> None:
+    """Remove the one tag this benchmark built (never anything else)."""
+    import docker
+
+    try:
+        engine.images.remove(image, noprune=False)
+    except docker.errors.APIError as exc:
+        say(f"could not remove image {image}: {exc}")
+
+
+# --- a small, fast SSE client on raw asyncio sockets ----------------------------------------------
+
+class SSEConnection:
+    """One ``GET`` of an event stream over HTTP/1.1 (chunked) on a raw socket."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.status = 0
+        self.chunked = False
+        self._buffer = b""
+
+    @classmethod
+    async def open(cls, host: str, port: int, path: str, headers: dict[str, str] | None = None,
+                   timeout: float = 30) -> SSEConnection:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, limit=1 << 20), timeout)
+        lines = [f"GET {path} HTTP/1.1", f"Host: {host}:{port}", "Accept: text/event-stream",
+                 "Cache-Control: no-cache"]
+        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+        conn = cls(reader, writer)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
+        status_line, *header_lines = head.decode("latin-1").split("\r\n")
+        conn.status = int(status_line.split()[1])
+        for line in header_lines:
+            name, _, value = line.partition(":")
+            if name.strip().lower() == "transfer-encoding" and "chunked" in value.lower():
+                conn.chunked = True
+        if conn.status != 200:
+            conn.close()
+            raise BenchError(f"HTTP {conn.status} for {path}")
+        return conn
+
+    async def _more(self) -> bool:
+        """Append the next piece of body to the buffer; False at the end of the body."""
+        if not self.chunked:
+            data = await self.reader.read(65536)
+            self._buffer += data
+            return bool(data)
+        size_line = await self.reader.readline()
+        if not size_line:
+            return False
+        size = int(size_line.split(b";")[0].strip() or b"0", 16)
+        if size == 0:
+            return False
+        data = await self.reader.readexactly(size + 2)
+        self._buffer += data[:-2]
+        return True
+
+    async def items(self) -> AsyncIterator[tuple[str, Any, str | None]]:
+        """Yields ("comment", text, None) and ("event", data, id) as they arrive."""
+        while True:
+            while b"\n\n" in self._buffer:
+                block, self._buffer = self._buffer.split(b"\n\n", 1)
+                data, event_id, comments = [], None, []
+                for line in block.decode().split("\n"):
+                    if line.startswith(":"):
+                        comments.append(line)
+                    elif line.startswith("data:"):
+                        data.append(line[5:].lstrip(" "))
+                    elif line.startswith("id:"):
+                        event_id = line[3:].strip()
+                for comment in comments:
+                    yield "comment", comment, None
+                if data:
+                    yield "event", json.loads("\n".join(data)), event_id
+            if not await self._more():
+                return
+
+    def close(self) -> None:
+        try:
+            self.writer.close()
+        except Exception:  # noqa: BLE001 - closing a socket that may already be gone
+            pass
+
+
+def host_port(url: str) -> tuple[str, int]:
+    parts = urllib.parse.urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or 80
+
+
+def require_loopback(url: str) -> None:
+    host, _ = host_port(url)
+    if host != "127.0.0.1":
+        raise BenchError(f"refusing a non-loopback address: {url}")
+
+
+def main_wrapper(run: Callable[[], int]) -> None:
+    try:
+        sys.exit(run())
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+# --- where the CPU goes ----------------------------------------------------------------------------
+
+def stack_processes(stack: Stack, registry: Registry | None = None) -> dict[str, list[int]]:
+    """pids by role: each Popen with its children (gunicorn/celery workers), Redis, the registry."""
+    import psutil
+
+    roles: dict[str, list[int]] = {}
+    for role, proc in stack.processes.items():
+        try:
+            parent = psutil.Process(proc.pid)
+            roles[role] = [proc.pid] + [c.pid for c in parent.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            roles[role] = []
+    if stack.redis.process:
+        roles["redis"] = [stack.redis.process.pid]
+    if registry and registry.process:
+        roles["registry"] = [registry.process.pid]
+    return roles
+
+
+def cpu_seconds(roles: dict[str, list[int]]) -> dict[str, float]:
+    import psutil
+
+    out: dict[str, float] = {}
+    for role, pids in roles.items():
+        total = 0.0
+        for pid in pids:
+            try:
+                t = psutil.Process(pid).cpu_times()
+                total += t.user + t.system
+            except psutil.NoSuchProcess:
+                pass
+        out[role] = total
+    return out

@@ -1,0 +1,93 @@
+"""The docker launcher against the real engine: quotas from labels, cleanup, the server command."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import docker
+import pytest
+from flask import Flask
+
+from app import create_app
+from app.errors import QuotaExceeded
+from app.redis_server import EmbeddedRedis
+from tasks.backends.docker_launcher import LABEL, DockerLauncher, repo_label
+from tests.conftest import JUPYTER_IMAGE
+
+pytestmark = pytest.mark.engine
+
+
+@pytest.fixture
+def app(redis_server: EmbeddedRedis, docker_host: str) -> Flask:
+    return create_app({"redis_url": redis_server.url, "docker_host": docker_host,
+                       "launch_ports": "19600-19699", "quota_per_repo": 1, "quota_total": 0})
+
+
+@pytest.fixture
+def started(engine: docker.DockerClient) -> Iterator[list[Any]]:
+    containers: list[Any] = []
+    yield containers
+    for container in containers:
+        try:
+            container.remove(force=True)
+        except docker.errors.NotFound:
+            pass
+
+
+def _sleeper(engine: docker.DockerClient, repo_url: str, created: float, command: str = "sleep 300") -> Any:
+    return engine.containers.run(
+        JUPYTER_IMAGE, ["sh", "-c", command], detach=True, network_mode="host",
+        labels={LABEL: uuid.uuid4().hex, "org.bindery.repo": repo_label(repo_url),
+                "org.bindery.created": str(int(created))})
+
+
+def test_per_repo_quota_counts_running_servers_from_labels(
+        app: Flask, engine: docker.DockerClient, started: list[Any]) -> None:
+    repo_url = f"http://127.0.0.1:1/{uuid.uuid4().hex}.git"
+    launcher = DockerLauncher(engine, app.config["BINDERY"])
+    with app.app_context():
+        launcher.check_quota(repo_url)  # nothing running yet
+        started.append(_sleeper(engine, repo_url, time.time()))
+        with pytest.raises(QuotaExceeded, match="Too many servers of .* are running"):
+            launcher.check_quota(repo_url)
+        launcher.check_quota(repo_url + "-other")  # another repository is not limited by it
+
+
+def test_total_quota(app: Flask, engine: docker.DockerClient, started: list[Any]) -> None:
+    config = {**app.config["BINDERY"], "quota_total": 1, "quota_per_repo": 0}
+    launcher = DockerLauncher(engine, config)
+    with app.app_context():
+        if launcher._running() == 0:
+            started.append(_sleeper(engine, "http://127.0.0.1:1/a.git", time.time()))
+        with pytest.raises(QuotaExceeded, match="full"):
+            launcher.check_quota("http://127.0.0.1:1/b.git")
+
+
+def test_cleanup_removes_stopped_and_too_old_servers_only(
+        app: Flask, engine: docker.DockerClient, started: list[Any]) -> None:
+    repo_url = "http://127.0.0.1:1/cleanup.git"
+    young = _sleeper(engine, repo_url, time.time())
+    old = _sleeper(engine, repo_url, time.time() - 7200)
+    stopped = _sleeper(engine, repo_url, time.time(), command="exit 0")
+    started.extend([young, old, stopped])
+    deadline = time.monotonic() + 30
+    while stopped.status != "exited" and time.monotonic() < deadline:
+        time.sleep(0.2)
+        stopped.reload()
+    launcher = DockerLauncher(engine, app.config["BINDERY"])
+    with app.app_context():
+        assert launcher.cleanup(max_age=3600) >= 2
+    remaining = {c.id for c in engine.containers.list(all=True, filters={"label": [LABEL]})}
+    assert young.id in remaining
+    assert old.id not in remaining and stopped.id not in remaining
+
+
+def test_server_command_sets_port_and_idle_shutdown(app: Flask, engine: docker.DockerClient) -> None:
+    command = DockerLauncher(engine, {**app.config["BINDERY"], "launch_idle_timeout": 300})._command(19650)
+    assert command[:2] == ["jupyter", "server"]
+    assert "--ServerApp.port=19650" in command and "--ServerApp.ip=127.0.0.1" in command
+    assert "--ServerApp.shutdown_no_activity_timeout=300" in command
+    assert not any("token" in part.lower() for part in command), "the token travels in the environment"
