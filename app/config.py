@@ -51,7 +51,7 @@ class StringList(fields.List):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(fields.String(), **kwargs)
 
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[str]:
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[Any]:
         if isinstance(value, str):
             stripped = value.strip()
             if stripped.startswith("["):

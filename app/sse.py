@@ -119,10 +119,11 @@ class EventStream(ServerSentEventsBlueprint):
              block_ms: int | None = None) -> list[tuple[str, dict[str, Any]]]:
         """Events after the given entry id (exclusive), oldest first; optionally wait for one."""
         key = stream_key(channel)
+        entries: Any
         if block_ms is None:
             entries = self.redis.xrange(key, min=f"({after}", count=count)
         else:
-            found = self.redis.xread({key: after}, count=count, block=block_ms)
+            found: Any = self.redis.xread({key: after}, count=count, block=block_ms)
             entries = found[0][1] if found else []
         return [(entry_id, json.loads(fields["data"])) for entry_id, fields in entries]
 
@@ -171,7 +172,7 @@ class EventStream(ServerSentEventsBlueprint):
             for message in self.messages(channel, after):
                 yield str(message)
 
-        return single_stream(generate())
+        return single_stream(generate())  # type: ignore[call-arg]
 
 
 def single_stream(body: Iterator[str]) -> Response:

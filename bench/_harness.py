@@ -131,7 +131,7 @@ class Registry:
                         "delete": {"enabled": True}},
             "http": {"addr": f"127.0.0.1:{REGISTRY_PORT}"},
         }))
-        self._log = open(self.directory / "log", "wb")  # noqa: SIM115 - closed in stop()
+        self._log = open(self.directory / "log", "wb")
         self.process = subprocess.Popen([shutil.which("docker-registry") or "docker-registry", "serve",
                                          str(config)], stdout=subprocess.DEVNULL, stderr=self._log,
                                         stdin=subprocess.DEVNULL)
@@ -315,7 +315,7 @@ class SSEConnection:
     def close(self) -> None:
         try:
             self.writer.close()
-        except Exception:  # noqa: BLE001 - closing a socket that may already be gone
+        except Exception:
             pass
 
 

@@ -87,7 +87,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "storage": {"filesystem": {"rootdirectory": str(directory / "data")}, "delete": {"enabled": True}},
         "http": {"addr": f"127.0.0.1:{REGISTRY_PORT}"},
     }))
-    log = open(directory / "log", "wb")  # noqa: SIM115 - closed below
+    log = open(directory / "log", "wb")
     proc = subprocess.Popen([shutil.which("docker-registry") or "docker-registry", "serve", str(config)],
                             stdout=subprocess.DEVNULL, stderr=log)
     url = f"http://127.0.0.1:{REGISTRY_PORT}"
@@ -112,7 +112,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 # --- test repositories ------------------------------------------------------------------------
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 

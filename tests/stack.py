@@ -55,7 +55,7 @@ class Stack:
         if self.beat:
             commands["beat"] = [*celery, "beat", "-s", str(self.directory / "beat-schedule")]
         for role, command in commands.items():
-            log = open(self.directory / f"{role}.log", "wb")  # noqa: SIM115 - closed in stop()
+            log = open(self.directory / f"{role}.log", "wb")
             self._logs.append(log)
             self.processes[role] = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log,
                                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

@@ -250,3 +250,22 @@ def test_lock_of_a_dead_build_expires_and_the_next_request_builds(
     assert "following its build" in messages and "stopped; checking again" in messages
     assert events[-1][1]["phase"] == "ready", events[-3:]
     assert runs(build_counter[0], sha) == 1
+
+
+def test_quota_per_repository_is_a_failed_event(tmp_path: Path, git_server: GitServer, registry: str,
+                                                docker_host: str, launched_containers: list[str]) -> None:
+    small = Stack(tmp_path / "quota", {"registry_url": registry, "docker_host": docker_host,
+                                       "image_prefix": f"127.0.0.1:{REGISTRY_PORT}/bindery-test-",
+                                       "quota_per_repo": 1, "launch_ports": "19700-19749"}).start()
+    try:
+        repo_url, _ = git_server.make_repo(quick_dockerfile())
+        first = collect(build_url(small, repo_url, "main"), timeout=300)
+        launched_containers.append(launch_id_of(first))
+        assert first[-1][1]["phase"] == "ready"
+        second = collect(build_url(small, repo_url, "main"), timeout=120)
+        launched_containers.append(launch_id_of(second))
+    finally:
+        small.stop()
+    final = second[-1][1]
+    assert final["phase"] == "failed" and final["status_code"] == 429
+    assert "Too many servers" in final["message"]

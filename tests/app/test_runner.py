@@ -57,7 +57,7 @@ def test_runner_serves_with_embedded_redis_and_stops_everything_on_sigint(tmp_pa
             p.name.startswith("appendonly") for p in (tmp_path / "redis").iterdir()), "persistence on"
         runner.send_signal(signal.SIGINT)
         assert runner.wait(60) == 0
-        gone, alive = psutil.wait_procs(children, timeout=30)
+        _, alive = psutil.wait_procs(children, timeout=30)
         assert not alive, f"still running after Ctrl-C: {[p.pid for p in alive]}"
     finally:
         if runner.poll() is None:

@@ -9,10 +9,10 @@ import uuid
 from flask import Flask
 from flask_sse import Message
 
-from app.extensions import events
-from app.sse import KEEPALIVE, parse_event_id
-from app.redis_server import EmbeddedRedis
 from app import create_app
+from app.extensions import events
+from app.redis_server import EmbeddedRedis
+from app.sse import KEEPALIVE, parse_event_id
 
 
 def _app(redis_server: EmbeddedRedis, **settings: object) -> Flask:
