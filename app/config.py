@@ -111,7 +111,8 @@ class ConfigSchema(Schema):
     )
     stream_idle_timeout = fields.Float(
         load_default=600.0, validate=validate.Range(1, 86400),
-        metadata=_help("Seconds a stream waits for a launch that publishes nothing before it fails."),
+        metadata=_help("Seconds of silence after which a stream checks its launch still exists "
+                       "(an expired launch ends the stream with `failed`)."),
     )
 
     # --- providers -------------------------------------------------------------------------

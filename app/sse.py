@@ -127,6 +127,12 @@ class EventStream(ServerSentEventsBlueprint):
             entries = found[0][1] if found else []
         return [(entry_id, json.loads(fields["data"])) for entry_id, fields in entries]
 
+    def _ended_at(self, channel: str, entry_id: str) -> bool:
+        """Whether the channel's last event is terminal and is the one at ``entry_id``."""
+        last: Any = self.redis.xrevrange(stream_key(channel), count=1)
+        return bool(last) and last[0][0] == entry_id and \
+            json.loads(last[0][1]["data"]).get("phase") in TERMINAL_PHASES
+
     def _notifier(self) -> _Notifier:
         """The app's listener, started by the first stream (never at import or start-up)."""
         with self._notifier_lock:
@@ -139,6 +145,8 @@ class EventStream(ServerSentEventsBlueprint):
         settings = current_app.config["BINDERY"]
         interval = settings["keepalive_interval"]
         idle_limit = settings["stream_idle_timeout"]
+        if after != "0-0" and self._ended_at(channel, after):
+            return  # a client reconnecting after the last event: nothing more will come
         notifier = self._notifier()
         waiter = notifier.register(channel)
         try:
@@ -153,9 +161,11 @@ class EventStream(ServerSentEventsBlueprint):
                         return
                 now = time.monotonic()
                 if now - last_event > idle_limit:
-                    yield Message({"phase": "failed", "status_code": 504,
-                                   "message": f"No progress for {idle_limit:.0f} s; please try again.\n"})
-                    return
+                    if not self.exists(channel):
+                        yield Message({"phase": "failed", "status_code": 410,
+                                       "message": "This launch is no longer known; please start it again.\n"})
+                        return
+                    last_event = now  # quiet but alive (e.g. queued behind other builds)
                 if now - last_keepalive >= interval:
                     last_keepalive = now
                     yield KEEPALIVE

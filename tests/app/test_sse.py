@@ -70,3 +70,24 @@ def test_parse_event_id_refuses_foreign_ids() -> None:
     assert parse_event_id("12") is None
     assert parse_event_id("../../etc_1-0") is None
     assert parse_event_id("a" * 32 + "_1700000000000-3") == ("a" * 32, "1700000000000-3")
+
+
+def test_reconnect_after_the_terminal_event_ends_at_once(redis_server: EmbeddedRedis) -> None:
+    app = _app(redis_server, keepalive_interval=5)
+    channel = uuid.uuid4().hex
+    with app.app_context():
+        events.publish({"phase": "waiting", "message": "w"}, channel=channel)
+        last = events.publish({"phase": "ready", "message": "r"}, channel=channel)
+        started = time.monotonic()
+        assert list(events.messages(channel, last)) == []
+        assert time.monotonic() - started < 1
+
+
+def test_expired_launch_ends_the_stream_with_failed(redis_server: EmbeddedRedis) -> None:
+    app = _app(redis_server, keepalive_interval=0.1, stream_idle_timeout=1)
+    channel = uuid.uuid4().hex
+    with app.app_context():
+        first = events.publish({"phase": "waiting", "message": "w"}, channel=channel)
+        events.redis.delete(f"bindery:events:{channel}")  # what an expired TTL leaves
+        seen = [m for m in events.messages(channel, first) if isinstance(m, Message)]
+    assert seen[-1].data["phase"] == "failed" and seen[-1].data["status_code"] == 410
