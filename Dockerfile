@@ -14,7 +14,7 @@ COPY requirements.txt /tmp/requirements.txt
 RUN /opt/venv/bin/pip install --no-cache-dir -r /tmp/requirements.txt dumb-init==1.2.5
 
 FROM ${BASE}
-ENV PATH=/opt/venv/bin:/usr/local/bin:/usr/bin:/bin \
+ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     PYTHONUNBUFFERED=1 \
     BINDERY_DATA_DIR=/var/lib/bindery
 COPY --from=deps /opt/venv /opt/venv

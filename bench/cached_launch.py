@@ -16,9 +16,14 @@ phase (p50 ms) to show where the time goes.  Then, with bench_launch_delay=2,
 from __future__ import annotations
 
 import asyncio
+import os
 import resource
+import signal
+import subprocess
 import statistics
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from _harness import (
@@ -112,6 +117,36 @@ def run_rounds(url: str, path: str, n: int, rounds: int, timeout: float = 60,
     }
 
 
+def start_profilers(stack: Any, directory: Path) -> list[subprocess.Popen[bytes]]:
+    """py-spy on the gunicorn worker and the gevent launch worker (raw collapsed stacks)."""
+    import psutil
+
+    py_spy = Path(sys.executable).parent / "py-spy"
+    if not py_spy.exists():
+        raise BenchError("--profile needs py-spy: .venv/bin/pip install py-spy")
+    directory.mkdir(parents=True, exist_ok=True)
+    targets = {"web": psutil.Process(stack.processes["web"].pid).children()[0].pid,
+               "launch": stack.processes["launch"].pid}
+    procs = []
+    for role, pid in targets.items():
+        procs.append(subprocess.Popen([str(py_spy), "record", "--pid", str(pid), "--rate", "200",
+                                       "--format", "raw", "--output", str(directory / f"{role}.txt"),
+                                       "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    time.sleep(1)
+    return procs
+
+
+def stop_profilers(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        proc.send_signal(signal.SIGINT)
+    for proc in procs:
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def main() -> int:
     p = parser(__doc__.split("\n\n")[0])
     p.add_argument("--rounds-1", type=int, default=20, help="rounds at N=1")
@@ -119,6 +154,7 @@ def main() -> int:
     p.add_argument("--delay-rounds", type=int, default=3, help="rounds of 100 launches with delay 2 s")
     p.add_argument("--delay", type=float, default=2.0, help="bench_launch_delay of the second stack")
     p.add_argument("--delay-n", type=int, default=100)
+    p.add_argument("--profile", type=Path, help="write py-spy profiles (raw) of the N=50 rounds here")
     args = p.parse_args()
     raise_nofile()
     if port_busy(REGISTRY_PORT):
@@ -145,7 +181,11 @@ def main() -> int:
         rows = []
         for n, rounds in ((1, args.rounds_1), (10, args.rounds), (50, args.rounds)):
             say(f"N={n}: {rounds} rounds ...")
-            rows.append(run_rounds(stack.url, path, n, rounds, roles=stack_processes(stack, registry)))
+            profilers = start_profilers(stack, args.profile) if args.profile and n == 50 else []
+            try:
+                rows.append(run_rounds(stack.url, path, n, rounds, roles=stack_processes(stack, registry)))
+            finally:
+                stop_profilers(profilers)
         result["no_delay"] = rows
         stack.stop()
 
