@@ -44,7 +44,9 @@ def redact_url(url: str) -> str:
     if parts.username is None and parts.password is None:
         return url
     host = parts.hostname or ""
-    if parts.port:
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    if parts.port is not None:
         host = f"{host}:{parts.port}"
     return urllib.parse.urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
 
@@ -95,8 +97,7 @@ class RepoProvider:
 
     def resolved_spec(self, resolved_ref: str) -> str:
         """The spec with the ref replaced by the resolved one (for links that do not move)."""
-        base, _, _ = self.spec.rpartition("/")
-        return f"{base}/{resolved_ref}"
+        raise NotImplementedError
 
     def repo2docker_env(self) -> dict[str, str]:
         """Extra environment for repo2docker (credentials travel here, never in the URL)."""

@@ -30,6 +30,7 @@ from typing import Any
 import requests
 
 from app.errors import RegistryError
+from providers.base import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -132,19 +133,6 @@ def parse_www_authenticate(header: str) -> list[tuple[str, dict[str, str]]]:
     return challenges
 
 
-def _redact_url(url: str) -> str:
-    """The URL without userinfo, so it can be shown and logged."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    netloc = parts.hostname or ""
-    if ":" in netloc:  # IPv6 literal
-        netloc = f"[{netloc}]"
-    if parts.port is not None:
-        netloc = f"{netloc}:{parts.port}"
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-
-
 def _short_reason(exc: BaseException) -> str:
     """A one-line cause for a failed request, without the long urllib3 wrapping."""
     if isinstance(exc, requests.Timeout):
@@ -189,7 +177,7 @@ class RegistryClient:
         if username is None and parts.username:
             username = urllib.parse.unquote(parts.username)
             password = urllib.parse.unquote(parts.password or "")
-        self.url = _redact_url(url.strip()).rstrip("/")
+        self.url = redact_url(url.strip()).rstrip("/")
         self.username = username or None
         self._password = password if self.username else None
         self.timeout = timeout
@@ -289,7 +277,7 @@ class RegistryClient:
             if cached and cached[1] > now and f"Bearer {cached[0]}" != stale:
                 return cached[0]
             self._tokens.pop(key, None)
-        shown_realm = _redact_url(realm)
+        shown_realm = redact_url(realm)
         params = {"scope": scope}
         if service:
             params["service"] = service
@@ -338,7 +326,7 @@ class RegistryClient:
             raise RegistryError(f"registry at {place} is unreachable: {_short_reason(exc)}") from exc
         except requests.RequestException as exc:
             raise RegistryError(f"cannot ask registry at {self.url}: {type(exc).__name__}") from exc
-        log.debug("%s %s -> %s", method, _redact_url(url), response.status_code)
+        log.debug("%s %s -> %s", method, redact_url(url), response.status_code)
         return response
 
 
@@ -350,7 +338,7 @@ class EngineStore:
 
     def _where(self) -> str:
         base = getattr(getattr(self.docker_client, "api", None), "base_url", None)
-        return _redact_url(base) if isinstance(base, str) and base else "the configured docker_host"
+        return redact_url(base) if isinstance(base, str) and base else "the configured docker_host"
 
     def exists(self, image: str) -> bool:
         """True when the engine already has the image, so a launch can skip the build."""
