@@ -16,11 +16,10 @@ phase (p50 ms) to show where the time goes.  Then, with bench_launch_delay=2,
 from __future__ import annotations
 
 import asyncio
-import os
 import resource
 import signal
-import subprocess
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path

@@ -19,7 +19,6 @@ import time
 from typing import Any
 
 import requests
-
 from _harness import (
     REGISTRY_PORT,
     Bench,
@@ -42,7 +41,8 @@ from _harness import (
 LABEL = "org.bindery.launch"
 
 
-async def follow(url: str, path: str, timeout: float, seen: list[str]) -> tuple[float, dict[str, float], dict[str, Any]]:
+async def follow(url: str, path: str, timeout: float,
+                 seen: list[str]) -> tuple[float, dict[str, float], dict[str, Any]]:
     """Returns (t0, arrival of each phase, the ready event); records the launch id in ``seen`` at once."""
     host, port = host_port(url)
     t0 = time.perf_counter()

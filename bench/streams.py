@@ -149,11 +149,16 @@ async def run_k(url: str, rds: redis.Redis, worker: psutil.Process, k: int, inte
     stop.set()
     await asyncio.gather(*tasks)
 
+    all_open_at = t0 + open_s
     connected = [c for c in clients if c.connected]
     gaps: list[float] = []
+    steady: list[float] = []  # gaps that began once every connection was open
     silent_tail: list[float] = []
     for c in connected:
-        gaps += [b - a for a, b in zip(c.keepalives, c.keepalives[1:], strict=False)]
+        for a, b in zip(c.keepalives, c.keepalives[1:], strict=False):
+            gaps.append(b - a)
+            if a >= all_open_at:
+                steady.append(b - a)
         if c.keepalives:  # the time since the last keepalive when we stopped counts as an open gap
             silent_tail.append(held_until - c.keepalives[-1])
     fan = [c.event_at - published_at for c in connected if c.event_at is not None]
@@ -164,6 +169,8 @@ async def run_k(url: str, rds: redis.Redis, worker: psutil.Process, k: int, inte
         "dropped": sum(1 for c in connected if c.ended), "connect_s": open_s,
         "keepalive_gaps": len(gaps), "max_gap_s": max([*gaps, *silent_tail], default=float("nan")),
         "on_time": (sum(1 for g in gaps if g <= limit) / len(gaps)) if gaps else float("nan"),
+        "steady_gaps": len(steady), "steady_max_gap_s": max(steady, default=float("nan")),
+        "steady_on_time": (sum(1 for g in steady if g <= limit) / len(steady)) if steady else float("nan"),
         "rss_before_mib": rss_before / 2**20, "rss_with_mib": rss_with / 2**20,
         "kib_per_stream": (rss_with - rss_before) / 1024 / max(1, len(connected)),
         "worker_cpu_pct_holding": 100 * (cpu1 - cpu0) / (held_until - cpu_t0),
@@ -202,6 +209,8 @@ def main() -> int:
     table = [{"K": r["k"], "ok": r["connected"], "failed": r["failed"], "dropped": r["dropped"],
               "open s": r["connect_s"], "gaps": r["keepalive_gaps"], "max gap s": r["max_gap_s"],
               f"on time (<= {args.interval + 1:g} s)": f"{100 * r['on_time']:.1f}%",
+              "max gap s (all open)": r["steady_max_gap_s"],
+              "on time (all open)": f"{100 * r['steady_on_time']:.1f}%",
               "RSS before MiB": r["rss_before_mib"], "RSS with MiB": r["rss_with_mib"],
               "KiB/stream": r["kib_per_stream"], "worker CPU %": r["worker_cpu_pct_holding"],
               "fan-out got": r["fanout_received"], "fan-out p50 ms": r["fanout_p50_ms"],
