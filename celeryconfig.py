@@ -28,8 +28,9 @@ task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1
 worker_hijack_root_logger = False
 broker_connection_retry_on_startup = True
+# Task events feed Flower; the web's "sent" events would cost a publish per launch for little.
 worker_send_task_events = True
-task_send_sent_event = True
+task_send_sent_event = False
 
 
 def from_settings(settings: dict[str, Any]) -> dict[str, Any]:

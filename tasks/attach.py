@@ -21,6 +21,7 @@ from tasks.lock import BuildLock
 
 @shared_task(name="bindery.attach")
 def attach(launch: dict[str, Any]) -> None:
+    from tasks.chain import proceed
     from tasks.check_registry import check_registry
     from tasks.launch import launch as launch_step
 
@@ -34,7 +35,7 @@ def attach(launch: dict[str, Any]) -> None:
             after = entry_id
             if event.get("phase") == "built":
                 events.publish({**event, "message": "Built image, launching...\n"}, channel=launch["id"])
-                launch_step.delay(launch)
+                proceed(launch_step, launch)
                 return
             events.publish(event, channel=launch["id"])
             if event.get("phase") == "failed":
@@ -46,5 +47,5 @@ def attach(launch: dict[str, Any]) -> None:
             # The build ended without a word (its worker died): start over from the check.
             events.publish({"phase": "waiting", "message": "The build we were following stopped; "
                             "checking again...\n"}, channel=launch["id"])
-            check_registry.delay({**launch, "build_id": None})
+            proceed(check_registry, {**launch, "build_id": None})
             return

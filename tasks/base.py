@@ -40,12 +40,14 @@ class BinderyTask(celery.Task):
                 if launch:
                     fail(launch, error, *self.extra_failure_channels(launch))
                 return None
-            except Exception:
-                log.exception("launch %s: unexpected error in %s", launch and launch["id"], self.name)
-                if launch:
+            except Exception as exc:
+                # Steps may run inside one another (tasks.chain.proceed): report once, innermost.
+                if launch and not getattr(exc, "bindery_reported", False):
+                    log.exception("launch %s: unexpected error in %s", launch["id"], self.name)
                     fail(launch, BinderyError(f"Internal error in step {self.name.rsplit('.', 1)[-1]}; "
                                               "it has been logged. Please try again."),
                          *self.extra_failure_channels(launch))
+                    exc.bindery_reported = True  # type: ignore[attr-defined]
                 raise
 
     def extra_failure_channels(self, launch: dict[str, Any]) -> tuple[str, ...]:

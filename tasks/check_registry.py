@@ -26,7 +26,7 @@ def found_event(image: str) -> dict[str, Any]:
 @shared_task(name="bindery.check_registry")
 def check_registry(launch: dict[str, Any]) -> None:
     from tasks.attach import attach
-    from tasks.chain import build_chain
+    from tasks.chain import build_chain, proceed
     from tasks.launch import launch as launch_step
 
     config = current_app.config["BINDERY"]
@@ -36,7 +36,7 @@ def check_registry(launch: dict[str, Any]) -> None:
     for _ in range(3):  # the lock may change hands between looking and taking
         if store.exists(image):
             events.publish(found_event(image), channel=launch["id"])
-            launch_step.delay(launch)
+            proceed(launch_step, launch)
             return
         build_id = uuid.uuid4().hex
         # Held until the build starts; the build then keeps it alive with a short heartbeat.

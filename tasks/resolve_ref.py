@@ -12,14 +12,17 @@ from providers.base import image_name
 
 
 @shared_task(name="bindery.resolve_ref")
-def resolve_ref(launch: dict[str, Any]) -> dict[str, Any]:
+def resolve_ref(launch: dict[str, Any]) -> None:
+    from tasks.chain import proceed
+    from tasks.check_registry import check_registry
+
     config = current_app.config["BINDERY"]
     repo = get_provider(launch["provider"], launch["spec"], config)
     ref = repo.resolve_ref()
-    return {
+    proceed(check_registry, {
         **launch,
         "resolved_ref": ref,
         "repo_url": repo.repo_url(),
         "ref_url": repo.ref_url(ref),
         "image": image_name(config["image_prefix"], repo.build_slug(), ref),
-    }
+    })

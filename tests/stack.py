@@ -45,9 +45,10 @@ class Stack:
         env.update({"BINDERY_CONFIG": str(config), "PYTHONUNBUFFERED": "1"})
         env.pop("REDIS_URL", None)
         celery = [sys.executable, "-m", "celery", "-A", "worker"]
+        concurrency = str(self.settings.get("launch_concurrency", 200))
         commands = {
             "web": [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
-            "launch": [*celery, "worker", "-Q", "launch", "-P", "gevent", "-c", "200",
+            "launch": [*celery, "worker", "-Q", "launch", "-P", "gevent", "-c", concurrency,
                        "-n", f"launch-{self.port}@%h", "--loglevel", "INFO", "--without-mingle", "--without-gossip"],
             "build": [*celery, "worker", "-Q", "build", "-P", "prefork", "-c", "1",
                       "-n", f"build-{self.port}@%h", "--loglevel", "INFO", "--without-mingle", "--without-gossip"],

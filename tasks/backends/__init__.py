@@ -8,13 +8,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from flask import current_app
+
 from app.extensions import engine
 
 
 def image_store(config: dict[str, Any]) -> Any:
+    """One store per process, so its HTTP connections and registry tokens outlive a launch."""
     from tasks.backends.registry import make_image_store
 
-    return make_image_store(config, lambda: engine.client)
+    slot = current_app.extensions.setdefault("bindery.image_store", {})
+    if "store" not in slot:
+        slot["store"] = make_image_store(config, lambda: engine.client)
+    return slot["store"]
 
 
 def builder(config: dict[str, Any]) -> Any:
