@@ -38,7 +38,12 @@ def from_settings(settings: dict[str, Any]) -> dict[str, Any]:
     return {
         "broker_url": settings["redis_url"],
         # Longer than any build, so a running build is never delivered twice.
-        "broker_transport_options": {"visibility_timeout": settings["build_timeout"] + 300},
+        "broker_transport_options": {
+            "visibility_timeout": settings["build_timeout"] + 300,
+            # Every greenlet of the launch worker may ack or publish at once (kombu's default is 10).
+            "max_connections": settings["launch_concurrency"] + 32,
+        },
+        "broker_pool_limit": settings["launch_concurrency"] + 32,
         "beat_schedule": {
             "cleanup-servers": {"task": "bindery.cleanup_servers",
                                 "schedule": float(settings["cleanup_interval"])},

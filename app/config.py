@@ -192,6 +192,11 @@ class ConfigSchema(Schema):
                                       metadata=_help("Registry user for pull checks and push."))
     registry_password = fields.String(load_default=None, allow_none=True,
                                       metadata=_help("Registry password or token. Never logged."))
+    image_found_cache = fields.Float(
+        load_default=60.0, validate=validate.Range(0, 86400),
+        metadata=_help("Seconds a worker remembers that an image exists (images are named by commit; "
+                       "0: ask the registry every time)."),
+    )
     registry_timeout = fields.Float(
         load_default=10.0, validate=validate.Range(0.5, 300),
         metadata=_help("Seconds for one request to the registry."),

@@ -15,11 +15,12 @@ from app.extensions import engine
 
 def image_store(config: dict[str, Any]) -> Any:
     """One store per process, so its HTTP connections and registry tokens outlive a launch."""
-    from tasks.backends.registry import make_image_store
+    from tasks.backends.registry import RememberFound, make_image_store
 
     slot = current_app.extensions.setdefault("bindery.image_store", {})
     if "store" not in slot:
-        slot["store"] = make_image_store(config, lambda: engine.client)
+        slot["store"] = RememberFound(make_image_store(config, lambda: engine.client),
+                                      config["image_found_cache"])
     return slot["store"]
 
 

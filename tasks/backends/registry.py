@@ -181,7 +181,13 @@ class RegistryClient:
         self.username = username or None
         self._password = password if self.username else None
         self.timeout = timeout
-        self.session = session if session is not None else requests.Session()
+        if session is None:
+            # Many greenlets check at once; keep their connections instead of discarding them.
+            session = requests.Session()
+            adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=128)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+        self.session = session
         self._tokens: dict[tuple[str, str, str], tuple[str, float]] = {}
         self._lock = threading.Lock()
         # Once the registry asked for Basic auth, send it up front and save a round trip.
@@ -368,3 +374,31 @@ def make_image_store(config: dict[str, Any], docker_client_factory: Callable[[],
             timeout=float(config.get("registry_timeout") or 10.0),
         )
     return EngineStore(docker_client_factory())
+
+
+class RememberFound:
+    """Remembers, for a while, images a store said it has.
+
+    Images are named by commit, so one that exists keeps existing; a cached launch
+    then costs no registry round trip.  Misses are never remembered: a build may
+    land at any moment.
+    """
+
+    def __init__(self, store: RegistryClient | EngineStore, seconds: float, size: int = 10000) -> None:
+        self.store = store
+        self.seconds = seconds
+        self.size = size
+        self._found: dict[str, float] = {}
+
+    def exists(self, image: str) -> bool:
+        now = time.monotonic()
+        if self._found.get(image, 0.0) > now:
+            return True
+        found = self.store.exists(image)
+        if found and self.seconds > 0:
+            if len(self._found) >= self.size:
+                self._found = {k: v for k, v in self._found.items() if v > now}
+                if len(self._found) >= self.size:
+                    self._found.clear()
+            self._found[image] = now + self.seconds
+        return found

@@ -663,3 +663,25 @@ def test_against_the_reference_registry(reference_registry: str) -> None:
                        headers={"Content-Type": MANIFEST_TYPES[3]})
     assert put.status_code == 201, put.text
     assert client.exists(f"{host}/bindery-x:multi") is True
+
+
+def test_remember_found_caches_hits_only() -> None:
+    from tasks.backends.registry import RememberFound
+
+    class Store:
+        def __init__(self) -> None:
+            self.calls = 0
+            self.have: set[str] = set()
+
+        def exists(self, image: str) -> bool:
+            self.calls += 1
+            return image in self.have
+
+    store = Store()
+    remembered = RememberFound(store, seconds=60)  # type: ignore[arg-type]
+    assert not remembered.exists("a:1") and not remembered.exists("a:1")
+    assert store.calls == 2, "a miss is asked again: a build may have landed"
+    store.have.add("a:1")
+    assert remembered.exists("a:1") and remembered.exists("a:1")
+    assert store.calls == 3, "a hit is remembered"
+    assert not RememberFound(store, seconds=0).exists("b:1")
