@@ -13,7 +13,6 @@ import os
 import resource
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,11 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import requests  # noqa: E402
-import yaml  # noqa: E402
 
 from tests.conftest import JUPYTER_IMAGE, REGISTRY_PORT, GitServer  # noqa: E402
-from tests.stack import Stack, collect  # noqa: E402
+from tests.stack import LocalRegistry, Stack, collect  # noqa: E402
 
 DEFAULT_DOCKER_HOST = "unix:///run/bindery/podman.sock"
 
@@ -110,56 +107,6 @@ def port_busy(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-class Registry:
-    """The reference Registry v2 on 127.0.0.1:5055, as tests/conftest.py starts it."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.url = f"http://127.0.0.1:{REGISTRY_PORT}"
-        self.process: subprocess.Popen[bytes] | None = None
-        self._log: Any = None
-
-    def start(self) -> Registry:
-        if port_busy(REGISTRY_PORT):
-            raise BenchError(f"127.0.0.1:{REGISTRY_PORT} is busy (another registry or test run?); "
-                             "the benchmark needs that port for its own registry")
-        self.directory.mkdir(parents=True, exist_ok=True)
-        config = self.directory / "config.yml"
-        config.write_text(yaml.safe_dump({
-            "version": 0.1, "log": {"level": "warn"},
-            "storage": {"filesystem": {"rootdirectory": str(self.directory / "data")},
-                        "delete": {"enabled": True}},
-            "http": {"addr": f"127.0.0.1:{REGISTRY_PORT}"},
-        }))
-        self._log = open(self.directory / "log", "wb")
-        self.process = subprocess.Popen([shutil.which("docker-registry") or "docker-registry", "serve",
-                                         str(config)], stdout=subprocess.DEVNULL, stderr=self._log,
-                                        stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if requests.get(f"{self.url}/v2/", timeout=1).status_code == 200:
-                    return self
-            except requests.RequestException:
-                pass
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise BenchError(f"registry did not start: {(self.directory / 'log').read_text()}")
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if self._log:
-            self._log.close()
-            self._log = None
-
-
 class Bench:
     """Owns a work directory and everything started in it; ``close()`` stops it all in reverse order."""
 
@@ -185,8 +132,8 @@ class Bench:
     def callback(self, fn: Callable[..., Any], *args: Any) -> None:
         self._exit.callback(fn, *args)
 
-    def registry(self) -> Registry:
-        registry = Registry(self.directory / "registry")
+    def registry(self) -> LocalRegistry:
+        registry = LocalRegistry(self.directory / "registry", REGISTRY_PORT)
         self._exit.callback(registry.stop)
         return registry.start()
 
@@ -340,7 +287,7 @@ def main_wrapper(run: Callable[[], int]) -> None:
 
 # --- where the CPU goes ----------------------------------------------------------------------------
 
-def stack_processes(stack: Stack, registry: Registry | None = None) -> dict[str, list[int]]:
+def stack_processes(stack: Stack, registry: LocalRegistry | None = None) -> dict[str, list[int]]:
     """pids by role: each Popen with its children (gunicorn/celery workers), Redis, the registry."""
     import psutil
 

@@ -5,10 +5,8 @@ from __future__ import annotations
 import functools
 import http.server
 import os
-import shutil
 import subprocess
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,12 +14,11 @@ from typing import Any
 
 import docker
 import pytest
-import requests
-import yaml
 from flask import Flask
 
 from app import create_app
 from app.redis_server import EmbeddedRedis
+from tests.stack import LocalRegistry
 
 BASE_IMAGE = "localhost/bindery-base:bookworm"
 JUPYTER_IMAGE = "localhost/bindery-jupyter:bookworm"
@@ -80,33 +77,12 @@ def launched_containers(engine: docker.DockerClient) -> Iterator[list[str]]:
 @pytest.fixture(scope="session")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The reference Registry v2 on loopback."""
-    directory = tmp_path_factory.mktemp("registry")
-    config = directory / "config.yml"
-    config.write_text(yaml.safe_dump({
-        "version": 0.1, "log": {"level": "warn"},
-        "storage": {"filesystem": {"rootdirectory": str(directory / "data")}, "delete": {"enabled": True}},
-        "http": {"addr": f"127.0.0.1:{REGISTRY_PORT}"},
-    }))
-    log = open(directory / "log", "wb")
-    proc = subprocess.Popen([shutil.which("docker-registry") or "docker-registry", "serve", str(config)],
-                            stdout=subprocess.DEVNULL, stderr=log)
-    url = f"http://127.0.0.1:{REGISTRY_PORT}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            if requests.get(f"{url}/v2/", timeout=1).status_code == 200:
-                break
-        except requests.RequestException:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            log.close()
-            pytest.fail(f"registry did not start: {(directory / 'log').read_text()}")
-        time.sleep(0.1)
-    yield url
-    proc.terminate()
-    proc.wait(10)
-    log.close()
+    try:
+        server = LocalRegistry(tmp_path_factory.mktemp("registry"), REGISTRY_PORT).start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    yield server.url
+    server.stop()
 
 
 # --- test repositories ------------------------------------------------------------------------

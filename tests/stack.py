@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ from typing import Any
 import requests
 import yaml
 
-from app.redis_server import EmbeddedRedis, free_port
+from app.redis_server import EmbeddedRedis, free_port, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -87,11 +88,7 @@ class Stack:
             if proc.poll() is None:
                 proc.terminate()
         for proc in self.processes.values():
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc, 20)
         self.redis.stop()
         for log in self._logs:
             log.close()
@@ -132,3 +129,49 @@ def collect(url: str, **kwargs: Any) -> list[tuple[str | None, dict[str, Any]]]:
             if data.get("phase") in ("ready", "failed"):
                 break
     return events
+
+
+class LocalRegistry:
+    """The reference Registry v2 (Debian's docker-registry) on 127.0.0.1:``port``.
+
+    The engine trusts plain HTTP on 127.0.0.1:5000 and :5055 only (scripts/engine.sh).
+    """
+
+    def __init__(self, directory: Path, port: int = 5055) -> None:
+        self.directory = directory
+        self.url = f"http://127.0.0.1:{port}"
+        self.port = port
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log: Any = None
+
+    def start(self, timeout: float = 20) -> LocalRegistry:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        config = self.directory / "config.yml"
+        config.write_text(yaml.safe_dump({
+            "version": 0.1, "log": {"level": "warn"},
+            "storage": {"filesystem": {"rootdirectory": str(self.directory / "data")},
+                        "delete": {"enabled": True}},
+            "http": {"addr": f"127.0.0.1:{self.port}"},
+        }))
+        self._log = open(self.directory / "log", "wb")
+        self.process = subprocess.Popen([shutil.which("docker-registry") or "docker-registry", "serve",
+                                         str(config)], stdout=subprocess.DEVNULL, stderr=self._log,
+                                        stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if requests.get(f"{self.url}/v2/", timeout=1).status_code == 200:
+                    return self
+            except requests.RequestException:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"registry did not start: {(self.directory / 'log').read_text()}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.process:
+            stop_process(self.process)
+        if self._log:
+            self._log.close()
+            self._log = None
