@@ -6,7 +6,7 @@ from typing import Any
 
 imports = (
     "tasks.resolve_ref", "tasks.check_registry", "tasks.build", "tasks.push",
-    "tasks.launch", "tasks.attach", "tasks.cleanup",
+    "tasks.launch", "tasks.attach", "tasks.cleanup", "tasks.cleanup_build_pods",
 )
 
 # Builds run on their own prefork queue so long builds never starve launches;
@@ -47,5 +47,8 @@ def from_settings(settings: dict[str, Any]) -> dict[str, Any]:
         "beat_schedule": {
             "cleanup-servers": {"task": "bindery.cleanup_servers",
                                 "schedule": float(settings["cleanup_interval"])},
+            **({"cleanup-build-pods": {"task": "bindery.cleanup_build_pods",
+                                       "schedule": float(settings["cleanup_interval"])}}
+               if settings["builder"] == "kubernetes" else {}),
         },
     }

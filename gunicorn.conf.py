@@ -5,7 +5,7 @@ from app.config import load_config
 
 _settings = load_config()
 
-bind = f"127.0.0.1:{_settings['port']}"
+bind = f"{_settings['listen_address']}:{_settings['port']}"
 worker_class = "gevent"
 workers = _settings["web_workers"]
 worker_connections = 10000
@@ -16,3 +16,9 @@ max_requests = 0
 accesslog = "-"
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(L)ss'
 proc_name = "bindery-web"
+
+
+def child_exit(server, worker):  # gunicorn calls this hook with these names
+    from app.metrics import mark_process_dead
+
+    mark_process_dead(worker.pid)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -10,16 +9,18 @@ from celery import Celery
 from flask import Flask
 
 from app.config import load_config
+from app.logging_setup import configure_logging
 
 
 def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     """Build the app: config validated first, then extensions, Celery, blueprints."""
-    app = Flask(__name__, template_folder="../templates")
+    app = Flask(__name__, template_folder="../templates", static_folder="../static")
     app.config["BINDERY"] = load_config(overrides)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(app.config["BINDERY"])
 
-    from app import build_api, errors_view, health, pages
+    from app import build_api, build_logs, errors_view, health, metrics, pages, where_api
     from app.extensions import engine, events, redis_client
+    from app.repoproviders import bp as repoproviders_bp
 
     redis_client.init_app(app)
     engine.init_app(app)
@@ -28,19 +29,25 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     errors_view.init_app(app)
     app.register_blueprint(build_api.bp)
     app.register_blueprint(pages.bp)
+    app.register_blueprint(where_api.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(build_logs.bp)
+    app.register_blueprint(repoproviders_bp)
+    metrics.init_app(app)
     return app
 
 
 def celery_init_app(app: Flask) -> Celery:
     """Celery bound to this app, as in Flask's Celery pattern; tasks run in its app context."""
     import celeryconfig
+    from tasks import worker_signals
     from tasks.base import BinderyTask
 
     celery_app = Celery(app.name, task_cls=BinderyTask)
     celery_app.config_from_object(celeryconfig)
     celery_app.conf.update(celeryconfig.from_settings(app.config["BINDERY"]))
     celery_app.flask_app = app  # type: ignore[attr-defined]
+    worker_signals.connect(celery_app)
     celery_app.set_default()
     app.extensions["celery"] = celery_app
     return celery_app

@@ -40,7 +40,7 @@ def build(provider: str, spec: str) -> ResponseReturnValue:
         raise BinderyError("This endpoint streams Server-Sent Events: request it with "
                            "'Accept: text/event-stream'.", 406)
     spec = raw_spec(f"/build/{provider}/", spec)
-    resume = parse_event_id(request.headers.get("Last-Event-ID"))
+    resume = parse_event_id(request.headers.get("Last-Event-ID") or request.args.get("lastEventId"))
     if resume and launches.belongs_to(resume[0], provider, spec):
         return events.response(*resume)
     try:

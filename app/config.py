@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -45,6 +46,24 @@ class PortRange(fields.Field):
         return None if value is None else f"{value[0]}-{value[1]}"
 
 
+class JsonValue(fields.Field):
+    """A mapping or list from YAML, or a JSON string of one (for env vars); ``kind`` says which."""
+
+    def __init__(self, kind: type, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.kind = kind
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError as exc:
+                raise ValidationError(f"not valid JSON: {exc}") from exc
+        if not isinstance(value, self.kind):
+            raise ValidationError(f"expected a {'mapping' if self.kind is dict else 'list'}")
+        return value
+
+
 class StringList(fields.List):
     """A list of strings that also accepts a JSON list or a comma-separated string (for env vars)."""
 
@@ -62,6 +81,77 @@ class StringList(fields.List):
             else:
                 value = [part.strip() for part in stripped.split(",") if part.strip()]
         return super()._deserialize(value, attr, data, **kwargs)
+
+
+# Provider prefixes (issue 3); the provider classes live in providers/ (not imported here).
+KNOWN_PROVIDERS = ("gh", "gist", "gl", "git", "zenodo", "figshare", "hydroshare", "dataverse", "ckan",
+                   "swh", "image")
+DEFAULT_PROVIDERS = tuple(p for p in KNOWN_PROVIDERS if p != "image")
+
+
+def _compile(pattern: Any) -> str:
+    if not isinstance(pattern, str):
+        raise ValidationError(f"expected a regex string, got {type(pattern).__name__}")
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValidationError(f"{pattern!r} is not a valid regex: {exc}") from exc
+    return pattern
+
+
+def _json_or(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError as exc:
+            raise ValidationError("not valid JSON") from exc
+    return value
+
+
+class SpecPatterns(fields.Field):
+    """``{prefix: [regex, ...]}`` (or its JSON, for env vars); every regex must compile."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dict[str, list[str]]:
+        value = _json_or(value)
+        if not isinstance(value, dict):
+            raise ValidationError('expected a mapping of provider prefix to regexes, e.g. {"gh": ["^org/.*"]}')
+        result: dict[str, list[str]] = {}
+        for prefix, patterns in value.items():
+            if prefix not in KNOWN_PROVIDERS:
+                raise ValidationError(f"unknown provider {prefix!r}; known: {', '.join(KNOWN_PROVIDERS)}")
+            if isinstance(patterns, str):
+                patterns = [patterns]
+            if not isinstance(patterns, list):
+                raise ValidationError(f"{prefix}: expected a list of regexes")
+            result[prefix] = [_compile(p) for p in patterns]
+        return result
+
+
+class SpecConfig(fields.Field):
+    """``{prefix: [{pattern, config}]}``, or one list for all providers (key ``*``)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dict[str, list[Any]]:
+        value = _json_or(value)
+        if isinstance(value, list):
+            value = {"*": value}
+        if not isinstance(value, dict):
+            raise ValidationError("expected a list of {pattern, config} or a mapping of prefix to such lists")
+        result: dict[str, list[Any]] = {}
+        for prefix, items in value.items():
+            if prefix != "*" and prefix not in KNOWN_PROVIDERS:
+                raise ValidationError(f"unknown provider {prefix!r}; known: {', '.join(KNOWN_PROVIDERS)}")
+            if not isinstance(items, list):
+                raise ValidationError(f"{prefix}: expected a list of {{pattern, config}}")
+            checked = []
+            for item in items:
+                if not isinstance(item, dict) or not isinstance(item.get("config"), dict):
+                    raise ValidationError(f"{prefix}: each entry needs a pattern and a config mapping")
+                quota = item["config"].get("quota")
+                if quota is not None and (isinstance(quota, bool) or not isinstance(quota, int) or quota < 0):
+                    raise ValidationError(f"{prefix}: config.quota must be a whole number >= 0")
+                checked.append({"pattern": _compile(item.get("pattern")), "config": dict(item["config"])})
+            result[prefix] = checked
+        return result
 
 
 class ConfigSchema(Schema):
@@ -130,8 +220,8 @@ class ConfigSchema(Schema):
     )
     github_token = fields.String(
         load_default=None, allow_none=True,
-        metadata=_help("GitHub token for the API (higher rate limit, private repos). "
-                       "Also read from GITHUB_ACCESS_TOKEN. Never logged."),
+        metadata={**_help("GitHub token for the API (higher rate limit, private repos). "
+                       "Also read from GITHUB_ACCESS_TOKEN. Never logged."), "secret": True},
     )
     gitlab_url = fields.Url(
         load_default="https://gitlab.com", require_tld=False,
@@ -139,17 +229,81 @@ class ConfigSchema(Schema):
     )
     gitlab_token = fields.String(
         load_default=None, allow_none=True,
-        metadata=_help("GitLab private token for the API. Never logged."),
+        metadata={**_help("GitLab private token for the API. Never logged."), "secret": True},
     )
     provider_timeout = fields.Float(
         load_default=20.0, validate=validate.Range(1, 300),
         metadata=_help("Seconds for one request to a repository host (API or git ls-remote)."),
     )
 
+    # --- repository providers (issue 3) ------------------------------------------------------
+    enabled_providers = StringList(
+        load_default=list(DEFAULT_PROVIDERS), validate=validate.ContainsOnly(KNOWN_PROVIDERS),
+        metadata=_help("Provider prefixes this Bindery serves (and lists at /api/repoproviders). "
+                       "`image` (launch a prebuilt image, no build) is off unless listed here and "
+                       "allowed_specs has patterns for it."),
+    )
+    banned_specs = SpecPatterns(
+        load_default=dict,
+        metadata=_help("Provider prefix -> regexes (case-insensitive, matched at the start of the "
+                       "unresolved spec) that are refused with 403, e.g. {\"gh\": [\"^evil/.*\"]}."),
+    )
+    allowed_specs = SpecPatterns(
+        load_default=dict,
+        metadata=_help("Provider prefix -> regexes; when a prefix has any, only matching specs are "
+                       "served (the `image` provider needs at least one)."),
+    )
+    high_quota_specs = SpecPatterns(
+        load_default=dict,
+        metadata=_help("Provider prefix -> regexes of specs that get high_quota_per_repo instead of "
+                       "quota_per_repo."),
+    )
+    high_quota_per_repo = fields.Integer(
+        load_default=0, validate=validate.Range(0),
+        metadata=_help("Servers of one high-quota repository that may run at once (0: no limit)."),
+    )
+    spec_config = SpecConfig(
+        load_default=dict,
+        metadata=_help("Provider prefix -> list of {pattern, config: {quota: N}}, or one such list for "
+                       "every provider; every matching entry applies, the last match wins."),
+    )
+    github_client_id = fields.String(
+        load_default=None, allow_none=True,
+        metadata=_help("GitHub OAuth app client id (API basic auth with the secret; git user name "
+                       "with the token). Also read from GITHUB_CLIENT_ID."),
+    )
+    github_client_secret = fields.String(
+        load_default=None, allow_none=True,
+        metadata={**_help("GitHub OAuth app client secret. Also read from GITHUB_CLIENT_SECRET. "
+                          "Never logged."), "secret": True},
+    )
+    github_cache_size = fields.Integer(
+        load_default=1024, validate=validate.Range(0, 1_000_000),
+        metadata=_help("Resolved GitHub refs kept per process with their ETag (a 304 reuses them; "
+                       "0: no cache)."),
+    )
+    github_miss_cache = fields.Float(
+        load_default=300.0, validate=validate.Range(0, 86400),
+        metadata=_help("Seconds a GitHub ref that was not found is remembered as missing."),
+    )
+    gist_allow_secret = fields.Boolean(
+        load_default=False, metadata=_help("Let the gist provider launch secret (unlisted) gists."),
+    )
+    doi_resolver_url = fields.Url(
+        load_default="https://doi.org", require_tld=False,
+        metadata=_help("DOI resolver the zenodo, figshare and dataverse providers ask where a DOI "
+                       "points (its redirect names the record)."),
+    )
+    hydroshare_url = fields.Url(
+        load_default="https://www.hydroshare.org", require_tld=False,
+        metadata=_help("HydroShare instance (resource API under /hsapi)."),
+    )
+
     # --- build -----------------------------------------------------------------------------
     builder = fields.String(
-        load_default="docker", validate=validate.OneOf(["docker"]),
-        metadata=_help("Build backend: `docker` runs repo2docker against the Docker-API engine."),
+        load_default="docker", validate=validate.OneOf(["docker", "kubernetes"]),
+        metadata=_help("Build backend: `docker` runs repo2docker against the Docker-API engine; "
+                       "`kubernetes` runs a build pod per image (settings `build_pod_*`)."),
     )
     docker_host = fields.String(
         load_default=None, allow_none=True,
@@ -191,7 +345,7 @@ class ConfigSchema(Schema):
     registry_username = fields.String(load_default=None, allow_none=True,
                                       metadata=_help("Registry user for pull checks and push."))
     registry_password = fields.String(load_default=None, allow_none=True,
-                                      metadata=_help("Registry password or token. Never logged."))
+                                      metadata={**_help("Registry password or token. Never logged."), "secret": True})
     image_found_cache = fields.Float(
         load_default=60.0, validate=validate.Range(0, 86400),
         metadata=_help("Seconds a worker remembers that an image exists (images are named by commit; "
@@ -204,13 +358,19 @@ class ConfigSchema(Schema):
 
     # --- launch ----------------------------------------------------------------------------
     launcher = fields.String(
-        load_default="docker", validate=validate.OneOf(["docker", "bench"]),
-        metadata=_help("Launch backend: `docker` runs a Jupyter container on this engine; `bench` "
+        load_default="docker", validate=validate.OneOf(["docker", "bench", "jupyterhub"]),
+        metadata=_help("Launch backend: `docker` runs a Jupyter container on this engine; `jupyterhub` "
+                       "starts a named server through JupyterHub's REST API (settings `hub_*`); `bench` "
                        "starts nothing and answers after bench_launch_delay (benchmarks only)."),
     )
     bench_launch_delay = fields.Float(
         load_default=0.0, validate=validate.Range(0, 600),
         metadata=_help("Seconds the `bench` launcher waits before it reports ready (benchmarks only)."),
+    )
+    instance_name = fields.String(
+        load_default="bindery", validate=validate.Regexp(r"^[a-z0-9][a-z0-9_.-]{0,62}$"),
+        metadata=_help("Name on this Bindery's containers: quotas and cleanup count only its own, so "
+                       "several Binderies (or test runs) can share one engine."),
     )
     launch_host = fields.String(
         load_default="127.0.0.1",
@@ -254,6 +414,162 @@ class ConfigSchema(Schema):
         metadata=_help("Servers of one repository that may run at once (0: no limit)."),
     )
 
+    # --- operations (issue 6) ------------------------------------------------------------
+    listen_address = fields.String(
+        load_default="127.0.0.1",
+        metadata=_help("Address gunicorn binds (0.0.0.0 in a container)."),
+    )
+    health_cache_seconds = fields.Float(
+        load_default=15.0, validate=validate.Range(0, 3600),
+        metadata=_help("Seconds /health reuses its last result, so probes do not hammer dependencies."),
+    )
+    worker_metrics_port = fields.Integer(
+        load_default=0, validate=validate.Range(0, 65535),
+        metadata=_help("Port of a Celery worker's own /metrics (cluster pods); 0: off (one machine shares "
+                       "the web's /metrics through PROMETHEUS_MULTIPROC_DIR)."),
+    )
+    worker_metrics_address = fields.String(
+        load_default="127.0.0.1", metadata=_help("Address of a worker's own /metrics."),
+    )
+    launch_event_sinks = StringList(
+        load_default=["file"], validate=validate.ContainsOnly(["file", "stdout", "redis"]),
+        metadata=_help("Where launch events (BinderHub launch schema) go: file, stdout, redis."),
+    )
+    launch_event_file = fields.String(
+        load_default=None, allow_none=True,
+        metadata=_help("JSON-lines file of launch events. Unset: <data_dir>/launch-events.jsonl."),
+    )
+    build_log_retention = fields.Integer(
+        load_default=30 * 86400, validate=validate.Range(1, 366 * 86400),
+        metadata=_help("Seconds a finished build's full log stays available at its /logs URL."),
+    )
+    build_log_max_bytes = fields.Integer(
+        load_default=5 * 1024 * 1024, validate=validate.Range(1024, 1024**3),
+        metadata=_help("Bytes of one build's log that are kept; the rest is cut with a notice."),
+    )
+    launch_last_good_image = fields.Boolean(
+        load_default=False,
+        metadata=_help("When a commit fails to build, launch the repository's last image that built, "
+                       "with a notice saying which commit the user gets."),
+    )
+    flower_basic_auth = fields.String(
+        load_default=None, allow_none=True, validate=validate.Regexp(r"^[^:\s]+:\S+$"),
+        metadata={**_help("user:password protecting Flower. Never logged."), "secret": True},
+    )
+    log_format = fields.String(
+        load_default="json", validate=validate.OneOf(["json", "text"]),
+        metadata=_help("Log lines as JSON (with launch id and image) or plain text."),
+    )
+
+    # --- cluster (issue 5) -----------------------------------------------------------------
+    kubernetes_namespace = fields.String(
+        load_default=None, allow_none=True, validate=validate.Regexp(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"),
+        metadata=_help("Namespace of build pods. Unset: the namespace Bindery runs in (in a cluster), "
+                       "else `default`."),
+    )
+    kubernetes_kubeconfig = fields.String(
+        load_default=None, allow_none=True,
+        metadata=_help("kubeconfig file for the Kubernetes API when not running in a cluster. Unset: the "
+                       "in-cluster service account, else ~/.kube/config."),
+    )
+    build_pod_image = fields.String(
+        load_default="quay.io/jupyterhub/repo2docker:2024.07.0",
+        metadata=_help("Image of build pods: repo2docker 2024.7.0 (BinderHub's default build image)."),
+    )
+    build_pod_command = StringList(
+        load_default=["jupyter-repo2docker"],
+        metadata=_help("Command that runs repo2docker inside the build pod; the docker builder's "
+                       "arguments follow it."),
+    )
+    build_pod_engine_socket = fields.String(
+        load_default="/var/run/docker.sock", validate=validate.Regexp(r"^/[^\s]*$"),
+        metadata=_help("Node path of the engine socket mounted into build pods at /var/run/docker.sock: "
+                       "the host's Docker, the dind DaemonSet's (/var/run/dind/docker.sock) or the Podman "
+                       "DaemonSet's (/var/run/podman/podman.sock)."),
+    )
+    build_pod_push_secret = fields.String(
+        load_default=None, allow_none=True, validate=validate.Regexp(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"),
+        metadata=_help("Secret with a `config.json` (Docker credentials) mounted in build pods so "
+                       "repo2docker pushes the image itself. Unset: no push credentials."),
+    )
+    build_pod_service_account = fields.String(
+        load_default=None, allow_none=True,
+        metadata=_help("Service account of build pods. Unset: the namespace's default."),
+    )
+    build_pod_node_selector = JsonValue(
+        dict, load_default={},
+        metadata=_help("Node selector of build pods (a mapping, or JSON in the environment)."),
+    )
+    build_pod_tolerations = JsonValue(
+        list, load_default=[],
+        metadata=_help("Tolerations of build pods (Kubernetes toleration objects)."),
+    )
+    build_pod_affinity = JsonValue(
+        dict, load_default={},
+        metadata=_help("Affinity of build pods (a Kubernetes affinity object); sticky builds add to it."),
+    )
+    build_pod_sticky = fields.Boolean(
+        load_default=False,
+        metadata=_help("Sticky builds: prefer the node a repository hashes to (rendezvous hashing over "
+                       "build_pod_nodes or the nodes labelled build_pod_node_label), so its layers are "
+                       "cached there."),
+    )
+    build_pod_nodes = StringList(
+        load_default=[],
+        metadata=_help("Node names for sticky builds. Empty: list nodes labelled build_pod_node_label."),
+    )
+    build_pod_node_label = fields.String(
+        load_default="bindery.org/builder=true",
+        metadata=_help("Label selector of the nodes sticky builds choose from when build_pod_nodes is "
+                       "empty (needs permission to list nodes)."),
+    )
+    build_pod_requests = JsonValue(
+        dict, load_default={},
+        metadata=_help("Resource requests of the build container, e.g. {\"cpu\": \"1\", \"memory\": \"2Gi\"}."),
+    )
+    build_pod_limits = JsonValue(
+        dict, load_default={},
+        metadata=_help("Resource limits of the build container."),
+    )
+    build_pod_max_age = fields.Integer(
+        load_default=4 * 3600, validate=validate.Range(60, 30 * 86400),
+        metadata=_help("Seconds after which the cleanup beat task deletes a build pod whatever its state "
+                       "(finished pods are deleted at once)."),
+    )
+    hub_url = fields.String(
+        load_default=None, allow_none=True,
+        metadata=_help("JupyterHub's public URL (BinderHub's hub_url); launched servers are at "
+                       "<hub_url>user/<name>/<server>/."),
+    )
+    hub_api_url = fields.String(
+        load_default=None, allow_none=True,
+        metadata=_help("JupyterHub's REST API. Unset: <hub_url>hub/api."),
+    )
+    hub_api_token = fields.String(
+        load_default=None, allow_none=True,
+        metadata={**_help("API token of Bindery's JupyterHub service (scopes admin:users, admin:servers, "
+                          "access:servers, tokens). Also read from JUPYTERHUB_API_TOKEN. Never logged."),
+                  "secret": True},
+    )
+    hub_user_prefix = fields.String(
+        load_default="binder-", validate=validate.Regexp(r"^[a-z][a-z0-9-]{0,19}$"),
+        metadata=_help("Prefix of the temporary JupyterHub users Bindery creates (and cleans up)."),
+    )
+    hub_launch_retries = fields.Integer(
+        load_default=3, validate=validate.Range(0, 20),
+        metadata=_help("Times a failed spawn is retried, with a new user each time."),
+    )
+    hub_retry_delay = fields.Float(
+        load_default=4.0, validate=validate.Range(0, 600),
+        metadata=_help("Seconds before the first retry of a failed spawn; doubles each time."),
+    )
+
+    # --- web pages (issue 4) ---------------------------------------------------------------
+    about_message = fields.String(
+        load_default="", validate=validate.Length(max=5000),
+        metadata=_help("Operator's message shown on /about (plain text; line breaks kept)."),
+    )
+
     @validates_schema
     def _check_registry(self, data: Mapping[str, Any], **kwargs: Any) -> None:
         url = data.get("registry_url")
@@ -270,6 +586,9 @@ ALIASES = {
     "PORT": "port",
     "DOCKER_HOST": "docker_host",
     "GITHUB_ACCESS_TOKEN": "github_token",
+    "JUPYTERHUB_API_TOKEN": "hub_api_token",
+    "GITHUB_CLIENT_ID": "github_client_id",
+    "GITHUB_CLIENT_SECRET": "github_client_secret",
 }
 
 
@@ -325,6 +644,8 @@ def markdown_reference() -> str:
     schema = ConfigSchema()
     for name, field in schema.fields.items():
         default = field.load_default
+        if callable(default):  # fresh mutable defaults (dict) are factories
+            default = default()
         if isinstance(field, PortRange) and default is not None:
             default = f"{default[0]}-{default[1]}"
         shown = "unset" if default is None else f"`{json.dumps(default) if not isinstance(default, str) else default}`"

@@ -16,14 +16,16 @@ class BinderyError(Exception):
 
     status_code: int = 500
 
-    def __init__(self, message: str, status_code: int | None = None) -> None:
+    def __init__(self, message: str, status_code: int | None = None, **details: Any) -> None:
         super().__init__(message)
         self.message = message
+        #: extra fields for the client, e.g. ``log_url`` of a failed build
+        self.details = details
         if status_code is not None:
             self.status_code = status_code
 
     def to_dict(self) -> dict[str, Any]:
-        return {"message": self.message, "status_code": self.status_code}
+        return {"message": self.message, "status_code": self.status_code, **self.details}
 
 
 class SpecError(BinderyError):

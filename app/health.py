@@ -1,33 +1,80 @@
-"""``/health`` and ``/versions``: what probes and federation redirectors read."""
+"""``/health`` and ``/versions``: what probes and federation redirectors read.
+
+``/health`` answers in BinderHub's shape (``ok`` and a ``checks`` list of
+``service``/``ok``), 503 when a check fails.  Results are cached for
+``health_cache_seconds`` so frequent probes do not hammer Redis, the registry
+or the engine.
+"""
 
 from __future__ import annotations
 
+import threading
+import time
 from importlib import metadata
+from typing import Any
 
-from flask import Blueprint, jsonify
+import requests
+from flask import Blueprint, current_app, jsonify
 from flask.typing import ResponseReturnValue
 
 from app.extensions import redis_client
+from tasks import backends
 
 bp = Blueprint("health", __name__)
 
 VERSION = "0.1.0"
+_cache: dict[str, Any] = {"at": 0.0, "result": None}
+_cache_lock = threading.Lock()
 
 
 @bp.route("/versions")
 def versions() -> ResponseReturnValue:
-    response = jsonify({"bindery": VERSION, "builder": f"repo2docker {metadata.version('jupyter-repo2docker')}"})
+    response = jsonify({"bindery": VERSION,
+                        "builder": f"repo2docker {metadata.version('jupyter-repo2docker')}"})
     response.headers["Access-Control-Allow-Origin"] = "*"
     return response
 
 
+def _check(service: str, probe: Any) -> dict[str, Any]:
+    try:
+        extra = probe() or {}
+        return {"service": service, "ok": extra.pop("ok", True), **extra}
+    except Exception as exc:  # noqa: BLE001 - a failing dependency is a result, not an error
+        return {"service": service, "ok": False, "error": type(exc).__name__}
+
+
+def _registry(config: dict[str, Any]) -> dict[str, Any]:
+    if config["registry_url"]:
+        status = requests.get(f"{config['registry_url'].rstrip('/')}/v2/",
+                              timeout=config["registry_timeout"]).status_code
+        return {"ok": status in (200, 401)}
+    backends.engine_client().ping()
+    return {}
+
+
+def _quota(config: dict[str, Any]) -> dict[str, Any]:
+    servers = backends.launcher(config).running()
+    builds = sum(1 for _ in redis_client.client.scan_iter("bindery:lock:build:*", count=1000))
+    quota = config["quota_total"]
+    return {"servers": servers, "builds": builds, "quota": quota or None, "ok": not quota or servers < quota}
+
+
+def run_checks() -> dict[str, Any]:
+    config = current_app.config["BINDERY"]
+    checks = [
+        _check("Redis", lambda: {"ok": bool(redis_client.client.ping())}),
+        _check("Registry" if config["registry_url"] else "Engine image store", lambda: _registry(config)),
+        _check("Launcher", lambda: backends.launcher(config).ping()),
+        _check("Server quota", lambda: _quota(config)),
+    ]
+    return {"ok": all(check["ok"] for check in checks), "checks": checks}
+
+
 @bp.route("/health")
 def health() -> ResponseReturnValue:
-    checks = []
-    try:
-        redis_ok = bool(redis_client.client.ping())
-    except Exception:  # noqa: BLE001 - any failure means "not healthy", reported not raised
-        redis_ok = False
-    checks.append({"service": "Redis", "ok": redis_ok})
-    ok = all(check["ok"] for check in checks)
-    return jsonify({"ok": ok, "checks": checks}), 200 if ok else 503
+    ttl = current_app.config["BINDERY"]["health_cache_seconds"]
+    with _cache_lock:
+        if _cache["result"] is None or time.monotonic() - _cache["at"] > ttl:
+            _cache["result"], _cache["at"] = run_checks(), time.monotonic()
+        result = _cache["result"]
+    return jsonify(result), 200 if result["ok"] else 503

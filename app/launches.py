@@ -31,3 +31,9 @@ def start(provider: str, spec: str, *, build_only: bool, origin: str) -> str:
 def belongs_to(launch_id: str, provider: str, spec: str) -> bool:
     """Whether a reconnecting client's launch is this URL's and still has its events."""
     return redis_client.client.get(_meta_key(launch_id)) == f"{provider}/{spec}" and events.exists(launch_id)
+
+
+def request_of(launch_id: str) -> str | None:
+    """``provider/spec`` of a launch still on record, else None."""
+    value = redis_client.client.get(_meta_key(launch_id))
+    return str(value) if value else None

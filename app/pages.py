@@ -1,13 +1,18 @@
-"""The pages people see: landing page and the loading page of ``/v2/<provider>/<spec>``."""
+"""The pages people see: landing, loading (``/v2/<provider>/<spec>``), about, badges, legacy links."""
 
 from __future__ import annotations
 
-from flask import Blueprint, render_template
+import urllib.parse
+from importlib import metadata
+
+from flask import Blueprint, current_app, redirect, render_template, request, send_from_directory
 from flask.typing import ResponseReturnValue
 
 from app.rawpath import raw_spec
 
 bp = Blueprint("pages", __name__)
+
+BADGE_MAX_AGE = 86400
 
 
 @bp.route("/")
@@ -17,4 +22,34 @@ def index() -> ResponseReturnValue:
 
 @bp.route("/v2/<provider>/<path:spec>")
 def loading(provider: str, spec: str) -> ResponseReturnValue:
-    return render_template("loading.html", provider=provider, spec=raw_spec(f"/v2/{provider}/", spec))
+    spec = raw_spec(f"/v2/{provider}/", spec)
+    return render_template("loading.html", provider=provider, spec=spec,
+                           display=urllib.parse.unquote(spec))
+
+
+@bp.route("/about")
+def about() -> ResponseReturnValue:
+    from app.health import VERSION
+
+    return render_template("about.html", version=VERSION,
+                           repo2docker=metadata.version("jupyter-repo2docker"),
+                           message=current_app.config["BINDERY"]["about_message"])
+
+
+@bp.route("/badge.svg")
+@bp.route("/badge_logo.svg")
+def badge() -> ResponseReturnValue:
+    """The launch badges README files link to (as mybinder.org's ``/badge_logo.svg``)."""
+    name = request.path.lstrip("/")
+    return send_from_directory(current_app.static_folder or "static", f"img/{name}",
+                               mimetype="image/svg+xml", max_age=BADGE_MAX_AGE)
+
+
+@bp.route("/repo/<user>/<repo>", defaults={"path": ""}, strict_slashes=False)
+@bp.route("/repo/<user>/<repo>/<path:path>")
+def legacy_repo(user: str, repo: str, path: str) -> ResponseReturnValue:
+    """BinderHub's first link form: the default branch of a GitHub repository, ``path`` as urlpath."""
+    target = f"/v2/gh/{urllib.parse.quote(user, safe='')}/{urllib.parse.quote(repo, safe='')}/HEAD"
+    if path.strip("/"):
+        target += "?" + urllib.parse.urlencode({"urlpath": path.strip("/")})
+    return redirect(target, 302)

@@ -8,6 +8,7 @@ all when any of them exits or on SIGINT/SIGTERM.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -47,6 +48,13 @@ def main() -> int:
         embedded.start()
         env["REDIS_URL"] = embedded.url
         print(f"bindery: embedded Redis at {embedded.url} (data in {embedded.directory})", flush=True)
+    # Web and workers record metrics into one directory, so the web's /metrics shows them all.
+    metrics_dir = Path(config["data_dir"]) / "prometheus"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir.resolve())
+    if config["flower_basic_auth"]:
+        env["FLOWER_BASIC_AUTH"] = config["flower_basic_auth"]  # not on the command line: ps shows that
     procs: dict[str, subprocess.Popen[bytes]] = {}
     stopping = False
 

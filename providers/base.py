@@ -22,6 +22,7 @@ from app.errors import SpecError
 _SAFE_SLUG_CHARS = set(string.ascii_letters + string.digits)
 _CONTROL = re.compile(r"[\x00-\x20\x7f]")
 SHA1 = re.compile(r"\A[0-9a-f]{40}\Z")
+_NOT_TAG = re.compile(r"[^A-Za-z0-9_.-]")
 
 
 def check_safe(value: str, what: str) -> str:
@@ -61,21 +62,76 @@ def safe_build_slug(build_slug: str, limit: int, hash_length: int = 6) -> str:
 def image_name(prefix: str, build_slug: str, resolved_ref: str) -> str:
     """``{prefix}{escaped slug}-{hash}:{ref}``, lowercased, as BinderHub names images."""
     slug = safe_build_slug(build_slug, limit=255 - len(prefix))
-    return f"{prefix}{slug}:{resolved_ref}".replace("_", "-").lower()
+    tag = _NOT_TAG.sub("-", resolved_ref)[:128]  # e.g. the colons of a Software Heritage id
+    return f"{prefix}{slug}:{tag}".replace("_", "-").lower()
+
+
+def js_regex_escape(text: str) -> str:
+    """Escape ``text`` for a regex that must mean the same in Python and JavaScript.
+
+    ``re.escape`` also escapes ``-``, ``~``, ``#`` ..., which a JavaScript regex with the
+    ``u`` flag rejects; only the characters special in both are escaped here.
+    """
+    return re.sub(r"([\\^$.|?*+()\[\]{}/])", r"\\\1", text)
 
 
 class RepoProvider:
-    """Base of all providers.  Subclasses parse in ``__init__`` and resolve in ``resolve_ref``."""
+    """Base of all providers.  Subclasses parse in ``__init__`` and resolve in ``resolve_ref``.
+
+    The class attributes below are the provider's display config, served as is by
+    ``GET /api/repoproviders`` (the landing page builds its form from them).
+    """
 
     #: URL prefix, e.g. ``gh``
     prefix: ClassVar[str] = ""
     #: Display name for pages and ``/api/repoproviders``
     name: ClassVar[str] = ""
+    #: The spec after the prefix, as a pattern for people
+    spec_pattern: ClassVar[str] = ""
+    #: A JavaScript-compatible regex that recognises this provider's web URLs; ``{host}``
+    #: is replaced by the configured host (see :meth:`display_host`)
+    url_regex: ClassVar[str] = ""
+    repo_label: ClassVar[str] = ""
+    repo_placeholder: ClassVar[str] = ""
+    #: Whether the spec carries a ref the user may choose, its default and its label
+    ref_enabled: ClassVar[bool] = True
+    ref_default: ClassVar[str] = "HEAD"
+    ref_label: ClassVar[str] = "Git ref (branch, tag, or commit)"
+    #: How the front end encodes the repo part of a spec: ``path`` (as typed),
+    #: ``escaped-url`` (encodeURIComponent of it) or ``doi`` (a DOI, slashes kept)
+    url_to_spec_repo: ClassVar[str] = "path"
+    #: Off unless the operator lists the prefix in ``enabled_providers``
+    enabled_by_default: ClassVar[bool] = True
+    #: Serve only specs the operator lists in ``allowed_specs`` (an empty list refuses all)
+    needs_allow: ClassVar[bool] = False
 
     def __init__(self, spec: str, config: dict[str, Any]) -> None:
         self.spec = spec
         self.config = config
         self.unresolved_ref = ""
+        #: Something the pipeline should tell the user (e.g. "update your link"); set by resolve_ref
+        self.notice: str | None = None
+
+    @classmethod
+    def display_host(cls, config: dict[str, Any]) -> str:
+        """The host ``{host}`` in :attr:`url_regex` stands for (configurable hosts override this)."""
+        return ""
+
+    @classmethod
+    def display_config(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """This provider's entry of ``GET /api/repoproviders``."""
+        host = js_regex_escape(cls.display_host(config))
+        return {
+            "id": cls.prefix,
+            "display_name": cls.name,
+            "spec_pattern": cls.spec_pattern,
+            "url_regex": cls.url_regex.replace("{host}", host),
+            "repo_label": cls.repo_label,
+            "repo_placeholder": cls.repo_placeholder,
+            "ref": {"enabled": cls.ref_enabled, "default": cls.ref_default if cls.ref_enabled else "",
+                    "label": cls.ref_label if cls.ref_enabled else ""},
+            "url_to_spec": {"repo": cls.url_to_spec_repo},
+        }
 
     # --- parsed facts (no network) -------------------------------------------------------
     def repo_url(self) -> str:
@@ -102,3 +158,7 @@ class RepoProvider:
     def repo2docker_env(self) -> dict[str, str]:
         """Extra environment for repo2docker (credentials travel here, never in the URL)."""
         return {}
+
+    def prebuilt_image(self) -> str | None:
+        """The image to launch as is (no build), or None when the image is built from the repo."""
+        return None

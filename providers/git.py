@@ -68,6 +68,11 @@ class GitProvider(RepoProvider):
 
     prefix: ClassVar[str] = "git"
     name: ClassVar[str] = "Git repository"
+    spec_pattern: ClassVar[str] = "<url-escaped clone URL>/<ref>"
+    url_regex: ClassVar[str] = r"^(https?|git)://[^/\s]+/[^\s]*$"
+    repo_label: ClassVar[str] = "Arbitrary git repository URL"
+    repo_placeholder: ClassVar[str] = "https://git.example.org/repo.git"
+    url_to_spec_repo: ClassVar[str] = "escaped-url"
 
     def __init__(self, spec: str, config: dict[str, Any]) -> None:
         super().__init__(spec, config)

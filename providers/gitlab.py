@@ -14,7 +14,7 @@ import requests
 
 from app.errors import ProviderError, SpecError
 from providers.base import SHA1, RepoProvider
-from providers.github import check_ref, get_json
+from providers.github import check_ref, get_json, git_credential_env
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -24,6 +24,11 @@ class GitLabProvider(RepoProvider):
 
     prefix: ClassVar[str] = "gl"
     name: ClassVar[str] = "GitLab"
+    spec_pattern: ClassVar[str] = "<url-escaped namespace/project>/<ref>"
+    url_regex: ClassVar[str] = r"^https?://{host}/([^/]+(/[^/-][^/]*)+?)(\.git)?(/-/(tree|blob)/([^/]+)(/(.*))?)?/?$"
+    repo_label: ClassVar[str] = "GitLab repository name or URL"
+    repo_placeholder: ClassVar[str] = "gitlab-org/gitlab-docs or https://gitlab.com/gitlab-org/gitlab-docs"
+    url_to_spec_repo: ClassVar[str] = "escaped-url"
 
     def __init__(self, spec: str, config: dict[str, Any], session: requests.Session | None = None) -> None:
         super().__init__(spec, config)
@@ -43,6 +48,16 @@ class GitLabProvider(RepoProvider):
                             "as %2F); each part may contain letters, digits, '_', '.' and '-' (not first)")
         self.namespace = namespace
         self.unresolved_ref = check_ref(urllib.parse.unquote(ref))
+
+    @classmethod
+    def display_host(cls, config: dict[str, Any]) -> str:
+        """The configured GitLab instance's host."""
+        return urllib.parse.urlsplit(str(config["gitlab_url"])).netloc
+
+    def repo2docker_env(self) -> dict[str, str]:
+        """git credentials from the private token, for private projects (as BinderHub does)."""
+        token = self.config.get("gitlab_token")
+        return git_credential_env(self._base(), "binderhub", str(token)) if token else {}
 
     def _base(self) -> str:
         return str(self.config["gitlab_url"]).rstrip("/")

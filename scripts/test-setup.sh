@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pair in podman:podman runc:runc docker-registry:docker-registry debootstrap:debootstrap git:git curl:curl; do
+for pair in podman:podman runc:runc docker-registry:docker-registry debootstrap:debootstrap git:git curl:curl chromium:chromium; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -17,6 +17,17 @@ if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+# configurable-http-proxy (npm) for the real JupyterHub of the jupyterhub launcher tests (issue 5)
+if ! command -v configurable-http-proxy >/dev/null 2>&1; then
+    if ! command -v npm >/dev/null 2>&1; then
+        echo "test-setup: installing nodejs npm" >&2
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+    fi
+    echo "test-setup: npm install -g configurable-http-proxy" >&2
+    npm install -g --silent configurable-http-proxy >/dev/null
+fi
 engine=$(scripts/engine.sh)
 export "$engine"
 scripts/base-image.sh
+scripts/repo2docker-image.sh

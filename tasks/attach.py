@@ -15,6 +15,8 @@ from celery import shared_task
 from flask import current_app
 
 from app.extensions import events, redis_client
+from tasks import last_good
+from tasks.base import record_launch
 from tasks.channels import build_channel
 from tasks.lock import BuildLock
 
@@ -37,9 +39,12 @@ def attach(launch: dict[str, Any]) -> None:
                 events.publish({**event, "message": "Built image, launching...\n"}, channel=launch["id"])
                 proceed(launch_step, launch)
                 return
-            events.publish(event, channel=launch["id"])
             if event.get("phase") == "failed":
+                if not last_good.offer(launch, lambda previous: proceed(launch_step, previous)):
+                    events.publish(event, channel=launch["id"])
+                    record_launch(launch, "failure")
                 return
+            events.publish(event, channel=launch["id"])
         if entries:
             quiet_since = time.monotonic()
         elif time.monotonic() - quiet_since > config["build_lock_ttl"] / 3 \

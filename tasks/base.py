@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import celery
 from celery.exceptions import Ignore, Reject, Retry
 
 from app.errors import BinderyError
+from app.logging_setup import launch_context
 from tasks.payload import load_launch
 
 log = logging.getLogger(__name__)
@@ -29,8 +31,9 @@ class BinderyTask(celery.Task):
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         app = self.app.flask_app  # type: ignore[attr-defined]
-        with app.app_context():
-            launch = load_launch(args[0]) if args and isinstance(args[0], dict) else None
+        launch = load_launch(args[0]) if args and isinstance(args[0], dict) else None
+        ids = (launch["id"], launch.get("image")) if launch else (None, None)
+        with app.app_context(), launch_context(*ids):
             try:
                 return super().__call__(*args, **kwargs)
             except (Retry, Ignore, Reject):
@@ -38,15 +41,15 @@ class BinderyTask(celery.Task):
             except BinderyError as error:
                 log.info("launch %s failed in %s: %s", launch and launch["id"], self.name, error.message)
                 if launch:
-                    fail(launch, error, *self.extra_failure_channels(launch))
+                    launch_failed(launch, error, *self.extra_failure_channels(launch))
                 return None
             except Exception as exc:
                 # Steps may run inside one another (tasks.chain.proceed): report once, innermost.
                 if launch and not getattr(exc, "bindery_reported", False):
                     log.exception("launch %s: unexpected error in %s", launch["id"], self.name)
-                    fail(launch, BinderyError(f"Internal error in step {self.name.rsplit('.', 1)[-1]}; "
-                                              "it has been logged. Please try again."),
-                         *self.extra_failure_channels(launch))
+                    launch_failed(launch, BinderyError(
+                        f"Internal error in step {self.name.rsplit('.', 1)[-1]}; it has been logged. "
+                        "Please try again."), *self.extra_failure_channels(launch))
                     exc.bindery_reported = True  # type: ignore[attr-defined]
                 raise
 
@@ -55,11 +58,26 @@ class BinderyTask(celery.Task):
         return ()
 
 
-def fail(launch: dict[str, Any], error: BinderyError, *extra_channels: str) -> None:
-    """Publish the one ``failed`` event of a launch (and of channels that relay it)."""
+def fail(error: BinderyError, *channels: str) -> None:
+    """Publish a ``failed`` event (with the error's extra fields) on each channel."""
     from app.extensions import events
 
-    event = {"phase": "failed", "message": error.message.rstrip("\n") + "\n",
-             "status_code": error.status_code}
-    for channel in (launch["id"], *extra_channels):
+    event = {**error.to_dict(), "phase": "failed", "message": error.message.rstrip("\n") + "\n"}
+    for channel in channels:
         events.publish(event, channel=channel)
+
+
+def record_launch(launch: dict[str, Any], status: str) -> None:
+    """A launch ended: BinderHub's launch metrics (its one place)."""
+    from app.metrics import metrics
+
+    figures = metrics()
+    figures.launch_time.labels(status=status, retries="0").observe(max(0.0, time.time() - launch["created"]))
+    figures.launch_count.labels(status=status, provider=launch["provider"],
+                                repo=launch.get("repo_url") or launch["spec"]).inc()
+
+
+def launch_failed(launch: dict[str, Any], error: BinderyError, *extra_channels: str) -> None:
+    """The one way a launch ends in failure: its ``failed`` event and its metrics."""
+    fail(error, launch["id"], *extra_channels)
+    record_launch(launch, "failure")

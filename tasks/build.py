@@ -6,17 +6,20 @@ channel, which launches waiting on the same image read from its first line.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from celery import shared_task
 from celery.exceptions import Ignore
 from flask import current_app
 
+from app.build_logs import BuildLog
 from app.errors import BuildError
 from app.extensions import engine, events, redis_client
+from app.metrics import metrics
 from providers import get_provider
-from tasks import backends
-from tasks.base import BinderyTask
+from tasks import backends, last_good, timings
+from tasks.base import BinderyTask, fail, launch_failed
 from tasks.channels import build_channel
 from tasks.lock import BuildLock
 
@@ -39,9 +42,24 @@ def publish_all(launch: dict[str, Any], event: dict[str, Any]) -> None:
 
 def finish_build(launch: dict[str, Any]) -> None:
     """The image is stored: tell everyone waiting, then let the next request find it."""
+    last_good.remember(launch)
     publish_all(launch, {"phase": "built", "imageName": launch["image"],
                          "message": "Built image, launching...\n"})
     BuildLock(redis_client.client, launch["image"]).release(launch["build_id"])
+
+
+def build_log(launch: dict[str, Any]) -> BuildLog:
+    return BuildLog(redis_client.client, launch["log_path"], current_app.config["BINDERY"])
+
+
+def _failed(launch: dict[str, Any], error: BuildError) -> None:
+    """Everyone following the build hears why; the owner may get the last good image instead."""
+    from tasks.launch import launch as launch_step
+
+    error.details["log_url"] = launch["origin"] + launch["log_path"].lstrip("/")
+    fail(error, build_channel(launch["build_id"]))
+    if not last_good.offer(launch, launch_step.delay):
+        launch_failed(launch, error)
 
 
 def _image_in_engine(image: str) -> bool:
@@ -61,17 +79,47 @@ def build(self: BuildStep, launch: dict[str, Any]) -> dict[str, Any]:
         attach.delay({**launch, "build_id": lock.holder()})
         raise Ignore()
     try:
-        if _image_in_engine(launch["image"]):  # a re-run after a crash between build and push
+        # (build pods push themselves: with the kubernetes builder there is no local engine to ask)
+        if config["builder"] == "docker" and _image_in_engine(launch["image"]):  # a re-run after a crash
             publish_all(launch, {"phase": "building", "message": "Image already built.\n"})
         else:
-            repo = get_provider(launch["provider"], launch["spec"], config)
-            with lock.heartbeat(launch["build_id"], config["build_lock_ttl"]) as lost:
-                backends.builder(config).build(repo, launch, lambda event: publish_all(launch, event))
-            if lost.is_set():
-                raise BuildError("The build lost its lock (Redis unreachable for too long); please retry.")
+            _run_build(launch, lock)
         if not config["registry_url"]:
             finish_build(launch)
+    except BuildError as error:
+        lock.release(launch["build_id"])
+        _failed(launch, error)
+        raise Ignore() from error
     except Exception:
         lock.release(launch["build_id"])
         raise
     return launch
+
+
+def _run_build(launch: dict[str, Any], lock: BuildLock) -> None:
+    """repo2docker with a heartbeat on the lock, its log kept, and build metrics recorded."""
+    config = current_app.config["BINDERY"]
+    repo = get_provider(launch["provider"], launch["spec"], config)
+    log = build_log(launch)
+    log.start(repo_url=launch["repo_url"], ref=launch["resolved_ref"], ref_url=launch["ref_url"] or "",
+              image=launch["image"])
+
+    def emit(event: dict[str, Any]) -> None:
+        publish_all(launch, event)
+        log.append(event.get("message", ""))
+
+    figures = metrics()
+    started, status = time.monotonic(), "failure"
+    figures.inprogress_builds.inc()
+    try:
+        with lock.heartbeat(launch["build_id"], config["build_lock_ttl"]) as lost:
+            backends.builder(config).build(repo, launch, emit)
+        if lost.is_set():
+            raise BuildError("The build lost its lock (Redis unreachable for too long); please retry.")
+        status = "success"
+        timings.record("build", launch["repo_url"], time.monotonic() - started)
+    finally:
+        figures.inprogress_builds.dec()
+        figures.build_time.labels(status=status).observe(time.monotonic() - started)
+        figures.build_count.labels(status=status, provider=launch["provider"], repo=launch["repo_url"]).inc()
+        log.finish("built" if status == "success" else "failed")

@@ -17,6 +17,7 @@ from app.extensions import events, redis_client
 from tasks import backends
 from tasks.channels import build_channel
 from tasks.lock import BuildLock
+from tasks.prebuilt import require_prebuilt
 
 
 def found_event(image: str) -> dict[str, Any]:
@@ -32,6 +33,11 @@ def check_registry(launch: dict[str, Any]) -> None:
     config = current_app.config["BINDERY"]
     store = backends.image_store(config)
     image = launch["image"]
+    if launch["provider"] == "image":  # a prebuilt image: launch it if it is there, never build
+        require_prebuilt(config, image, store)
+        events.publish(found_event(image), channel=launch["id"])
+        proceed(launch_step, launch)
+        return
     lock = BuildLock(redis_client.client, image)
     for _ in range(3):  # the lock may change hands between looking and taking
         if store.exists(image):

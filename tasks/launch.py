@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any
 
 from celery import shared_task
 from flask import current_app
 
-from app.extensions import events
+from app import launch_events
+from app.extensions import events, redis_client
+from app.metrics import metrics
 from providers import get_provider
-from tasks import backends
+from tasks import backends, timings
+from tasks.base import record_launch
+
+log = logging.getLogger(__name__)
 
 
 def ready_event(launch: dict[str, Any], url: str, token: str) -> dict[str, Any]:
@@ -33,7 +40,17 @@ def launch(launch: dict[str, Any]) -> None:
         events.publish({"phase": "ready", "message": "Image built; not launching (build_only).\n",
                         "imageName": launch["image"]}, channel=channel)
         return
+    config = current_app.config["BINDERY"]
     events.publish({"phase": "launching", "message": "Launching server...\n"}, channel=channel)
-    launcher = backends.launcher(current_app.config["BINDERY"])
-    url, token = launcher.launch(launch, lambda event: events.publish(event, channel=channel))
+    figures = metrics()
+    figures.inprogress_launches.inc()
+    started = time.monotonic()
+    try:
+        url, token = backends.launcher(config).launch(launch, lambda event: events.publish(event, channel=channel))
+    finally:
+        figures.inprogress_launches.dec()
     events.publish(ready_event(launch, url, token), channel=channel)
+    timings.record("launch", launch["repo_url"], time.monotonic() - started)
+    log.info("server ready at %s", url)
+    record_launch(launch, "success")
+    launch_events.emit(config, launch_events.make_event(launch, "success"), redis_client.client)

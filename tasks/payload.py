@@ -24,6 +24,11 @@ class LaunchSchema(Schema):
     resolved_ref = fields.String(load_default=None, allow_none=True)
     image = fields.String(load_default=None, allow_none=True)
     build_id = fields.String(load_default=None, allow_none=True)
+    quota = fields.Integer(load_default=None, allow_none=True,
+                           metadata={"help": "servers of this repository that may run at once (0: no limit); "
+                                             "from quota_per_repo, high_quota_specs and spec_config"})
+    log_path = fields.String(load_default=None, allow_none=True,
+                             metadata={"help": "where this image's build log is served"})
 
 
 def load_launch(payload: dict[str, Any]) -> dict[str, Any]:

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import shared_task
 from flask import current_app
 
+from app.build_logs import log_path
+from app.metrics import metrics
 from providers import get_provider
 from providers.base import image_name
+from providers.github import github_rate_limit_remaining
+from providers.policy import quota_for
+
+log = logging.getLogger(__name__)
 
 
 @shared_task(name="bindery.resolve_ref")
@@ -19,10 +26,16 @@ def resolve_ref(launch: dict[str, Any]) -> None:
     config = current_app.config["BINDERY"]
     repo = get_provider(launch["provider"], launch["spec"], config)
     ref = repo.resolve_ref()
+    remaining = github_rate_limit_remaining()
+    if remaining is not None:
+        metrics().github_rate_limit.set(remaining)
+    log.info("resolved %s/%s to %s", launch["provider"], launch["spec"], ref)
     proceed(check_registry, {
         **launch,
         "resolved_ref": ref,
         "repo_url": repo.repo_url(),
         "ref_url": repo.ref_url(ref),
-        "image": image_name(config["image_prefix"], repo.build_slug(), ref),
+        "image": repo.prebuilt_image() or image_name(config["image_prefix"], repo.build_slug(), ref),
+        "quota": quota_for(launch["provider"], launch["spec"], config),
+        "log_path": log_path(launch["provider"], repo.resolved_spec(ref)),
     })

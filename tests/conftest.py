@@ -123,6 +123,18 @@ class GitServer:
                              capture_output=True, text=True).stdout.strip()
         return f"{self.url}/{name}.git", sha
 
+    def commit(self, repo_url: str, dockerfile: str, *, branch: str = "main") -> str:
+        """A new commit on the repository's branch; returns its sha."""
+        name = repo_url.rsplit("/", 1)[1].removesuffix(".git")
+        work, bare = self.root / f"{name}-work", self.root / f"{name}.git"
+        (work / "Dockerfile").write_text(dockerfile)
+        git = ["git", "-c", "user.name=Bindery Tests", "-c", "user.email=tests@bindery.invalid", "-C", str(work)]
+        subprocess.run([*git, "commit", "-q", "-am", "next"], check=True)
+        subprocess.run([*git, "push", "-q", str(bare), branch], check=True)
+        subprocess.run(["git", "-C", str(bare), "update-server-info"], check=True)
+        return subprocess.run(["git", "-C", str(bare), "rev-parse", branch], check=True,
+                              capture_output=True, text=True).stdout.strip()
+
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()

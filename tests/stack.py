@@ -28,7 +28,8 @@ class Stack:
         self.directory = directory
         self.redis = EmbeddedRedis(directory / "redis")
         self.port = free_port()
-        self.settings = {"port": self.port, "data_dir": str(directory), **settings}
+        self.settings = {"port": self.port, "data_dir": str(directory),
+                         "instance_name": f"test-{self.port}", **settings}
         self.beat = beat
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self._logs: list[Any] = []
@@ -43,7 +44,10 @@ class Stack:
         config = self.directory / "bindery.yaml"
         config.write_text(yaml.safe_dump({"redis_url": self.redis.url, **self.settings}))
         env = {k: v for k, v in os.environ.items() if not k.startswith("BINDERY_")}
-        env.update({"BINDERY_CONFIG": str(config), "PYTHONUNBUFFERED": "1"})
+        metrics_dir = self.directory / "prometheus"
+        metrics_dir.mkdir(exist_ok=True)
+        env.update({"BINDERY_CONFIG": str(config), "PYTHONUNBUFFERED": "1",
+                    "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)})
         env.pop("REDIS_URL", None)
         celery = [sys.executable, "-m", "celery", "-A", "worker"]
         concurrency = str(self.settings.get("launch_concurrency", 200))
@@ -61,7 +65,11 @@ class Stack:
             self._logs.append(log)
             self.processes[role] = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log,
                                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        self._wait_ready()
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()  # nothing we started outlives a failed start
+            raise
         return self
 
     def _wait_ready(self, timeout: float = 60) -> None:
@@ -71,7 +79,7 @@ class Stack:
                 if proc.poll() is not None:
                     raise RuntimeError(f"{role} exited at start:\n{self.log(role)}")
             try:
-                web = requests.get(f"{self.url}/health", timeout=1).status_code == 200
+                web = requests.get(f"{self.url}/versions", timeout=1).status_code == 200
             except requests.RequestException:
                 web = False
             if web and all(b"ready." in (self.directory / f"{r}.log").read_bytes()

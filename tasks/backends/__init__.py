@@ -13,6 +13,10 @@ from flask import current_app
 from app.extensions import engine
 
 
+def engine_client() -> Any:
+    return engine.client
+
+
 def image_store(config: dict[str, Any]) -> Any:
     """One store per process, so its HTTP connections and registry tokens outlive a launch."""
     from tasks.backends.registry import RememberFound, make_image_store
@@ -24,7 +28,21 @@ def image_store(config: dict[str, Any]) -> Any:
     return slot["store"]
 
 
+def kubernetes_api(config: dict[str, Any]) -> Any:
+    """One CoreV1Api per process, made on first use (in-cluster account, else kubeconfig)."""
+    from tasks.backends.kubernetes_builder import core_api
+
+    slot = current_app.extensions.setdefault("bindery.kubernetes", {})
+    if "api" not in slot:
+        slot["api"] = core_api(config)
+    return slot["api"]
+
+
 def builder(config: dict[str, Any]) -> Any:
+    if config["builder"] == "kubernetes":
+        from tasks.backends.kubernetes_builder import KubernetesBuilder
+
+        return KubernetesBuilder(kubernetes_api(config), config)
     from tasks.backends.docker_builder import DockerBuilder
 
     return DockerBuilder(config)
@@ -37,6 +55,10 @@ def pusher(config: dict[str, Any]) -> Any:
 
 
 def launcher(config: dict[str, Any]) -> Any:
+    if config["launcher"] == "jupyterhub":
+        from tasks.backends.jupyterhub_launcher import JupyterHubLauncher
+
+        return JupyterHubLauncher(config)
     if config["launcher"] == "bench":
         from tasks.backends.bench_launcher import BenchLauncher
 

@@ -24,3 +24,9 @@ class BenchLauncher:
 
     def cleanup(self, max_age: float) -> int:
         return 0
+
+    def ping(self) -> None:
+        """Nothing to reach."""
+
+    def running(self) -> int:
+        return 0

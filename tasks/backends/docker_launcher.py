@@ -27,6 +27,7 @@ from app.errors import LaunchError, QuotaExceeded
 log = logging.getLogger(__name__)
 
 LABEL = "org.bindery.launch"
+INSTANCE = "org.bindery.instance"
 Emit = Callable[[dict[str, Any]], None]
 
 
@@ -52,13 +53,27 @@ class DockerLauncher:
     def redis(self) -> Any:
         return current_app.extensions["bindery.redis"]
 
-    # --- quota ---------------------------------------------------------------------------
+    # --- health and quota ----------------------------------------------------------------
+    def ping(self) -> None:
+        """Raises when the engine does not answer."""
+        self.client.ping()
+
+    def running(self) -> int:
+        return self._running()
+
+    @property
+    def _mine(self) -> str:
+        """Only this Bindery's servers count and are cleaned (several may share one engine)."""
+        return f"{INSTANCE}={self.config['instance_name']}"
+
     def _running(self, repo_url: str | None = None) -> int:
-        labels = [LABEL] + ([f"org.bindery.repo={repo_label(repo_url)}"] if repo_url else [])
+        labels = [LABEL, self._mine] + ([f"org.bindery.repo={repo_label(repo_url)}"] if repo_url else [])
         return len(self.client.containers.list(filters={"label": labels, "status": "running"}))
 
-    def check_quota(self, repo_url: str) -> None:
-        total, per_repo = self.config["quota_total"], self.config["quota_per_repo"]
+    def check_quota(self, repo_url: str, quota: int | None = None) -> None:
+        """``quota``: the launch's own per-repository quota (spec policy), else quota_per_repo."""
+        total = self.config["quota_total"]
+        per_repo = self.config["quota_per_repo"] if quota is None else quota
         if total and self._running() >= total:
             raise QuotaExceeded(f"This Bindery is full ({total} servers running); please try again later.")
         if per_repo and self._running(repo_url) >= per_repo:
@@ -94,14 +109,15 @@ class DockerLauncher:
         """Start the server and return (url, token) once it answers."""
         for stale in self._containers(f"{LABEL}={launch['id']}"):  # a re-run after a crash
             stale.remove(force=True)
-        self.check_quota(launch["repo_url"])
+        self.check_quota(launch["repo_url"], launch.get("quota"))
         port = self._claim_port(launch["id"])
         token = secrets.token_hex(24)
         try:
             container = self.client.containers.run(
                 launch["image"], self._command(port), detach=True, network_mode="host",
                 environment={"JUPYTER_TOKEN": token}, name=f"bindery-{launch['id']}",
-                labels={LABEL: launch["id"], "org.bindery.repo": repo_label(launch["repo_url"]),
+                labels={LABEL: launch["id"], INSTANCE: self.config["instance_name"],
+                        "org.bindery.repo": repo_label(launch["repo_url"]),
                         "org.bindery.ref": launch["resolved_ref"], "org.bindery.port": str(port),
                         "org.bindery.created": str(int(time.time()))},
             )
@@ -139,7 +155,7 @@ class DockerLauncher:
 
     # --- cleanup -------------------------------------------------------------------------
     def _containers(self, label: str = LABEL) -> list[Any]:
-        return self.client.containers.list(all=True, filters={"label": [label]})
+        return self.client.containers.list(all=True, filters={"label": [label, self._mine]})
 
     def cleanup(self, max_age: float) -> int:
         """Remove stopped servers and servers older than ``max_age``; free their ports."""

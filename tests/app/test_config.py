@@ -34,7 +34,9 @@ def test_yaml_then_environment_then_overrides(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("environ", "expected"), [
     ({"BINDERY_PORT": "eighty"}, "port: Not a valid integer."),
-    ({"BINDERY_LAUNCHER": "kubernetes-ish"}, "launcher: Must be one of: docker, bench."),
+    ({"BINDERY_LAUNCHER": "kubernetes-ish"}, "launcher: Must be one of: docker, bench, jupyterhub."),
+    ({"BINDERY_BUILD_POD_NODE_SELECTOR": "[1]"}, "build_pod_node_selector: expected a mapping"),
+    ({"BINDERY_BUILD_POD_TOLERATIONS": "{not json"}, "build_pod_tolerations: not valid JSON"),
     ({"BINDERY_LAUNCH_PORTS": "9000"}, 'launch_ports: expected "LOW-HIGH"'),
     ({"BINDERY_REGISTRY_URL": "ftp://x"}, "registry_url: must start with http:// or https://"),
     ({"BINDERY_REGISTRY_USERNAME": "u"}, "registry_password: set both"),

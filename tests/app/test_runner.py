@@ -45,12 +45,18 @@ def test_runner_serves_with_embedded_redis_and_stops_everything_on_sigint(tmp_pa
     port, flower = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("BINDERY_") and k != "REDIS_URL"}
     env.update({"PORT": str(port), "BINDERY_FLOWER_PORT": str(flower), "BINDERY_DATA_DIR": str(tmp_path),
-                "BINDERY_LAUNCHER": "bench", "BINDERY_LAUNCH_CONCURRENCY": "20"})
+                "BINDERY_LAUNCHER": "bench", "BINDERY_LAUNCH_CONCURRENCY": "20",
+                "BINDERY_FLOWER_BASIC_AUTH": "operator:flower-secret"})
     runner = subprocess.Popen([sys.executable, "-m", "app.runner"], cwd=ROOT, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        _wait(f"http://127.0.0.1:{port}/health")
+        _wait(f"http://127.0.0.1:{port}/versions")
         _wait(f"http://127.0.0.1:{flower}/healthcheck")
+        assert requests.get(f"http://127.0.0.1:{flower}/", timeout=5).status_code == 401, "Flower needs a login"
+        assert requests.get(f"http://127.0.0.1:{flower}/", auth=("operator", "flower-secret"),
+                            timeout=5).status_code == 200
+        assert requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).status_code == 200
+        assert not any("flower-secret" in " ".join(p.cmdline()) for p in psutil.Process(runner.pid).children(True))
         children = psutil.Process(runner.pid).children(recursive=True)
         assert len(children) >= 6, "redis, two workers, beat, web and flower"
         assert (tmp_path / "redis" / "appendonlydir").exists() or any(

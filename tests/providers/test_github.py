@@ -8,6 +8,8 @@ a commit, 404 Not Found, 422 "No commit found", 403 with x-ratelimit-remaining: 
 
 from __future__ import annotations
 
+import os
+import subprocess
 import time
 
 import pytest
@@ -24,6 +26,7 @@ TOKEN = "ghp_secretTOKEN1234567890"
 @pytest.fixture(autouse=True)
 def _fast_retries(monkeypatch):
     monkeypatch.setattr(github, "RETRY_DELAYS", (0.01, 0.02))
+    github.CACHE.clear()
 
 
 @pytest.fixture
@@ -65,7 +68,7 @@ def test_bad_specs(gh, spec):
 
 def test_get_provider(make_config):
     assert isinstance(get_provider("gh", "u/r/main", make_config()), GitHubProvider)
-    with pytest.raises(NotFound, match="unknown provider 'nope'; known: gh, gl, git") as err:
+    with pytest.raises(NotFound, match="unknown provider 'nope'; known: gh, gist, gl, git, ") as err:
         get_provider("nope", "u/r/main", make_config())
     assert err.value.status_code == 404
 
@@ -148,3 +151,101 @@ def test_bad_body_is_provider_error(gh, api_server, recording):
     api_server.queue("/repos/u/r/commits/main", reply)
     with pytest.raises(ProviderError, match="no commit sha"):
         gh("u/r/main").resolve_ref()
+
+
+# --- cache, rate limit, fallback, credentials ---------------------------------------------------
+
+def test_etag_revalidation_304_reuses_the_cached_sha(gh, api_server, recording):
+    api_server.queue("/repos/u/r/commits/main", recording("github_commit_200"), recording("github_not_modified_304"))
+    assert gh("u/r/main").resolve_ref() == SHA
+    assert gh("u/r/main").resolve_ref() == SHA
+    first, second = (headers for _, headers in api_server.requests)
+    assert "if-none-match" not in first
+    assert second["if-none-match"] == recording("github_commit_200")["headers"]["etag"]
+    assert github.github_rate_limit_remaining() == 57
+
+
+def test_cache_is_lru_bounded(gh, api_server, recording):
+    for ref in ("a", "b", "c"):
+        api_server.queue(f"/repos/u/r/commits/{ref}", recording("github_commit_200"))
+        gh(f"u/r/{ref}", github_cache_size=2).resolve_ref()
+    assert github.CACHE.get(f"{api_server.url}/repos/u/r/commits/a") is None
+    assert github.CACHE.get(f"{api_server.url}/repos/u/r/commits/c") is not None
+
+
+def test_misses_are_cached_for_a_while(gh, api_server, recording, monkeypatch):
+    api_server.queue("/repos/u/r/commits/gone", recording("github_not_found_404"))
+    for _ in range(3):
+        with pytest.raises(NotFound):
+            gh("u/r/gone").resolve_ref()
+    assert len(api_server.requests) == 1, "a miss is remembered"
+    later = time.monotonic() + 301
+    monkeypatch.setattr(github.time, "monotonic", lambda: later)
+    with pytest.raises(NotFound):
+        gh("u/r/gone").resolve_ref()
+    assert len(api_server.requests) == 2, "and forgotten after github_miss_cache seconds"
+
+
+def test_rate_limit_remaining_is_recorded_from_errors_too(gh, api_server, recording):
+    api_server.queue("/repos/u/r/commits/main", recording("github_rate_limit_403"))
+    with pytest.raises(RateLimited):
+        gh("u/r/main").resolve_ref()
+    assert github.github_rate_limit_remaining() == 0
+
+
+@pytest.mark.parametrize("ref", ["master", "main"])
+def test_missing_master_or_main_falls_back_to_head_with_a_notice(gh, api_server, recording, ref):
+    api_server.queue(f"/repos/u/r/commits/{ref}", recording("github_no_commit_422"))
+    api_server.queue("/repos/u/r/commits/HEAD", recording("github_commit_200"))
+    p = gh(f"u/r/{ref}")
+    assert p.resolve_ref() == SHA
+    assert p.notice and f"{ref!r} does not exist" in p.notice and "u/r/HEAD" in p.notice
+
+
+def test_other_missing_refs_do_not_fall_back(gh, api_server, recording):
+    api_server.queue("/repos/u/r/commits/dev", recording("github_no_commit_422"))
+    api_server.queue("/repos/u/r/commits/HEAD", recording("github_commit_200"))
+    p = gh("u/r/dev")
+    with pytest.raises(NotFound):
+        p.resolve_ref()
+    assert p.notice is None
+
+
+def test_client_id_and_secret_are_basic_auth(gh, api_server, recording):
+    api_server.queue("/repos/u/r/commits/main", recording("github_commit_200"))
+    gh("u/r/main", github_client_id="Iv1.abc", github_client_secret="s3cret").resolve_ref()
+    assert api_server.requests[0][1]["authorization"].startswith("Basic ")
+
+
+def test_env_names_as_binderhub_documents(monkeypatch):
+    from app.config import load_config
+
+    config = load_config({}, environ={"GITHUB_ACCESS_TOKEN": "t", "GITHUB_CLIENT_ID": "i",
+                                      "GITHUB_CLIENT_SECRET": "s"})
+    assert (config["github_token"], config["github_client_id"], config["github_client_secret"]) == ("t", "i", "s")
+
+
+def test_enterprise_host(make_config, api_server, recording):
+    config = make_config(github_url="https://ghe.example.org", github_api_url=f"{api_server.url}/api/v3")
+    api_server.queue("/api/v3/repos/u/r/commits/main", recording("github_commit_200"))
+    p = GitHubProvider("u/r/main", config)
+    assert p.resolve_ref() == SHA
+    assert p.repo_url() == "https://ghe.example.org/u/r"
+    assert "ghe\\.example\\.org" in GitHubProvider.display_config(config)["url_regex"]
+
+
+def test_git_credentials_travel_in_the_environment_only(make_config, tmp_path):
+    """A real ``git credential fill`` with the provider's environment gets the token for that host only."""
+    p = GitHubProvider("u/r/main", make_config(github_url="https://github.example", github_token=TOKEN))
+    env = p.repo2docker_env()
+    assert TOKEN not in p.repo_url() and all(TOKEN not in v for k, v in env.items() if k != "GIT_CREDENTIAL_USERNAME")
+    base = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_TERMINAL_PROMPT": "0", **env}
+
+    def fill(host):
+        done = subprocess.run(["git", "credential", "fill"], input=f"protocol=https\nhost={host}\n\n",
+                              env=base, capture_output=True, text=True, timeout=10)
+        return done.stdout
+    assert f"username={TOKEN}\npassword=x-oauth-basic" in fill("github.example")
+    assert TOKEN not in fill("elsewhere.example")
+    assert GitHubProvider("u/r/main", make_config()).repo2docker_env() == {}

@@ -14,7 +14,7 @@ from flask import Flask
 from app import create_app
 from app.errors import QuotaExceeded
 from app.redis_server import EmbeddedRedis
-from tasks.backends.docker_launcher import LABEL, DockerLauncher, repo_label
+from tasks.backends.docker_launcher import INSTANCE, LABEL, DockerLauncher, repo_label
 from tests.conftest import JUPYTER_IMAGE
 
 pytestmark = pytest.mark.engine
@@ -23,6 +23,7 @@ pytestmark = pytest.mark.engine
 @pytest.fixture
 def app(redis_server: EmbeddedRedis, docker_host: str) -> Flask:
     return create_app({"redis_url": redis_server.url, "docker_host": docker_host,
+                       "instance_name": f"test-{uuid.uuid4().hex[:12]}",
                        "launch_ports": "19600-19699", "quota_per_repo": 1, "quota_total": 0})
 
 
@@ -37,10 +38,12 @@ def started(engine: docker.DockerClient) -> Iterator[list[Any]]:
             pass
 
 
-def _sleeper(engine: docker.DockerClient, repo_url: str, created: float, command: str = "sleep 300") -> Any:
+def _sleeper(engine: docker.DockerClient, app: Flask, repo_url: str, created: float,
+             command: str = "sleep 300") -> Any:
     return engine.containers.run(
         JUPYTER_IMAGE, ["sh", "-c", command], detach=True, network_mode="host",
-        labels={LABEL: uuid.uuid4().hex, "org.bindery.repo": repo_label(repo_url),
+        labels={LABEL: uuid.uuid4().hex, INSTANCE: app.config["BINDERY"]["instance_name"],
+                "org.bindery.repo": repo_label(repo_url),
                 "org.bindery.created": str(int(created))})
 
 
@@ -50,7 +53,7 @@ def test_per_repo_quota_counts_running_servers_from_labels(
     launcher = DockerLauncher(engine, app.config["BINDERY"])
     with app.app_context():
         launcher.check_quota(repo_url)  # nothing running yet
-        started.append(_sleeper(engine, repo_url, time.time()))
+        started.append(_sleeper(engine, app, repo_url, time.time()))
         with pytest.raises(QuotaExceeded, match="Too many servers of .* are running"):
             launcher.check_quota(repo_url)
         launcher.check_quota(repo_url + "-other")  # another repository is not limited by it
@@ -60,8 +63,8 @@ def test_total_quota(app: Flask, engine: docker.DockerClient, started: list[Any]
     config = {**app.config["BINDERY"], "quota_total": 1, "quota_per_repo": 0}
     launcher = DockerLauncher(engine, config)
     with app.app_context():
-        if launcher._running() == 0:
-            started.append(_sleeper(engine, "http://127.0.0.1:1/a.git", time.time()))
+        if launcher._running() == 0:  # counts only this test's instance
+            started.append(_sleeper(engine, app, "http://127.0.0.1:1/a.git", time.time()))
         with pytest.raises(QuotaExceeded, match="full"):
             launcher.check_quota("http://127.0.0.1:1/b.git")
 
@@ -69,10 +72,12 @@ def test_total_quota(app: Flask, engine: docker.DockerClient, started: list[Any]
 def test_cleanup_removes_stopped_and_too_old_servers_only(
         app: Flask, engine: docker.DockerClient, started: list[Any]) -> None:
     repo_url = "http://127.0.0.1:1/cleanup.git"
-    young = _sleeper(engine, repo_url, time.time())
-    old = _sleeper(engine, repo_url, time.time() - 7200)
-    stopped = _sleeper(engine, repo_url, time.time(), command="exit 0")
-    started.extend([young, old, stopped])
+    young = _sleeper(engine, app, repo_url, time.time())
+    old = _sleeper(engine, app, repo_url, time.time() - 7200)
+    stopped = _sleeper(engine, app, repo_url, time.time(), command="exit 0")
+    stranger = engine.containers.run(JUPYTER_IMAGE, ["true"], detach=True, network_mode="host",
+                                     labels={LABEL: uuid.uuid4().hex, INSTANCE: "someone-else"})
+    started.extend([young, old, stopped, stranger])
     deadline = time.monotonic() + 30
     while stopped.status != "exited" and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -81,6 +86,7 @@ def test_cleanup_removes_stopped_and_too_old_servers_only(
     with app.app_context():
         assert launcher.cleanup(max_age=3600) >= 2
     remaining = {c.id for c in engine.containers.list(all=True, filters={"label": [LABEL]})}
+    assert stranger.id in remaining, "another Bindery's stopped server is not ours to remove"
     assert young.id in remaining
     assert old.id not in remaining and stopped.id not in remaining
 

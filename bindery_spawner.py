@@ -1,0 +1,57 @@
+"""A JupyterHub spawner mixin: the image comes from ``user_options``, as BinderHub's does.
+
+Bindery's ``jupyterhub`` launcher starts named servers with ``user_options``
+``{image, token, repo_url, binder_ref_url, ...}``.  Mix this in front of any
+spawner that has an ``image`` trait (KubeSpawner, DockerSpawner) in the hub's
+config::
+
+    from bindery_spawner import BinderSpawnerMixin
+    from kubespawner import KubeSpawner
+
+    class BinderSpawner(BinderSpawnerMixin, KubeSpawner):
+        pass
+
+    c.JupyterHub.spawner_class = BinderSpawner
+
+This module imports nothing from Bindery, so it can be copied into a hub image.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+_IMAGE = re.compile(r"\A[a-zA-Z0-9][a-zA-Z0-9._/:@-]{0,511}\Z")
+# user_options keys passed to the server as BINDER_* variables (what BinderHub's spawner sets)
+_ENV_KEYS = ("repo_url", "binder_ref_url", "binder_launch_host", "binder_request",
+             "binder_persistent_request")
+
+
+class BinderSpawnerMixin:
+    """Take the image from ``user_options['image']`` and expose the binder links in the env."""
+
+    user_options: dict[str, Any]
+    image: str
+
+    def start(self) -> Any:
+        image = self.user_options.get("image")
+        if image:
+            if not isinstance(image, str) or not _IMAGE.match(image):
+                raise ValueError("user_options['image'] is not an image name")
+            self.image = image
+        return super().start()  # type: ignore[misc]
+
+    async def check_allowed(self, image: str) -> str:
+        """DockerSpawner refuses a user_options image unless it is in allowed_images; the image
+        here was chosen by Bindery (the hub's service), so it is taken when it is an image name."""
+        if not _IMAGE.match(image):
+            raise ValueError("user_options['image'] is not an image name")
+        return image
+
+    def get_env(self) -> dict[str, str]:
+        env: dict[str, str] = super().get_env()  # type: ignore[misc]
+        for key in _ENV_KEYS:
+            value = self.user_options.get(key)
+            if isinstance(value, str) and value:
+                env["BINDER_" + key.upper().removeprefix("BINDER_")] = value
+        return env

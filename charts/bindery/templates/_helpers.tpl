@@ -1,0 +1,193 @@
+{{/* Names */}}
+{{- define "bindery.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}{{ .Release.Name | trunc 50 | trimSuffix "-" }}
+{{- else -}}{{ printf "%s-%s" .Release.Name .Chart.Name | trunc 50 | trimSuffix "-" }}{{- end -}}
+{{- end -}}
+
+{{- define "bindery.labels" -}}
+app.kubernetes.io/name: bindery
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "bindery.selector" -}}
+app.kubernetes.io/name: bindery
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "bindery.image" -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end -}}
+
+{{- define "bindery.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}{{ .Values.serviceAccount.name | default (include "bindery.fullname" .) }}
+{{- else -}}{{ .Values.serviceAccount.name | default "default" }}{{- end -}}
+{{- end -}}
+
+{{- define "bindery.pushSecretName" -}}{{ include "bindery.fullname" . }}-push{{- end -}}
+
+{{/*
+The registry, as Zero to BinderHub describes it, resolved once:
+  url: the registry API (config.DockerRegistry.url, else registry.url, else derived from
+       config.BinderHub.image_prefix: a host in it, or Docker Hub)
+  authUrl: the key of the credentials in the push config.json (config.DockerRegistry.auth_config_url,
+       else registry.url, else Docker Hub's https://index.docker.io/v1/ for Docker Hub)
+  username/password: registry.username/password; a GCR service-account JSON key (a string, or
+       pasted as a mapping) is used with the user name _json_key, as GCR expects
+*/}}
+{{- define "bindery.registry" -}}
+{{- $cfg := .Values.config | default dict -}}
+{{- $bh := get $cfg "BinderHub" | default dict -}}
+{{- $dr := get $cfg "DockerRegistry" | default dict -}}
+{{- $reg := .Values.registry | default dict -}}
+{{- $password := $reg.password | default "" -}}
+{{- if kindIs "map" $password -}}{{- $password = toJson $password -}}{{- end -}}
+{{- $password = toString $password | trim -}}
+{{- $username := $reg.username | default "" -}}
+{{- if and (not $username) (hasPrefix "{" $password) -}}{{- $username = "_json_key" -}}{{- end -}}
+{{- $prefix := get $bh "image_prefix" | default $reg.prefix | default (get $cfg "image_prefix") | default "" -}}
+{{- $useRegistry := get $bh "use_registry" -}}
+{{- if kindIs "invalid" $useRegistry -}}{{- $useRegistry = get $reg "enabled" -}}{{- end -}}
+{{- if kindIs "invalid" $useRegistry -}}{{- $useRegistry = or (get $dr "url") $reg.url $username (get $cfg "registry_url") -}}{{- end -}}
+{{- $useRegistry = not (not $useRegistry) -}}
+{{- $host := "" -}}
+{{- $first := splitList "/" $prefix | first | default "" -}}
+{{- if and (contains "/" $prefix) (or (contains "." $first) (contains ":" $first) (eq $first "localhost")) -}}{{- $host = $first -}}{{- end -}}
+{{- $url := get $dr "url" | default $reg.url | default (get $cfg "registry_url") | default "" -}}
+{{- if and (not $url) $useRegistry -}}
+{{- $url = ternary (printf "https://%s" $host) "https://registry-1.docker.io" (ne $host "") -}}
+{{- end -}}
+{{- $dockerHub := not (not (or (contains "docker.io" $url) (and $useRegistry (eq $host "")))) -}}
+{{- $authUrl := get $dr "auth_config_url" | default $reg.url | default (ternary "https://index.docker.io/v1/" $url $dockerHub) -}}
+{{- dict "enabled" $useRegistry "url" (ternary $url "" $useRegistry) "authUrl" $authUrl "username" $username "password" $password "tokenUrl" (get $dr "token_url" | default "") "prefix" $prefix | toJson -}}
+{{- end -}}
+
+{{/* Settings whose values are secrets: they go to the Secret (as BINDERY_* variables), never the ConfigMap. */}}
+{{- define "bindery.secretNames" -}}github_token gitlab_token registry_password hub_api_token flower_basic_auth{{- end -}}
+
+{{/*
+Bindery's settings: every lower-case key of .Values.config, then what the chart and the
+Zero to BinderHub layout say. Explicit lower-case settings win over translated ones.
+*/}}
+{{- define "bindery.allSettings" -}}
+{{- $v := .Values -}}
+{{- $cfg := $v.config | default dict -}}
+{{- $bh := get $cfg "BinderHub" | default dict -}}
+{{- $gh := get $cfg "GitHubRepoProvider" | default dict -}}
+{{- $reg := include "bindery.registry" . | fromJson -}}
+{{- $s := dict -}}
+{{- $_ := set $s "builder" "kubernetes" -}}
+{{- $_ := set $s "kubernetes_namespace" .Release.Namespace -}}
+{{- $_ := set $s "listen_address" "0.0.0.0" -}}
+{{- $_ := set $s "port" ($v.web.port | int) -}}
+{{- $_ := set $s "web_workers" ($v.web.workers | int) -}}
+{{- $_ := set $s "build_concurrency" ($v.workers.build.concurrency | int) -}}
+{{- $_ := set $s "launch_concurrency" ($v.workers.launch.concurrency | int) -}}
+{{- $_ := set $s "flower_port" ($v.flower.port | int) -}}
+{{- $_ := set $s "build_pod_image" $v.builder.image -}}
+{{- $socket := $v.builder.hostSocket -}}
+{{- if eq $v.builder.engine "dind" -}}{{- $socket = printf "%s/docker.sock" $v.builder.dind.socketDir -}}{{- end -}}
+{{- if eq $v.builder.engine "podman" -}}{{- $socket = printf "%s/podman.sock" $v.builder.podman.socketDir -}}{{- end -}}
+{{- $_ := set $s "build_pod_engine_socket" $socket -}}
+{{- with $v.builder.nodeSelector }}{{- $_ := set $s "build_pod_node_selector" . -}}{{- end -}}
+{{- with $v.builder.tolerations }}{{- $_ := set $s "build_pod_tolerations" . -}}{{- end -}}
+{{- with $v.builder.affinity }}{{- $_ := set $s "build_pod_affinity" . -}}{{- end -}}
+{{- with $v.builder.requests }}{{- $_ := set $s "build_pod_requests" . -}}{{- end -}}
+{{- with $v.builder.limits }}{{- $_ := set $s "build_pod_limits" . -}}{{- end -}}
+{{- if $v.builder.stickyBuilds }}{{- $_ := set $s "build_pod_sticky" true -}}{{- end -}}
+{{- with $v.builder.nodes }}{{- $_ := set $s "build_pod_nodes" . -}}{{- end -}}
+{{- if $v.redis.enabled -}}
+{{- $_ := set $s "redis_url" (printf "redis://%s-redis:6379/0" (include "bindery.fullname" .)) -}}
+{{- end -}}
+{{- if $reg.enabled -}}
+{{- $_ := set $s "registry_url" $reg.url -}}
+{{- if $reg.username -}}
+{{- $_ := set $s "registry_username" $reg.username -}}
+{{- $_ := set $s "registry_password" $reg.password -}}
+{{- $_ := set $s "build_pod_push_secret" (include "bindery.pushSecretName" .) -}}
+{{- end -}}
+{{- end -}}
+{{- with $reg.prefix }}{{- $_ := set $s "image_prefix" . -}}{{- end -}}
+{{- $hubUrl := get $bh "hub_url" | default (ternary "http://proxy-public/" "" ($v.jupyterhub.enabled | default false)) -}}
+{{- if $hubUrl -}}
+{{- $_ := set $s "hub_url" (printf "%s/" (trimSuffix "/" $hubUrl)) -}}
+{{- $_ := set $s "launcher" "jupyterhub" -}}
+{{- end -}}
+{{- $hubToken := dig "hub" "services" "binder" "apiToken" "" ($v.jupyterhub | default dict) -}}
+{{- with $hubToken }}{{- $_ := set $s "hub_api_token" . -}}{{- end -}}
+{{- $ghToken := get $gh "access_token" | default (dig "accessToken" "" ($v.github | default dict)) -}}
+{{- with $ghToken }}{{- $_ := set $s "github_token" . -}}{{- end -}}
+{{- with $v.flower.basicAuth }}{{- $_ := set $s "flower_basic_auth" . -}}{{- end -}}
+{{- range $key, $value := $cfg -}}
+{{- if regexMatch "^[a-z][a-z0-9_]*$" $key }}{{- $_ := set $s $key $value -}}{{- end -}}
+{{- end -}}
+{{- toJson $s -}}
+{{- end -}}
+
+{{/* The ConfigMap's settings: everything but secrets. */}}
+{{- define "bindery.settings" -}}
+{{- $s := include "bindery.allSettings" . | fromJson -}}
+{{- range $name := splitList " " (include "bindery.secretNames" .) }}{{- $_ := unset $s $name -}}{{- end -}}
+{{- toYaml $s -}}
+{{- end -}}
+
+{{/* The Secret's variables: secret settings as BINDERY_<NAME>, and REDIS_URL when external. */}}
+{{- define "bindery.secretEnv" -}}
+{{- $s := include "bindery.allSettings" . | fromJson -}}
+{{- $env := dict -}}
+{{- range $name := splitList " " (include "bindery.secretNames" .) -}}
+{{- if get $s $name }}{{- $_ := set $env (printf "BINDERY_%s" (upper $name)) (toString (get $s $name)) -}}{{- end -}}
+{{- end -}}
+{{- if not .Values.redis.enabled }}{{- $_ := set $env "REDIS_URL" .Values.redis.externalUrl -}}{{- end -}}
+{{- toJson $env -}}
+{{- end -}}
+
+{{/* Checksums so pods restart when their config changes. */}}
+{{- define "bindery.checksums" -}}
+checksum/config: {{ include "bindery.settings" . | sha256sum }}
+checksum/secret: {{ include "bindery.secretEnv" . | sha256sum }}
+{{- end -}}
+
+{{/* The container spec shared by web, workers, beat and Flower. */}}
+{{- define "bindery.container" -}}
+image: {{ include "bindery.image" .root }}
+imagePullPolicy: {{ .root.Values.image.pullPolicy }}
+env:
+  - name: BINDERY_CONFIG
+    value: /etc/bindery/bindery.yaml
+envFrom:
+  - secretRef:
+      name: {{ include "bindery.fullname" .root }}
+volumeMounts:
+  - name: config
+    mountPath: /etc/bindery
+    readOnly: true
+securityContext:
+  runAsNonRoot: true
+  allowPrivilegeEscalation: false
+  readOnlyRootFilesystem: false
+  capabilities:
+    drop: ["ALL"]
+{{- with .resources }}
+resources:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{- define "bindery.podCommon" -}}
+serviceAccountName: {{ include "bindery.serviceAccountName" . }}
+securityContext:
+  runAsUser: 10001
+  runAsGroup: 10001
+  fsGroup: 10001
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+volumes:
+  - name: config
+    configMap:
+      name: {{ include "bindery.fullname" . }}
+{{- end -}}

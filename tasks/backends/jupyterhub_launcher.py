@@ -1,0 +1,217 @@
+"""Launcher ``jupyterhub``: Bindery as a JupyterHub service, as BinderHub launches.
+
+Per launch: a temporary user (``hub_user_prefix`` + a random part), a token of
+that user that opens only the new server, and a named server started with
+``user_options`` {image, token, repo_url, binder_ref_url, ...}; the hub's spawner
+takes the image from there (``bindery_spawner.BinderSpawnerMixin``).  The
+server's progress stream becomes ``launching`` events.  A failed spawn is
+retried with a new user after a growing pause.  The service token needs the
+scopes ``admin:users``, ``admin:servers``, ``access:servers`` and ``tokens``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+import urllib.parse
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import requests
+
+from app.errors import LaunchError, QuotaExceeded
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[dict[str, Any]], None]
+SERVER_NAME = "binder"
+
+
+class SpawnFailed(Exception):
+    """One spawn attempt failed; the message is the hub's reason."""
+
+
+def _created(user: dict[str, Any]) -> float:
+    stamp = user.get("created") or user.get("last_activity")
+    if not stamp:
+        return 0.0
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).astimezone(UTC).timestamp()
+
+
+class JupyterHubLauncher:
+    def __init__(self, config: dict[str, Any], session: requests.Session | None = None) -> None:
+        if not config.get("hub_url") or not config.get("hub_api_token"):
+            raise LaunchError("The jupyterhub launcher needs hub_url and hub_api_token.", 503)
+        self.config = config
+        self.hub_url = config["hub_url"].rstrip("/") + "/"
+        self.api_url = (config.get("hub_api_url") or urllib.parse.urljoin(self.hub_url, "hub/api")).rstrip("/")
+        self.session = session or requests.Session()
+        self.headers = {"Authorization": f"token {config['hub_api_token']}"}
+
+    # --- HTTP ----------------------------------------------------------------------------
+    def _call(self, method: str, path: str, ok: tuple[int, ...] = (200, 201, 202, 204), **kwargs: Any) -> Any:
+        try:
+            response = self.session.request(method, f"{self.api_url}{path}", headers=self.headers,
+                                            timeout=kwargs.pop("timeout", 30), **kwargs)
+        except requests.RequestException as exc:
+            raise LaunchError(f"JupyterHub did not answer: {type(exc).__name__}", 503) from exc
+        if response.status_code not in ok:
+            raise LaunchError(f"JupyterHub refused {method} {path.split('?')[0]}: {response.status_code} "
+                              f"{_hub_message(response)}", 503)
+        return response
+
+    # --- quota ---------------------------------------------------------------------------
+    def _servers(self) -> list[dict[str, Any]]:
+        """The servers of Bindery's users that run or are starting."""
+        users = self._call("GET", "/users?state=active&limit=10000").json()
+        if isinstance(users, dict):  # paginated answer
+            users = users.get("items", [])
+        return [server for user in users if user["name"].startswith(self.config["hub_user_prefix"])
+                for server in (user.get("servers") or {}).values()]
+
+    def running(self) -> int:
+        """Servers running or starting (for /health's quota check)."""
+        return len(self._servers())
+
+    def check_quota(self, repo_url: str, quota: int | None = None) -> None:
+        """``quota``: the launch's own per-repository quota (spec policy), else quota_per_repo."""
+        total = self.config["quota_total"]
+        per_repo = self.config["quota_per_repo"] if quota is None else quota
+        if not total and not per_repo:
+            return
+        servers = self._servers()
+        if total and len(servers) >= total:
+            raise QuotaExceeded(f"This Bindery is full ({total} servers running); please try again later.")
+        same = sum(1 for server in servers if (server.get("user_options") or {}).get("repo_url") == repo_url)
+        if per_repo and same >= per_repo:
+            raise QuotaExceeded(f"Too many servers of {repo_url} are running ({per_repo}); "
+                                "please try again later.")
+
+    # --- launch --------------------------------------------------------------------------
+    def launch(self, launch: dict[str, Any], emit: Emit) -> tuple[str, str]:
+        """Start a server through the hub; returns (url, token) when it is ready."""
+        self.check_quota(launch["repo_url"], launch.get("quota"))
+        deadline = time.monotonic() + self.config["launch_timeout"]
+        attempts = self.config["hub_launch_retries"] + 1
+        reason = ""
+        for attempt in range(1, attempts + 1):
+            username = f"{self.config['hub_user_prefix']}{launch['id'][:12]}-{secrets.token_hex(4)}"
+            try:
+                return self._launch_once(username, launch, emit, deadline)
+            except SpawnFailed as exc:
+                reason = str(exc)
+                self._delete_user(username)
+            except BaseException:
+                self._delete_user(username)
+                raise
+            if attempt < attempts:
+                pause = self.config["hub_retry_delay"] * 2 ** (attempt - 1)
+                if time.monotonic() + pause >= deadline:
+                    break
+                emit({"phase": "launching", "message": f"Launch attempt {attempt} failed ({reason}); "
+                                                       f"retrying in {pause:g} s...\n"})
+                time.sleep(pause)
+        raise LaunchError(f"Launching the server failed after {attempt} attempts: {reason}")
+
+    def _launch_once(self, username: str, launch: dict[str, Any], emit: Emit, deadline: float) -> tuple[str, str]:
+        quoted = urllib.parse.quote(username)
+        self._call("POST", f"/users/{quoted}")
+        token = self._call("POST", f"/users/{quoted}/tokens", json={
+            "note": f"bindery launch {launch['id']}", "expires_in": self.config["launch_max_age"],
+            "scopes": [f"access:servers!server={username}/{SERVER_NAME}"],
+        }).json()["token"]
+        options = {"image": launch["image"], "token": token, "repo_url": launch["repo_url"],
+                   "binder_ref_url": launch.get("ref_url") or "",
+                   "binder_launch_host": launch.get("origin") or ""}
+        server = f"/users/{quoted}/servers/{SERVER_NAME}"
+        response = self._call("POST", server, json=options, ok=(201, 202, 400, 500))
+        if response.status_code in (400, 500):
+            # A spawn that fails fast answers 500 "Internal Server Error"; the hub tells the
+            # reason on the server's progress stream (a `failed` event), so read it there.
+            self._follow_progress(server, lambda event: None, deadline, fallback=_hub_message(response))
+        url = self._follow_progress(server, emit, deadline)
+        return urllib.parse.urljoin(self.hub_url, url), token
+
+    def _follow_progress(self, server: str, emit: Emit, deadline: float, fallback: str = "") -> str:
+        """Re-emit the hub's progress events; the server's URL once it is ready."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise LaunchError(f"The server did not start within {self.config['launch_timeout']} s.")
+        response = self._call("GET", f"{server}/progress", stream=True, timeout=(10, remaining),
+                              ok=(200, 400) if fallback else (200,))
+        if response.status_code != 200:  # "not starting": no verdict there either
+            raise SpawnFailed(fallback)
+        try:
+            for line in response.iter_lines(decode_unicode=True):
+                if time.monotonic() > deadline:
+                    break
+                if not line or not line.startswith("data:"):
+                    continue
+                try:
+                    event = json.loads(line[5:])
+                except ValueError:
+                    continue
+                if event.get("failed"):
+                    raise SpawnFailed(str(event.get("message") or "the spawn failed"))
+                if event.get("message"):
+                    emit({"phase": "launching", "message": f"{event['message']}\n"})
+                if event.get("ready"):
+                    return str(event["url"])
+        except requests.RequestException as exc:
+            if time.monotonic() <= deadline:
+                raise LaunchError(f"Lost JupyterHub's progress stream: {type(exc).__name__}", 503) from exc
+        finally:
+            response.close()
+        if time.monotonic() > deadline:
+            raise LaunchError(f"The server did not start within {self.config['launch_timeout']} s.")
+        # The stream ended without a verdict: ask the hub directly.
+        state = self._call("GET", server.replace(f"/servers/{SERVER_NAME}", "")).json()
+        info = (state.get("servers") or {}).get(SERVER_NAME) or {}
+        if info.get("ready"):
+            return str(info["url"])
+        raise SpawnFailed("the server stopped while starting")
+
+    def _delete_user(self, username: str, wait: float = 60) -> None:
+        """Stop the user's server (the hub refuses to delete active ones), then the user."""
+        path = f"/users/{urllib.parse.quote(username)}"
+        try:
+            stop = self._call("DELETE", f"{path}/servers/{SERVER_NAME}", ok=(202, 204, 400, 404),
+                              json={"remove": True}, timeout=wait)
+            deadline = time.monotonic() + wait
+            while stop.status_code == 202 and time.monotonic() < deadline:
+                user = self._call("GET", path, ok=(200, 404))
+                if user.status_code == 404 or SERVER_NAME not in (user.json().get("servers") or {}):
+                    break
+                time.sleep(0.5)
+            self._call("DELETE", path, ok=(204, 404), timeout=wait)
+        except LaunchError as exc:
+            log.warning("could not delete hub user %s: %s", username, exc.message)
+
+    # --- cleanup -------------------------------------------------------------------------
+    def cleanup(self, max_age: float) -> int:
+        """Delete Bindery's users whose server stopped, or that are older than ``max_age``."""
+        users = self._call("GET", "/users?limit=10000").json()
+        if isinstance(users, dict):
+            users = users.get("items", [])
+        removed = 0
+        now = time.time()
+        for user in users:
+            if not user["name"].startswith(self.config["hub_user_prefix"]):
+                continue
+            servers = user.get("servers") or {}
+            pending = user.get("pending") or any(s.get("pending") for s in servers.values())
+            idle = not servers and not pending and now - _created(user) > 300
+            if idle or now - _created(user) > max_age:
+                self._delete_user(user["name"])
+                removed += 1
+        return removed
+
+
+def _hub_message(response: requests.Response) -> str:
+    try:
+        return str(response.json().get("message") or response.reason)
+    except ValueError:
+        return response.reason or ""

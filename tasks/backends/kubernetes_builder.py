@@ -1,0 +1,339 @@
+"""Build backend ``kubernetes``: one build pod per image, as BinderHub runs them.
+
+The pod runs the repo2docker image with the docker builder's own arguments
+against the node's engine socket (host Docker, a dind or a Podman DaemonSet)
+and pushes the image itself with the mounted push credentials.  Its name comes
+from the build slug and ref, so a second worker that creates the same pod gets
+409 and follows the running build instead of starting another.  The
+``CoreV1Api`` is handed in; :func:`core_api` makes one lazily per process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from app.errors import BuildError
+from providers.base import RepoProvider, safe_build_slug
+from tasks.backends.docker_builder import _CONTENT_PROVIDERS, _event, repo2docker_command
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[dict[str, Any]], None]
+
+COMPONENT = "bindery-build"
+LABELS = {"app.kubernetes.io/name": "bindery", "app.kubernetes.io/component": COMPONENT}
+SELECTOR = ",".join(f"{key}={value}" for key, value in LABELS.items())
+CONFIG_MAP = "bindery-repo2docker-config"
+CONFIG_DIR = "/etc/bindery-repo2docker"
+SOCKET = "/var/run/docker.sock"
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
+def build_pod_name(build_slug: str, ref: str, prefix: str = "build-", limit: int = 63,
+                   ref_length: int = 6) -> str:
+    """BinderHub's ``_generate_build_name``: ``build-<escaped slug>-<hash>-<ref[:6]>``, a DNS label."""
+    short_ref = re.sub(r"[^a-z0-9]", "-", ref.lower())[:ref_length].strip("-") or "ref"
+    slug = safe_build_slug(build_slug, limit=limit - len(prefix) - len(short_ref) - 1)
+    name = re.sub(r"[^a-z0-9-]", "-", f"{prefix}{slug}-{short_ref}")
+    name = re.sub(r"-{2,}", "-", name).strip("-")[:limit].rstrip("-")
+    if not _DNS_LABEL.match(name):  # cannot happen with the substitutions above; checked anyway
+        raise BuildError(f"cannot make a pod name from {build_slug!r}")
+    return name
+
+
+def rendezvous_node(key: str, nodes: list[str]) -> str | None:
+    """The node ``key`` hashes to (highest random weight), stable when other nodes come and go."""
+    if not nodes:
+        return None
+    return max(sorted(nodes), key=lambda node: hashlib.sha256(f"{node}\0{key}".encode()).hexdigest())
+
+
+def repo2docker_config(config: dict[str, Any]) -> str:
+    """The docker builder's ``--config`` file, shipped to build pods in a ConfigMap."""
+    kwargs = {"network_mode": config["build_network"]} if config["build_network"] else {}
+    return f"c.Repo2Docker.extra_build_kwargs = {json.dumps(kwargs)}\n{_CONTENT_PROVIDERS}"
+
+
+def namespace(config: dict[str, Any]) -> str:
+    if config.get("kubernetes_namespace"):
+        return str(config["kubernetes_namespace"])
+    try:
+        with open(_NAMESPACE_FILE, encoding="utf-8") as fh:
+            return fh.read().strip() or "default"
+    except OSError:
+        return "default"
+
+
+def core_api(config: dict[str, Any]) -> Any:
+    """A CoreV1Api from the in-cluster service account, else the kubeconfig (made on first use)."""
+    from kubernetes import client
+    from kubernetes import config as kube_config
+
+    try:
+        kube_config.load_incluster_config()
+    except kube_config.ConfigException:
+        kube_config.load_kube_config(config_file=config.get("kubernetes_kubeconfig"))
+    return client.CoreV1Api()
+
+
+def config_map_manifest(config: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": CONFIG_MAP, "labels": dict(LABELS)},
+            "data": {"repo2docker_config.py": repo2docker_config(config)}}
+
+
+def _affinity(config: dict[str, Any], node: str | None) -> dict[str, Any] | None:
+    affinity: dict[str, Any] = json.loads(json.dumps(config["build_pod_affinity"] or {}))
+    if node:
+        node_affinity = affinity.setdefault("nodeAffinity", {})
+        node_affinity.setdefault("preferredDuringSchedulingIgnoredDuringExecution", []).append({
+            "weight": 100,
+            "preference": {"matchExpressions": [
+                {"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}]},
+        })
+    return affinity or None
+
+
+def pod_manifest(config: dict[str, Any], repo: RepoProvider, launch: dict[str, Any],
+                 node: str | None = None) -> dict[str, Any]:
+    """The build pod, as a plain manifest (what the API gets, and what tests validate)."""
+    name = build_pod_name(repo.build_slug(), launch["resolved_ref"])
+    args = repo2docker_command({**config, "repo2docker_command": config["build_pod_command"]}, repo, launch,
+                               f"{CONFIG_DIR}/repo2docker_config.py")
+    if config.get("registry_url"):  # the pod pushes; the push step then finds the image stored
+        args.insert(args.index("--"), "--push")
+    env = [{"name": "DOCKER_HOST", "value": f"unix://{SOCKET}"}, {"name": "GIT_TERMINAL_PROMPT", "value": "0"}]
+    env += [{"name": key, "value": value} for key, value in sorted(repo.repo2docker_env().items())]
+    mounts = [{"name": "engine-socket", "mountPath": SOCKET},
+              {"name": "repo2docker-config", "mountPath": CONFIG_DIR, "readOnly": True}]
+    volumes: list[dict[str, Any]] = [
+        {"name": "engine-socket", "hostPath": {"path": config["build_pod_engine_socket"], "type": "Socket"}},
+        {"name": "repo2docker-config", "configMap": {"name": CONFIG_MAP}},
+    ]
+    if config.get("build_pod_push_secret"):
+        env.append({"name": "DOCKER_CONFIG", "value": "/root/.docker"})
+        mounts.append({"name": "push-secret", "mountPath": "/root/.docker", "readOnly": True})
+        volumes.append({"name": "push-secret", "secret": {"secretName": config["build_pod_push_secret"]}})
+    resources = {key: dict(value) for key, value in (("requests", config["build_pod_requests"]),
+                                                      ("limits", config["build_pod_limits"])) if value}
+    container: dict[str, Any] = {
+        "name": "builder", "image": config["build_pod_image"], "args": args, "env": env,
+        "volumeMounts": mounts, "imagePullPolicy": "IfNotPresent",
+    }
+    if resources:
+        container["resources"] = resources
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never", "containers": [container], "volumes": volumes,
+        "activeDeadlineSeconds": int(config["build_timeout"]),
+        "automountServiceAccountToken": False,
+    }
+    if config["build_pod_node_selector"]:
+        spec["nodeSelector"] = dict(config["build_pod_node_selector"])
+    if config["build_pod_tolerations"]:
+        spec["tolerations"] = list(config["build_pod_tolerations"])
+    affinity = _affinity(config, node)
+    if affinity:
+        spec["affinity"] = affinity
+    if config.get("build_pod_service_account"):
+        spec["serviceAccountName"] = config["build_pod_service_account"]
+    image_hash = hashlib.sha256(launch["image"].encode()).hexdigest()[:16]
+    # (the image and repository are in the args; no annotations: Podman's kube play, which runs
+    # these manifests in tests, refuses annotation values over 63 characters)
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "labels": {**LABELS, "bindery.org/image": image_hash}},
+            "spec": spec}
+
+
+def _lines(chunks: Iterator[bytes]) -> Iterator[str]:
+    """Whole lines from a byte stream whose chunks split lines anywhere."""
+    buffer = b""
+    for chunk in chunks:
+        buffer += chunk
+        *complete, buffer = buffer.split(b"\n")
+        for line in complete:
+            yield line.decode("utf-8", errors="replace")
+    if buffer:
+        yield buffer.decode("utf-8", errors="replace")
+
+
+class KubernetesBuilder:
+    def __init__(self, api: Any, config: dict[str, Any]) -> None:
+        self.api = api
+        self.config = config
+        self.namespace = namespace(config)
+
+    # --- placement -----------------------------------------------------------------------
+    def _sticky_node(self, repo_url: str) -> str | None:
+        if not self.config["build_pod_sticky"]:
+            return None
+        nodes = list(self.config["build_pod_nodes"])
+        if not nodes:
+            listed = self.api.list_node(label_selector=self.config["build_pod_node_label"])
+            nodes = [item.metadata.name for item in listed.items]
+        return rendezvous_node(repo_url, nodes)
+
+    # --- build ---------------------------------------------------------------------------
+    def build(self, repo: RepoProvider, launch: dict[str, Any], emit: Emit) -> None:
+        """Create (or attach to) the build pod, stream its log, and wait for it to finish."""
+        from kubernetes.client.exceptions import ApiException
+
+        manifest = pod_manifest(self.config, repo, launch, self._sticky_node(repo.repo_url()))
+        name = manifest["metadata"]["name"]
+        deadline = time.monotonic() + self.config["build_timeout"]
+        try:
+            self._ensure_config_map()
+            self._create_or_attach(manifest, launch, emit)
+            tail = self._follow(name, deadline, emit)
+            phase, reason = self._wait_done(name, deadline)
+            self._delete(name)  # done, failed or timed out: the log is in the events already
+        except ApiException as exc:
+            raise BuildError(f"The Kubernetes API refused the build: {exc.status} {exc.reason}") from exc
+        if phase == "Succeeded":
+            return
+        if phase is None:
+            reason = f"timed out after {self.config['build_timeout']} s"
+        raise BuildError(f"Build failed ({reason}). Last lines of the log:\n" + "".join(tail))
+
+    def _create_or_attach(self, manifest: dict[str, Any], launch: dict[str, Any], emit: Emit) -> None:
+        """Create the pod; 409 means another worker runs this build, so follow that one.
+
+        A failed pod left by a crashed worker is replaced instead of attached to.
+        """
+        from kubernetes.client.exceptions import ApiException
+
+        name = manifest["metadata"]["name"]
+        for _ in range(2):
+            try:
+                self.api.create_namespaced_pod(self.namespace, manifest)
+                log.info("build %s: created pod %s/%s", launch["image"], self.namespace, name)
+                return
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+            existing = self.api.read_namespaced_pod(name, self.namespace)
+            if existing.status.phase != "Failed":
+                emit({"phase": "building", "message": f"Build pod {name} is already running; following it.\n"})
+                return
+            self._delete(name)
+            self._wait_gone(name)
+        raise BuildError(f"The build pod {name} could not be replaced; please retry.", 503)
+
+    def _wait_gone(self, name: str, seconds: float = 30) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                self.api.read_namespaced_pod(name, self.namespace)
+            except ApiException as exc:
+                if exc.status == 404:
+                    return
+                raise
+            time.sleep(0.5)
+
+    def _ensure_config_map(self) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        body = config_map_manifest(self.config)
+        try:
+            self.api.create_namespaced_config_map(self.namespace, body)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            self.api.replace_namespaced_config_map(CONFIG_MAP, self.namespace, body)
+
+    def _watch(self, name: str, deadline: float) -> Iterator[Any]:
+        """The pod's states from the API's watch, until the deadline."""
+        from kubernetes import watch
+
+        while time.monotonic() < deadline:
+            remaining = max(1, int(deadline - time.monotonic()))
+            stream = watch.Watch().stream(self.api.list_namespaced_pod, self.namespace,
+                                          field_selector=f"metadata.name={name}",
+                                          timeout_seconds=min(remaining, 300))
+            for event in stream:
+                if event["type"] == "DELETED":
+                    yield None
+                    return
+                yield event["object"]
+
+    def _follow(self, name: str, deadline: float, emit: Emit) -> deque[str]:
+        """Wait for the pod to start, then turn its log lines into events."""
+        tail: deque[str] = deque(maxlen=self.config["build_log_tail"])
+        announced = False
+        for pod in self._watch(name, deadline):
+            if pod is None:
+                raise BuildError(f"The build pod {name} was deleted before it finished.")
+            if pod.status.phase != "Pending":
+                break
+            if not announced:
+                emit({"phase": "waiting", "message": f"Waiting for build pod {name} to start...\n"})
+                announced = True
+        else:
+            return tail
+        response = self.api.read_namespaced_pod_log(name, self.namespace, follow=True,
+                                                    _preload_content=False,
+                                                    _request_timeout=max(1, deadline - time.monotonic()))
+        phase = "fetching"
+        try:
+            for line in _lines(response.stream(4096, decode_content=True)):
+                if not line.strip():
+                    continue
+                event = _event(line, phase)
+                phase = event["phase"]
+                tail.append(event["message"])
+                emit(event)
+        finally:
+            response.release_conn()
+        return tail
+
+    def _wait_done(self, name: str, deadline: float) -> tuple[str | None, str]:
+        """(phase, reason) once the pod has finished; (None, "") at the deadline."""
+        for pod in self._watch(name, deadline):
+            if pod is None:
+                return "Failed", "the build pod was deleted"
+            if pod.status.phase in ("Succeeded", "Failed"):
+                reason = pod.status.reason or ""
+                for status in pod.status.container_statuses or []:
+                    terminated = status.state and status.state.terminated
+                    if terminated:
+                        reason = reason or f"repo2docker exited with {terminated.exit_code}"
+                return pod.status.phase, reason or "the build pod failed"
+        return None, ""
+
+    def _delete(self, name: str) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self.api.delete_namespaced_pod(name, self.namespace, grace_period_seconds=0)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    # --- cleanup -------------------------------------------------------------------------
+    def cleanup(self, max_age: float) -> int:
+        """Delete finished build pods and build pods older than ``max_age``."""
+        from kubernetes.client.exceptions import ApiException
+
+        removed = 0
+        now = time.time()
+        for pod in self.api.list_namespaced_pod(self.namespace, label_selector=SELECTOR).items:
+            created = pod.metadata.creation_timestamp
+            old = created is not None and now - created.timestamp() > max_age
+            if pod.status.phase in ("Succeeded", "Failed") or old:
+                try:
+                    self.api.delete_namespaced_pod(pod.metadata.name, self.namespace, grace_period_seconds=0)
+                except ApiException as exc:
+                    if exc.status != 404:
+                        raise
+                    continue
+                removed += 1
+        return removed

@@ -1,0 +1,269 @@
+"""The Helm chart, rendered and linted by Helm's own Go engine (helm-python-sdk, no cluster).
+
+Real: Helm's template engine, lint and values.schema.json check; every rendered manifest
+validated against the Kubernetes 1.37 schema (kubernetes-validate, strict); the Bindery
+config the chart produces loaded by app.config.load_config exactly as a pod would
+(BINDERY_CONFIG file from the ConfigMap, BINDERY_* variables from the Secret).
+Not here: the optional zero-to-jupyterhub dependency (it cannot be fetched offline), so
+the chart is rendered with jupyterhub.enabled=false and lint reports it missing.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import kubernetes_validate
+import pytest
+import yaml
+
+from app.config import load_config
+
+CHART = Path(__file__).resolve().parents[2] / "charts" / "bindery"
+GUIDE = Path(__file__).resolve().parent / "guide"
+K8S_VERSION = "1.37.0"
+
+
+def merge(*layers: dict[str, Any]) -> dict[str, Any]:
+    """Deep merge, later wins: what `helm install -f a.yaml -f b.yaml` does with values files."""
+    out: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in layer.items():
+            if isinstance(value, dict) and isinstance(out.get(key), dict):
+                out[key] = merge(out[key], value)
+            else:
+                out[key] = copy.deepcopy(value)
+    return out
+
+
+def guide(*names: str) -> dict[str, Any]:
+    return merge(*(yaml.safe_load((GUIDE / name).read_text()) for name in names))
+
+
+def render(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    chart = helm.Chart.load(CHART)
+    rendered = chart.render(values or {}, name="bindery", namespace="binder", is_install=True)
+    docs = [doc for path, text in sorted(rendered.items()) if path.endswith(".yaml")
+            for doc in yaml.safe_load_all(text) if doc]
+    for doc in docs:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    return docs
+
+
+def find(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    matches = [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
+    assert len(matches) == 1, f"{kind} {name}: {[d['metadata']['name'] for d in matches]}"
+    return matches[0]
+
+
+def secret_env(docs: list[dict[str, Any]]) -> dict[str, str]:
+    data = find(docs, "Secret", "bindery").get("data") or {}
+    return {key: base64.b64decode(value).decode() for key, value in data.items()}
+
+
+def bindery_config(docs: list[dict[str, Any]], tmp_path: Path) -> dict[str, Any]:
+    """The settings a Bindery pod of this release would run with."""
+    path = tmp_path / "bindery.yaml"
+    path.write_text(find(docs, "ConfigMap", "bindery")["data"]["bindery.yaml"])
+    return load_config(environ={"BINDERY_CONFIG": str(path), **secret_env(docs)})
+
+
+def deployments(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+
+
+# --- defaults ----------------------------------------------------------------------------------
+
+def test_default_values_render_valid_manifests_and_a_loadable_config(tmp_path: Path) -> None:
+    docs = render()
+    kinds = sorted({d["kind"] for d in docs})
+    assert kinds == ["ConfigMap", "Deployment", "PodDisruptionBudget", "Role", "RoleBinding", "Secret",
+                     "Service", "ServiceAccount", "StatefulSet"]
+    assert set(deployments(docs)) == {"bindery-web", "bindery-worker-build", "bindery-worker-launch",
+                                      "bindery-beat", "bindery-flower"}
+    config = bindery_config(docs, tmp_path)
+    assert config["builder"] == "kubernetes" and config["launcher"] == "docker"
+    assert config["redis_url"] == "redis://bindery-redis:6379/0"
+    assert config["kubernetes_namespace"] == "binder" and config["listen_address"] == "0.0.0.0"
+    assert config["build_pod_engine_socket"] == "/var/run/docker.sock"
+    assert config["registry_url"] is None
+
+    web = deployments(docs)["bindery-web"]["spec"]["template"]
+    (container,) = web["spec"]["containers"]
+    assert container["command"] == ["dumb-init", "--", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/health"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/versions"
+    for deployment in deployments(docs).values():
+        annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+        assert set(annotations) == {"checksum/config", "checksum/secret"}
+    commands = {name: d["spec"]["template"]["spec"]["containers"][0]["command"]
+                for name, d in deployments(docs).items()}
+    assert commands["bindery-worker-build"][3:] == ["-A", "worker", "worker", "-Q", "build", "-P", "prefork", "-c",
+                                                     "2", "-n", "build@%h"]
+    assert "gevent" in commands["bindery-worker-launch"] and "beat" in commands["bindery-beat"]
+    assert "flower" in commands["bindery-flower"]
+
+    role = find(docs, "Role")
+    rules = {tuple(rule["resources"]): set(rule["verbs"]) for rule in role["rules"]}
+    assert rules[("pods",)] == {"create", "get", "list", "watch", "delete"}
+    assert rules[("pods/log",)] == {"get"}
+    redis = find(docs, "StatefulSet")
+    assert redis["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "1Gi"
+    assert find(docs, "PodDisruptionBudget")["spec"]["minAvailable"] == 1
+
+
+def test_a_config_change_changes_the_checksum_so_pods_restart() -> None:
+    def checksums(values: dict[str, Any]) -> dict[str, str]:
+        web = deployments(render(values))["bindery-web"]
+        return dict(web["spec"]["template"]["metadata"]["annotations"])
+
+    base = checksums({})
+    assert checksums({"config": {"quota_total": 5}})["checksum/config"] != base["checksum/config"]
+    changed = checksums({"github": {"accessToken": "ghp_x"}})
+    assert changed["checksum/secret"] != base["checksum/secret"]
+    assert changed["checksum/config"] == base["checksum/config"]  # secrets stay out of the ConfigMap
+
+
+# --- variants ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("engine", "socket", "args0"), [
+    ("dind", "/var/run/dind/docker.sock", "dockerd"),
+    ("podman", "/var/run/podman/podman.sock", "podman"),
+])
+def test_engine_daemonsets(engine: str, socket: str, args0: str, tmp_path: Path) -> None:
+    docs = render({"builder": {"engine": engine}})
+    daemonset = find(docs, "DaemonSet")
+    (container,) = daemonset["spec"]["template"]["spec"]["containers"]
+    assert container["securityContext"]["privileged"] is True and container["args"][0] == args0
+    assert socket in " ".join(container["args"])
+    assert bindery_config(docs, tmp_path)["build_pod_engine_socket"] == socket
+
+
+def test_external_redis(tmp_path: Path) -> None:
+    docs = render({"redis": {"enabled": False, "externalUrl": "redis://:pw@redis.example:6379/1"}})
+    assert not [d for d in docs if d["kind"] == "StatefulSet"]
+    assert "redis" not in find(docs, "ConfigMap")["data"]["bindery.yaml"]
+    assert bindery_config(docs, tmp_path)["redis_url"] == "redis://:pw@redis.example:6379/1"
+
+
+def test_ingress() -> None:
+    docs = render({"ingress": {"enabled": True, "host": "binder.example.org", "className": "nginx",
+                               "tlsSecretName": "binder-tls"}})
+    ingress = find(docs, "Ingress")
+    assert ingress["spec"]["rules"][0]["host"] == "binder.example.org"
+    assert ingress["spec"]["tls"][0]["secretName"] == "binder-tls"
+    assert ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"] == "bindery"
+
+
+def test_build_pod_settings_reach_the_config(tmp_path: Path) -> None:
+    docs = render({"builder": {"nodeSelector": {"pool": "builds"}, "stickyBuilds": True, "nodes": ["n1", "n2"],
+                               "tolerations": [{"key": "builds", "operator": "Exists"}],
+                               "requests": {"cpu": "1"}, "limits": {"memory": "4Gi"}}})
+    config = bindery_config(docs, tmp_path)
+    assert config["build_pod_node_selector"] == {"pool": "builds"}
+    assert config["build_pod_sticky"] is True and config["build_pod_nodes"] == ["n1", "n2"]
+    assert config["build_pod_requests"] == {"cpu": "1"} and config["build_pod_limits"] == {"memory": "4Gi"}
+
+
+# --- Zero to BinderHub's files -----------------------------------------------------------------
+
+def _push_auths(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    push = find(docs, "Secret", "bindery-push")
+    return dict(json.loads(base64.b64decode(push["data"]["config.json"]))["auths"])
+
+
+def test_zero_to_binderhub_docker_hub_files(tmp_path: Path) -> None:
+    docs = render(guide("dockerhub-secret.yaml", "dockerhub-config.yaml"))
+    config = bindery_config(docs, tmp_path)
+    assert config["registry_url"] == "https://registry-1.docker.io"
+    assert config["registry_username"] == "binderbot" and config["registry_password"] == "d0ckerhub-pa55word"
+    assert config["image_prefix"] == "binderbot/binder-dev-"
+    assert config["hub_url"] == "http://35.200.10.20/" and config["launcher"] == "jupyterhub"
+    assert config["hub_api_token"] == "3c3e2bd1a0b9f8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b4a392817060"
+    assert config["github_token"] == "ghp_exampleexampleexampleexample0000"
+    assert config["build_pod_push_secret"] == "bindery-push"
+    auths = _push_auths(docs)
+    assert base64.b64decode(auths["https://index.docker.io/v1/"]["auth"]).decode() == "binderbot:d0ckerhub-pa55word"
+    configmap = find(docs, "ConfigMap")["data"]["bindery.yaml"]
+    for secret in ("d0ckerhub-pa55word", "ghp_example", "3c3e2bd1"):
+        assert secret not in configmap
+    # the proxy token stays where the zero-to-jupyterhub chart reads it
+    merged = helm.Chart.load(CHART).merge_values(guide("dockerhub-secret.yaml", "dockerhub-config.yaml"))
+    assert merged["jupyterhub"]["proxy"]["secretToken"].startswith("9a8b7c6d")
+
+
+def test_zero_to_binderhub_gcr_files(tmp_path: Path) -> None:
+    docs = render(guide("gcr-secret.yaml", "gcr-config.yaml"))
+    config = bindery_config(docs, tmp_path)
+    assert config["registry_url"] == "https://gcr.io"
+    assert config["registry_username"] == "_json_key"
+    key = json.loads(config["registry_password"])
+    assert key["project_id"] == "binder-project" and key["private_key"].startswith("-----BEGIN PRIVATE KEY-----\n")
+    assert config["image_prefix"] == "gcr.io/binder-project/binder-prod-"
+    assert config["hub_url"] == "http://35.200.10.21/"
+    assert config["github_token"] == "ghp_gcrexampleexampleexample00000000"
+    auth = base64.b64decode(_push_auths(docs)["https://gcr.io"]["auth"]).decode()
+    assert auth.startswith("_json_key:{") and json.loads(auth.split(":", 1)[1])["client_id"] == "1234567890"
+
+
+def test_gcr_key_pasted_as_a_mapping_is_accepted(tmp_path: Path) -> None:
+    """The guide's second printing loses the `|`, so the key parses as a YAML mapping."""
+    values = guide("gcr-secret.yaml", "gcr-config.yaml")
+    values["registry"]["password"] = json.loads(values["registry"]["password"])
+    config = bindery_config(render(values), tmp_path)
+    assert config["registry_username"] == "_json_key"
+    assert json.loads(config["registry_password"])["client_email"].startswith("binder-push@")
+
+
+def test_custom_registry_with_token_url(tmp_path: Path) -> None:
+    docs = render(guide("custom-registry.yaml"))
+    config = bindery_config(docs, tmp_path)
+    assert config["registry_url"] == "https://myregistry.io" and config["image_prefix"] == "myregistry.io/binder-"
+    assert "https://myregistry.io" in _push_auths(docs)
+    # token_url needs no setting: Bindery's registry client reads the token realm from the registry's
+    # WWW-Authenticate challenge, which is where BinderHub's token_url points too.
+
+
+def test_explicit_bindery_settings_win_over_translated_ones(tmp_path: Path) -> None:
+    values = merge(guide("dockerhub-secret.yaml", "dockerhub-config.yaml"),
+                   {"config": {"image_prefix": "binderbot/other-", "launcher": "docker"}})
+    config = bindery_config(render(values), tmp_path)
+    assert config["image_prefix"] == "binderbot/other-" and config["launcher"] == "docker"
+
+
+# --- lint and schema ---------------------------------------------------------------------------
+
+def test_lint_is_clean() -> None:
+    for values in ({}, guide("gcr-secret.yaml", "gcr-config.yaml"), {"builder": {"engine": "podman"}}):
+        report = helm.lint(CHART, values, strict=False)
+        assert report["errors"] == []
+        problems = [m for m in report["messages"] if m["severity"] >= 2]
+        # The only warning: the optional zero-to-jupyterhub dependency is not vendored (offline).
+        assert [m["error"] for m in problems] == ["chart directory is missing these dependencies: jupyterhub"]
+
+
+@pytest.mark.parametrize("values", [
+    {"builder": {"engine": "kaniko"}},
+    {"web": {"replicas": -1}},
+    {"redis": {"enabled": False}},
+    {"redis": {"enabled": False, "externalUrl": "http://not-redis"}},
+    {"ingress": {"enabled": True}},
+    {"flower": {"basicAuth": "no-colon"}},
+    {"registry": {"password": 42}},
+    {"unknownTopLevel": True},
+])
+def test_values_that_violate_the_schema_are_refused(values: dict[str, Any]) -> None:
+    chart = helm.Chart.load(CHART)
+    with pytest.raises(helm.HelmValuesError):
+        chart.validate_schema(chart.merge_values(values))
+
+
+def test_the_guides_files_and_defaults_satisfy_the_schema() -> None:
+    chart = helm.Chart.load(CHART)
+    for values in ({}, guide("dockerhub-secret.yaml", "dockerhub-config.yaml"),
+                   guide("gcr-secret.yaml", "gcr-config.yaml"), guide("custom-registry.yaml")):
+        chart.validate_schema(chart.merge_values(values))

@@ -1,0 +1,54 @@
+"""DataverseProvider: DOI → the installation (resolver redirect) → its native datasets API.
+
+A threaded HTTP server on 127.0.0.1 plays both doi.org and the Dataverse
+installation, replaying their documented real replies (recordings/doi_*.json,
+recordings/dataverse_*.json), since neither is reachable here.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import providers.github as github
+from app.errors import NotFound, ProviderError
+from providers.dataverse import DataverseProvider
+
+DOI = "10.7910/DVN/TJCLKP"
+API = "/api/datasets/:persistentId?persistentId=doi%3A10.7910%2FDVN%2FTJCLKP"
+
+
+@pytest.fixture(autouse=True)
+def _fast_retries(monkeypatch):
+    monkeypatch.setattr(github, "RETRY_DELAYS", (0.01, 0.02))
+
+
+@pytest.fixture
+def dataverse(api_server, make_config, recording):
+    redirect = recording("doi_zenodo_302")
+    redirect["headers"]["location"] = f"{api_server.url}/citation?persistentId=doi:{DOI}"
+    api_server.queue(f"/{DOI}", redirect)
+    return lambda spec: DataverseProvider(spec, make_config(doi_resolver_url=api_server.url))
+
+
+def test_resolve(dataverse, api_server, recording):
+    api_server.queue(API, recording("dataverse_dataset_200"))
+    p = dataverse(DOI)
+    assert p.resolve_ref() == "3323458.v3.0"
+    assert p.build_slug() == "dataverse-dvn-2ftjclkp"
+    assert p.resolved_spec("3323458.v3.0") == DOI
+    assert p.ref_url("3323458.v3.0") == f"https://doi.org/{DOI}"
+    assert p.repo_url() == f"https://doi.org/{DOI}"
+
+
+def test_not_found(dataverse, api_server, recording):
+    api_server.queue(API, recording("dataverse_not_found_404"))
+    with pytest.raises(NotFound, match="dataset doi:10.7910/DVN/TJCLKP not found"):
+        dataverse(DOI).resolve_ref()
+
+
+def test_answer_without_version(dataverse, api_server, recording):
+    reply = recording("dataverse_dataset_200")
+    del reply["body"]["data"]["latestVersion"]
+    api_server.queue(API, reply)
+    with pytest.raises(ProviderError, match="gave no version"):
+        dataverse(DOI).resolve_ref()

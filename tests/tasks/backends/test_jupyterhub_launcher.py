@@ -1,0 +1,236 @@
+"""The jupyterhub launcher against a real JupyterHub.
+
+Real: JupyterHub (PyPI) with configurable-http-proxy (npm), started here on
+127.0.0.1 free ports; DockerSpawner (with bindery_spawner's mixin) starting
+real single-user servers through the Podman socket from
+localhost/bindery-jupyter:bookworm; the launcher's HTTP to the hub and to the
+spawned server.  The hub process and the containers it made are removed by
+pid / exact container name afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+import requests
+
+from app.config import load_config
+from app.errors import LaunchError
+from tasks.backends.jupyterhub_launcher import SERVER_NAME, JupyterHubLauncher
+from tests.conftest import JUPYTER_IMAGE
+
+ROOT = Path(__file__).resolve().parents[3]
+
+HUB_CONFIG = """
+import socket, sys
+sys.path.insert(0, {root!r})
+from bindery_spawner import BinderSpawnerMixin
+from dockerspawner import DockerSpawner
+
+
+class TestSpawner(BinderSpawnerMixin, DockerSpawner):
+    async def get_ip_and_port(self):
+        return ("127.0.0.1", self.port)
+
+
+def pick_port(spawner):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        spawner.port = sock.getsockname()[1]
+
+
+c.JupyterHub.bind_url = "http://127.0.0.1:{proxy_port}"
+c.JupyterHub.hub_bind_url = "http://127.0.0.1:{hub_port}"
+c.JupyterHub.hub_connect_ip = "127.0.0.1"
+c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{proxy_api_port}"
+c.ConfigurableHTTPProxy.command = [{chp!r}]
+c.JupyterHub.db_url = "sqlite:///{tmp}/hub.sqlite"
+c.JupyterHub.cookie_secret_file = "{tmp}/cookie_secret"
+c.JupyterHub.allow_named_servers = True
+c.JupyterHub.authenticator_class = "null"
+c.JupyterHub.cleanup_servers = True
+c.JupyterHub.spawner_class = TestSpawner
+c.Spawner.pre_spawn_hook = pick_port
+c.Spawner.start_timeout = 60
+c.Spawner.http_timeout = 60
+c.DockerSpawner.client_kwargs = {{"base_url": {docker_host!r}}}
+c.DockerSpawner.image = {image!r}
+c.DockerSpawner.cmd = ["jupyterhub-singleuser"]
+c.DockerSpawner.network_name = "host"
+c.DockerSpawner.use_internal_ip = True
+c.DockerSpawner.remove = True
+c.DockerSpawner.pull_policy = "ifnotpresent"
+c.DockerSpawner.prefix = "bindery-test-hub"
+c.DockerSpawner.extra_create_kwargs = {{"labels": {{"org.bindery.test-hub": {run_id!r}}}}}
+c.JupyterHub.services = [{{"name": "bindery", "api_token": {token!r}}}]
+c.JupyterHub.load_roles = [{{
+    "name": "bindery-service",
+    "scopes": ["admin:users", "admin:servers", "access:servers", "tokens"],
+    "services": ["bindery"],
+}}]
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Hub:
+    def __init__(self, tmp: Path, docker_host: str) -> None:
+        chp = shutil.which("configurable-http-proxy")
+        if not chp:
+            pytest.fail("configurable-http-proxy is missing: `make test` installs it (scripts/test-setup.sh)")
+        self.token = secrets.token_hex(32)
+        self.run_id = secrets.token_hex(8)  # labels this hub's containers, so the test removes exactly those
+        self.proxy_port = _free_port()
+        self.tmp = tmp
+        config = HUB_CONFIG.format(root=str(ROOT), proxy_port=self.proxy_port, hub_port=_free_port(),
+                                   proxy_api_port=_free_port(), chp=chp, tmp=tmp, docker_host=docker_host,
+                                   image=JUPYTER_IMAGE, token=self.token, run_id=self.run_id)
+        (tmp / "jupyterhub_config.py").write_text(config)
+        env = {**os.environ, "CONFIGPROXY_AUTH_TOKEN": secrets.token_hex(16)}
+        env.pop("JUPYTERHUB_API_TOKEN", None)
+        self.log = open(tmp / "hub.log", "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "jupyterhub", "-f", str(tmp / "jupyterhub_config.py")],
+            cwd=tmp, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.proxy_port}/"
+
+    def wait(self, seconds: float = 60) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"JupyterHub exited: {self.logs()}")
+            try:
+                if requests.get(f"{self.url}hub/api/", timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        pytest.fail(f"JupyterHub did not answer within {seconds} s: {self.logs()}")
+
+    def logs(self) -> str:
+        return (self.tmp / "hub.log").read_text(errors="replace")[-3000:]
+
+    def stop(self) -> None:
+        # SIGTERM lets the hub stop its servers (cleanup_servers) and its proxy; the session
+        # (start_new_session) holds only the hub and the proxy it started.
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory, docker_host: str, engine: docker.DockerClient) -> Iterator[Hub]:
+    server = Hub(tmp_path_factory.mktemp("hub"), docker_host)
+    try:
+        server.wait()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def hub_users(hub: Hub, engine: docker.DockerClient) -> Iterator[None]:
+    """After each test: Bindery's users deleted through the hub, this hub's containers removed by label."""
+    yield
+    headers = {"Authorization": f"token {hub.token}"}
+    for user in requests.get(f"{hub.url}hub/api/users", headers=headers, timeout=10).json():
+        if user["name"].startswith("binder-"):
+            requests.delete(f"{hub.url}hub/api/users/{user['name']}/servers/{SERVER_NAME}", headers=headers,
+                            json={"remove": True}, timeout=60)
+            requests.delete(f"{hub.url}hub/api/users/{user['name']}", headers=headers, timeout=60)
+    for container in engine.containers.list(all=True, filters={"label": [f"org.bindery.test-hub={hub.run_id}"]}):
+        container.remove(force=True)
+
+
+def _config(hub: Hub, **overrides: Any) -> dict[str, Any]:
+    return load_config({"launcher": "jupyterhub", "hub_url": hub.url, "hub_api_token": hub.token,
+                        "launch_timeout": 90, **overrides}, environ={})
+
+
+def _launch(image: str) -> dict[str, Any]:
+    return {"id": secrets.token_hex(16), "image": image, "repo_url": "https://example.org/repo.git",
+            "ref_url": "https://example.org/repo/tree/abc", "origin": "http://127.0.0.1:8585/",
+            "resolved_ref": "abc"}
+
+
+def test_launch_through_the_hub_ends_ready_and_the_token_opens_the_server(
+        hub: Hub, hub_users: None) -> None:
+    config = _config(hub)
+    launcher = JupyterHubLauncher(config)
+    events: list[dict[str, Any]] = []
+    url, token = launcher.launch(_launch(JUPYTER_IMAGE), events.append)
+
+    assert url.startswith(f"{hub.url}user/binder-") and url.endswith(f"/{SERVER_NAME}/")
+    assert all(event["phase"] == "launching" for event in events) and events  # the hub's progress
+    answer = requests.get(f"{url}api", headers={"Authorization": f"token {token}"}, timeout=10)
+    assert answer.status_code == 200, answer.text
+    assert "version" in answer.json()
+    # the token opens only this server, and nothing without it
+    assert requests.get(f"{url}api/status", timeout=10, allow_redirects=False).status_code in (302, 401, 403)
+
+    # the hub's server list carries our user_options: quotas count from it
+    servers = launcher._servers()
+    assert launcher.running() == 1
+    assert [s["user_options"]["repo_url"] for s in servers] == ["https://example.org/repo.git"]
+    assert servers[0]["user_options"]["image"] == JUPYTER_IMAGE
+    from app.errors import QuotaExceeded
+    with pytest.raises(QuotaExceeded):
+        JupyterHubLauncher({**config, "quota_per_repo": 1}).check_quota("https://example.org/repo.git")
+    JupyterHubLauncher({**config, "quota_per_repo": 1}).check_quota("https://example.org/other.git")
+    launcher.check_quota("https://example.org/repo.git", quota=2)  # the spec policy's own quota wins
+    with pytest.raises(QuotaExceeded):
+        launcher.check_quota("https://example.org/repo.git", quota=1)
+
+    # cleanup: a running server younger than max_age stays; with max_age 0 it goes
+    assert launcher.cleanup(max_age=3600) == 0
+    assert launcher.cleanup(max_age=0) == 1
+    assert launcher._servers() == []
+
+
+def test_a_failing_spawn_is_retried_with_new_users_then_reported_with_the_hubs_reason(
+        hub: Hub, hub_users: None) -> None:
+    config = _config(hub, hub_launch_retries=1, hub_retry_delay=0.2)
+    events: list[dict[str, Any]] = []
+    with pytest.raises(LaunchError) as caught:
+        JupyterHubLauncher(config).launch(_launch("localhost/bindery-no-such-image:missing"), events.append)
+    message = caught.value.message
+    assert "failed after 2 attempts" in message
+    # the hub's own reason (DockerSpawner: the engine has no such image), from its progress stream
+    assert "Spawn failed" in message and "no such image" in message, message
+    assert any("Launch attempt 1 failed" in event["message"] for event in events)
+    # every attempt's user is gone: nothing is left on the hub
+    headers = {"Authorization": f"token {hub.token}"}
+    users = requests.get(f"{hub.url}hub/api/users", headers=headers, timeout=10).json()
+    assert [u["name"] for u in users if u["name"].startswith("binder-")] == []
+
+
+def test_an_unreachable_hub_is_a_launch_error() -> None:
+    config = load_config({"launcher": "jupyterhub", "hub_url": f"http://127.0.0.1:{_free_port()}/",
+                          "hub_api_token": "x" * 32}, environ={})
+    with pytest.raises(LaunchError, match="did not answer"):
+        JupyterHubLauncher(config).launch(_launch(JUPYTER_IMAGE), lambda event: None)
+    with pytest.raises(LaunchError, match="needs hub_url"):
+        JupyterHubLauncher(load_config({"launcher": "jupyterhub"}, environ={}))
