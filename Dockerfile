@@ -23,7 +23,8 @@ COPY app/ app/
 COPY tasks/ tasks/
 COPY providers/ providers/
 COPY templates/ templates/
-COPY celeryconfig.py wsgi.py worker.py gunicorn.conf.py ./
+COPY static/ static/
+COPY celeryconfig.py wsgi.py worker.py gunicorn.conf.py flowerconfig.py ./
 RUN pip check \
  && python -c "import app, app.runner, tasks.build, tasks.launch, providers, celeryconfig; from app import create_app" \
  && useradd --system --uid 10001 --home-dir /var/lib/bindery --create-home bindery

@@ -53,8 +53,6 @@ def main() -> int:
     shutil.rmtree(metrics_dir, ignore_errors=True)
     metrics_dir.mkdir(parents=True)
     env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir.resolve())
-    if config["flower_basic_auth"]:
-        env["FLOWER_BASIC_AUTH"] = config["flower_basic_auth"]  # not on the command line: ps shows that
     procs: dict[str, subprocess.Popen[bytes]] = {}
     stopping = False
 
