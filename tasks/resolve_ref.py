@@ -9,6 +9,7 @@ from celery import shared_task
 from flask import current_app
 
 from app.build_logs import log_path
+from app.extensions import events
 from app.metrics import metrics
 from providers import get_provider
 from providers.base import image_name
@@ -30,6 +31,9 @@ def resolve_ref(launch: dict[str, Any]) -> None:
     if remaining is not None:
         metrics().github_rate_limit.set(remaining)
     log.info("resolved %s/%s to %s", launch["provider"], launch["spec"], ref)
+    notice = getattr(repo, "notice", None)
+    if notice:  # e.g. a link to a master branch that is now main: tell the user to update it
+        events.publish({"phase": "waiting", "message": notice.rstrip("\n") + "\n"}, channel=launch["id"])
     proceed(check_registry, {
         **launch,
         "resolved_ref": ref,
