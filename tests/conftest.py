@@ -6,6 +6,7 @@ import functools
 import http.server
 import os
 import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -83,6 +84,18 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         pytest.fail(str(exc))
     yield server.url
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def build_counter(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    """A repo2docker command that records each run, then runs the real repo2docker."""
+    directory = tmp_path_factory.mktemp("r2d")
+    counter = directory / "runs"
+    counter.touch()
+    wrapper = directory / "repo2docker"
+    wrapper.write_text(f'#!/bin/sh\necho "$*" >> {counter}\nexec {sys.executable} -m repo2docker "$@"\n')
+    wrapper.chmod(0o755)
+    return counter, [str(wrapper)]
 
 
 # --- test repositories ------------------------------------------------------------------------

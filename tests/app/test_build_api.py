@@ -9,7 +9,6 @@ repositories served over HTTP on loopback.  Nothing of ours is mocked.
 from __future__ import annotations
 
 import concurrent.futures
-import sys
 import urllib.parse
 import uuid
 from collections.abc import Iterator
@@ -41,18 +40,6 @@ WORKDIR /home/jovyan
 def quick_dockerfile() -> str:
     """A new image in seconds: Jupyter comes from the local Jupyter base."""
     return f"FROM {JUPYTER_IMAGE}\nRUN echo {uuid.uuid4().hex} > /home/jovyan/.build-id\n"
-
-
-@pytest.fixture(scope="module")
-def build_counter(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
-    """A repo2docker command that records each run, then runs the real repo2docker."""
-    directory = tmp_path_factory.mktemp("r2d")
-    counter = directory / "runs"
-    counter.touch()
-    wrapper = directory / "repo2docker"
-    wrapper.write_text(f'#!/bin/sh\necho "$*" >> {counter}\nexec {sys.executable} -m repo2docker "$@"\n')
-    wrapper.chmod(0o755)
-    return counter, [str(wrapper)]
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ in containers, git repositories over HTTP on loopback, Debian's Chromium. Nothin
 from __future__ import annotations
 
 import re
-import sys
 import urllib.parse
 import uuid
 from collections.abc import Iterator
@@ -41,18 +40,6 @@ def dockerfile(seconds: int = 0, lines: int = 0, fail: bool = False) -> str:
     if fail:
         steps.append("echo about-to-fail && false")
     return f"FROM {JUPYTER_IMAGE}\nRUN {' && '.join(steps)}\n"
-
-
-@pytest.fixture(scope="module")
-def build_counter(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
-    """A repo2docker command that records each run, then runs the real repo2docker."""
-    directory = tmp_path_factory.mktemp("r2d")
-    counter = directory / "runs"
-    counter.touch()
-    wrapper = directory / "repo2docker"
-    wrapper.write_text(f'#!/bin/sh\necho "$*" >> {counter}\nexec {sys.executable} -m repo2docker "$@"\n')
-    wrapper.chmod(0o755)
-    return counter, [str(wrapper)]
 
 
 @pytest.fixture(scope="module")
