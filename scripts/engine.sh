@@ -150,23 +150,19 @@ else
     write_file "$CONTAINERS_CONF" "$CONTAINERS_CONTENT"
 fi
 
+# Plain-HTTP registries on loopback: 5000 for development, 5055-5062 for test runs
+# (one port per concurrent run, TEST_REGISTRY_PORT).
 REGISTRIES_CONTENT="$MARKER
-# Plain-HTTP registries on loopback (test and development registries).
+# Plain-HTTP registries on loopback (test and development registries)."
+for port in 5000 5055 5056 5057 5058 5059 5060 5061 5062; do
+    for host in 127.0.0.1 localhost; do
+        REGISTRIES_CONTENT="$REGISTRIES_CONTENT
 [[registry]]
-location = \"127.0.0.1:5000\"
+location = \"$host:$port\"
 insecure = true
-
-[[registry]]
-location = \"127.0.0.1:5055\"
-insecure = true
-
-[[registry]]
-location = \"localhost:5000\"
-insecure = true
-
-[[registry]]
-location = \"localhost:5055\"
-insecure = true"
+"
+    done
+done
 write_file "$REGISTRIES_CONF" "$REGISTRIES_CONTENT"
 
 # --- the service -----------------------------------------------------------

@@ -5,7 +5,7 @@
 #   scripts/registry.sh stop DIR         stop the registry whose pid is in DIR/registry.pid
 # Starting an already running registry (same DIR, answering on PORT) does nothing.
 # Podman pushes to it only if 127.0.0.1:PORT is marked insecure in
-# /etc/containers/registries.conf.d/ (scripts/engine.sh does 5000 and 5055).
+# /etc/containers/registries.conf.d/ (scripts/engine.sh does 5000 and 5055-5062).
 set -euo pipefail
 
 log() { printf 'registry.sh: %s\n' "$*" >&2; }

@@ -23,8 +23,8 @@ from tests.stack import LocalRegistry
 
 BASE_IMAGE = "localhost/bindery-base:bookworm"
 JUPYTER_IMAGE = "localhost/bindery-jupyter:bookworm"
-# The engine trusts plain HTTP on this loopback port (scripts/engine.sh writes registries.conf).
-REGISTRY_PORT = 5055
+# The engine trusts plain HTTP on 5055-5062 (scripts/engine.sh); concurrent runs pick one each.
+REGISTRY_PORT = int(os.environ.get("TEST_REGISTRY_PORT", "5055"))
 
 
 @pytest.fixture(scope="session")

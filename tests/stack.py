@@ -142,7 +142,7 @@ def collect(url: str, **kwargs: Any) -> list[tuple[str | None, dict[str, Any]]]:
 class LocalRegistry:
     """The reference Registry v2 (Debian's docker-registry) on 127.0.0.1:``port``.
 
-    The engine trusts plain HTTP on 127.0.0.1:5000 and :5055 only (scripts/engine.sh).
+    The engine trusts plain HTTP on 127.0.0.1:5000 and :5055-5062 only (scripts/engine.sh).
     """
 
     def __init__(self, directory: Path, port: int = 5055) -> None:
