@@ -117,7 +117,8 @@ conf_has_settings() {
 # write_file PATH CONTENT: write only when the content differs; sets config_changed
 write_file() {
     local path="$1" content="$2"
-    if [ -f "$path" ] && [ "$(cat "$path")" = "$content" ]; then
+    # (both sides through $(...), which drops trailing newlines from each alike)
+    if [ -f "$path" ] && [ "$(cat "$path")" = "$(printf '%s' "$content")" ]; then
         return 0
     fi
     mkdir -p "$(dirname "$path")"
