@@ -154,6 +154,31 @@ class SpecConfig(fields.Field):
         return result
 
 
+def _networks_ok(value: list[str]) -> bool:
+    from app.netguard import parse_networks
+
+    try:
+        parse_networks(value)
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from None
+    return True
+
+
+class BanNetworks(fields.Field):
+    """``{CIDR: label}`` (or its JSON, for env vars) of client networks refused (abuse limits, issue 7)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dict[str, str]:
+        from app.network_bans import parse_ban_networks
+
+        value = _json_or(value)
+        if not isinstance(value, dict):
+            raise ValidationError('expected a mapping of CIDR to label, e.g. {"192.0.2.0/24": "Example Corp"}')
+        try:
+            return parse_ban_networks(value)
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from None
+
+
 class ConfigSchema(Schema):
     """Bindery's settings.  Names are lower case here, ``BINDERY_<UPPER>`` in the environment."""
 
@@ -298,6 +323,53 @@ class ConfigSchema(Schema):
         load_default="https://www.hydroshare.org", require_tld=False,
         metadata=_help("HydroShare instance (resource API under /hsapi)."),
     )
+
+    # --- git ssh and credentials (issue 3) ----------------------------------------------------
+    git_allow_ssh = fields.Boolean(
+        load_default=False,
+        metadata=_help("Let the git provider use ssh://[user@]host[:port]/path and user@host:path URLs "
+                       "with the workers' own ssh keys or agent (git_ssh_key also turns ssh on). Needs "
+                       "git_ssh_known_hosts: host keys are always checked, never prompted for."),
+    )
+    git_ssh_key = fields.String(
+        load_default=None, allow_none=True,
+        metadata={**_help("Absolute path of the private key git (ls-remote and repo2docker's clone) uses "
+                          "for ssh repositories; setting it turns ssh on. Keep the file secret."),
+                  "secret": True},
+    )
+    git_ssh_known_hosts = fields.String(
+        load_default=None, allow_none=True,
+        metadata=_help("Absolute path of the known_hosts file with the host keys of the ssh git servers "
+                       "(StrictHostKeyChecking=yes; hosts not listed are refused)."),
+    )
+    git_credentials = JsonValue(
+        dict, load_default=dict,
+        metadata={**_help("HTTP(S) git credentials: URL prefix or host[:port] -> {username, password}, "
+                          "e.g. {\"https://git.example.org/team/\": {\"username\": \"bot\", \"password\": "
+                          "\"TOKEN\"}}; the longest matching entry wins. Handed to git by a credential "
+                          "helper through the environment, never in a URL, argument, event or log."),
+                  "secret": True},
+    )
+
+    @validates_schema
+    def _check_git_access(self, data: Mapping[str, Any], **kwargs: Any) -> None:
+        for name in ("git_ssh_key", "git_ssh_known_hosts"):
+            value = data.get(name)
+            if value is not None and (not os.path.isabs(value) or re.search(r"[\s\x00-\x1f\x7f]", value)):
+                raise ValidationError("must be an absolute path without whitespace", name)
+        if (data.get("git_allow_ssh") or data.get("git_ssh_key")) and not data.get("git_ssh_known_hosts"):
+            raise ValidationError("ssh needs git_ssh_known_hosts (host keys are always checked)",
+                                  "git_ssh_known_hosts")
+        for key, entry in (data.get("git_credentials") or {}).items():
+            ok = isinstance(entry, dict) and all(
+                isinstance(entry.get(part), str) and entry[part] and not re.search(r"[\x00-\x1f\x7f]", entry[part])
+                for part in ("username", "password"))
+            if "://" in key:
+                ok = ok and key.lower().startswith(("http://", "https://")) and "@" not in key
+            if not ok or not key or re.search(r"[\s@]", key):
+                raise ValidationError(f"{key[:60]!r}: expected an http(s) URL prefix or a host, mapped to "
+                                      "{username, password} (non-empty, no control characters)",
+                                      "git_credentials")
 
     # --- build -----------------------------------------------------------------------------
     builder = fields.String(
@@ -568,6 +640,124 @@ class ConfigSchema(Schema):
     about_message = fields.String(
         load_default="", validate=validate.Length(max=5000),
         metadata=_help("Operator's message shown on /about (plain text; line breaks kept)."),
+    )
+
+    # --- abandoned launches (issue 7) ---------------------------------------------------------
+    abandon_timeout = fields.Float(
+        load_default=60.0, validate=validate.Range(0, 86400),
+        metadata=_help("Seconds a launch may go with no client reading its event stream before it is "
+                       "cancelled and any server it started is removed (0: never). A client that "
+                       "reconnects with Last-Event-ID within this time continues the launch. Checked by "
+                       "beat every abandon_timeout/6 s (1-10 s); must be 0 or more than twice "
+                       "keepalive_interval."),
+    )
+    launch_visibility_timeout = fields.Integer(
+        load_default=60, validate=validate.Range(5, 3600),
+        metadata=_help("Seconds after which a launch-queue task held by a launch worker that died "
+                       "(killed, machine lost) is delivered again; live launch workers renew what they "
+                       "hold every quarter of this, so long waits are never delivered twice."),
+    )
+    launch_crash_retries = fields.Integer(
+        load_default=2, validate=validate.Range(0, 10),
+        metadata=_help("Times a launch is retried after its launch worker died mid-launch; after that "
+                       "it fails with a message and its server is removed."),
+    )
+
+    @validates_schema
+    def _check_abandon(self, data: Mapping[str, Any], **kwargs: Any) -> None:
+        timeout, keepalive = data.get("abandon_timeout"), data.get("keepalive_interval")
+        if timeout and keepalive and timeout <= 2 * keepalive:
+            raise ValidationError("must be 0 (never) or more than twice keepalive_interval, since a "
+                                  "connected reader shows itself once per keepalive", "abandon_timeout")
+
+    # --- network guard (issue 7) ------------------------------------------------------------
+    allowed_private_networks = StringList(
+        load_default=[], validate=lambda value: _networks_ok(value),
+        metadata=_help("IP networks (CIDR) that repository URLs and registry_url may resolve to although "
+                       "they are not public, e.g. [\"127.0.0.0/8\", \"::1/128\"] for a git server or "
+                       "registry on this machine. Empty: loopback, private, link-local, multicast, reserved "
+                       "and cloud metadata addresses are refused (metadata ones only allowed one by one, as "
+                       "a /32 or /128)."),
+    )
+
+    @validates_schema
+    def _check_private_addresses(self, data: Mapping[str, Any], **kwargs: Any) -> None:
+        from app.netguard import config_error
+
+        url = data.get("registry_url")
+        if url and url.startswith(("http://", "https://")):
+            problem = config_error(url, "registry_url", dict(data))
+            if problem:
+                raise ValidationError(problem, "registry_url")
+
+    # --- outages and restarts (issue 7) -------------------------------------------------------
+    redis_retry_seconds = fields.Float(
+        load_default=10.0, validate=validate.Range(0, 600),
+        metadata=_help("Seconds a Redis command keeps retrying while Redis is unreachable (a restart), "
+                       "before it fails; web, workers and event streams carry on after a restart."),
+    )
+
+    # --- abuse limits (issue 7) -------------------------------------------------------------
+    trusted_proxy_hops = fields.Integer(
+        load_default=0, validate=validate.Range(0, 10),
+        metadata=_help("Reverse proxies in front of Bindery that append to X-Forwarded-For; the client "
+                       "is that many entries from its right end (as ProxyFix x_for). 0: the header is "
+                       "ignored and the connection's peer is the client. Set it behind an ingress, or "
+                       "every client shares the proxy's address in the limits below."),
+    )
+    rate_limit = fields.Integer(
+        load_default=0, validate=validate.Range(0, 1_000_000),
+        metadata=_help("New launches one client address (an IPv6 /64) may start per rate_limit_period; "
+                       "more get a `failed` event with status 429 saying when to retry. Launches from "
+                       "this Bindery's own loading page carry a build token and are not counted, so this "
+                       "bounds scripted use. 0 (off, as in BinderHub): behind a proxy without "
+                       "trusted_proxy_hops every client would share one address and one allowance; a "
+                       "public Bindery should set e.g. 30."),
+    )
+    rate_limit_period = fields.Integer(
+        load_default=600, validate=validate.Range(1, 86400),
+        metadata=_help("Seconds of the rate limit's fixed window (counted in Redis, shared by every web "
+                       "process)."),
+    )
+    build_token_secret = fields.String(
+        load_default=None, allow_none=True, validate=validate.Length(min=16),
+        metadata={**_help("Key that signs the loading page's build tokens (at least 16 characters). "
+                          "Unset: a random key is created once in Redis and shared by every web process "
+                          "(tokens then stop working only if Redis loses its data). Never logged."),
+                  "secret": True},
+    )
+    build_token_expires_seconds = fields.Integer(
+        load_default=600, validate=validate.Range(10, 86400),
+        metadata=_help("Seconds a build token stays valid; it is used as soon as the page loads, and a "
+                       "reload gets a new one."),
+    )
+    build_token_check_origin = fields.Boolean(
+        load_default=True,
+        metadata=_help("Refuse a build token sent from another origin than the one it was issued to "
+                       "(the Origin header, else Host)."),
+    )
+    ban_networks = BanNetworks(
+        load_default=dict,
+        metadata=_help("Client networks (CIDR) -> label, e.g. {\"192.0.2.0/24\": \"Example Corp\"}; their "
+                       "requests are refused with 403 and a message naming the label (most specific "
+                       "network wins)."),
+    )
+    max_spec_length = fields.Integer(
+        load_default=1000, validate=validate.Range(16, 10000),
+        metadata=_help("Characters a spec may have, as written in the URL (escapes included); longer ones "
+                       "are refused with 414."),
+    )
+    max_url_length = fields.Integer(
+        load_default=2048, validate=validate.Range(256, 65536),
+        metadata=_help("Characters a request URL (path and query) may have; longer ones are refused with "
+                       "414 (gunicorn itself refuses request lines over 4094 bytes)."),
+    )
+    max_streams_per_ip = fields.Integer(
+        load_default=0, validate=validate.Range(0, 1_000_000),
+        metadata=_help("Event streams one client address (an IPv6 /64) may hold open at once, counted in "
+                       "Redis across every web process; more get a `failed` event with status 429. "
+                       "0: no limit (the default, for the same reason as rate_limit; a classroom behind "
+                       "one NAT address needs one per pupil, so set it generously, e.g. 100)."),
     )
 
     @validates_schema

@@ -68,6 +68,12 @@ class LaunchError(BinderyError):
     status_code = 500
 
 
+class EngineUnreachable(BinderyError):
+    """The container engine (Docker-API: Docker or Podman) did not answer; try again later."""
+
+    status_code = 503
+
+
 class QuotaExceeded(BinderyError):
     status_code = 429
 

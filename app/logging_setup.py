@@ -62,6 +62,9 @@ def secrets_of(config: dict[str, Any]) -> list[str]:
         if field.metadata.get("secret") and isinstance(value, str) and value:
             values.append(value)
             values.extend(part for part in value.split(":", 1)[1:])
+        elif field.metadata.get("secret") and isinstance(value, dict):  # e.g. git_credentials
+            values.extend(str(entry["password"]) for entry in value.values()
+                          if isinstance(entry, dict) and entry.get("password"))
     return values
 
 

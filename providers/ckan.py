@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 import requests
 
+from app import netguard
 from app.errors import NotFound, ProviderError, SpecError
 from providers.base import RepoProvider
 from providers.git import check_text
@@ -48,6 +49,7 @@ class CKANProvider(RepoProvider):
         if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc or not match:
             raise SpecError(f"CKAN spec {spec[:100]!r} must be an escaped dataset URL such as "
                             "https%3A%2F%2Fdemo.ckan.org%2Fdataset%2Fsample-dataset-1")
+        netguard.check_literal(parts.hostname, config, "CKAN site")
         activity = urllib.parse.parse_qs(parts.query).get("activity_id", [""])[0]
         if activity and not _ACTIVITY.fullmatch(activity):
             raise SpecError("CKAN activity_id must be a CKAN activity id (hex digits and '-')")
@@ -69,8 +71,10 @@ class CKANProvider(RepoProvider):
 
     def _action(self, action: str, ident: str, not_found: str) -> Any:
         url = f"{self.site}/api/3/action/{action}?{urllib.parse.urlencode({'id': ident})}"
+        # The site is user input: only public addresses, and no redirect to somewhere unchecked.
+        netguard.check_url_host(url, self.config, "CKAN site")
         body = get_json(self.session, url, {"Accept": "application/json"}, float(self.config["provider_timeout"]),
-                        "CKAN", not_found)
+                        "CKAN", not_found, allow_redirects=False)
         if not isinstance(body, dict) or body.get("success") is not True or not isinstance(body.get("result"), dict):
             raise ProviderError(f"the CKAN API at {urllib.parse.urlsplit(self.site).netloc} "
                                 f"answered {action} without a result")

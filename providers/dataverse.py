@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 import escapism
 
+from app import netguard
 from app.errors import ProviderError
 from providers.doi import DoiProvider, resolve_doi
 from providers.github import get_json
@@ -51,8 +52,11 @@ class DataverseProvider(DoiProvider):
         parts = urllib.parse.urlsplit(location)
         query = urllib.parse.urlencode({"persistentId": f"doi:{self.doi}"})
         api = f"{parts.scheme}://{parts.netloc}/api/datasets/:persistentId?{query}"
+        # Whoever registered the DOI chose this host: only public addresses, no unchecked redirect.
+        netguard.check_url_host(api, self.config, "Dataverse installation")
         body = get_json(self.session, api, {"Accept": "application/json"}, float(self.config["provider_timeout"]),
-                        "Dataverse", f"dataset doi:{self.doi} not found in the Dataverse at {parts.netloc}")
+                        "Dataverse", f"dataset doi:{self.doi} not found in the Dataverse at {parts.netloc}",
+                        allow_redirects=False)
         data = body.get("data") if isinstance(body, dict) and body.get("status") == "OK" else None
         try:
             latest = data["latestVersion"]  # type: ignore[index]

@@ -15,7 +15,8 @@ import requests
 
 from app.errors import Banned, NotFound, ProviderError, SpecError
 from providers.base import SHA1, RepoProvider
-from providers.github import _USER, _observe_rate_limit, check_ref, get_json, git_credential_env, github_headers
+from providers.git_env import credential_env as git_credential_env
+from providers.github import _USER, _observe_rate_limit, check_ref, get_json, github_headers
 
 _GIST_ID = re.compile(r"\A[0-9a-fA-F]{1,64}\Z")
 _LATEST = ("", "HEAD", "master", "main")

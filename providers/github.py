@@ -23,6 +23,7 @@ import requests
 from app.errors import NotFound, ProviderError, RateLimited, SpecError
 from providers.base import SHA1, RepoProvider
 from providers.git import check_text
+from providers.git_env import credential_env as git_credential_env
 
 log = logging.getLogger(__name__)
 
@@ -204,23 +205,6 @@ def github_headers(config: dict[str, Any]) -> tuple[dict[str, str], tuple[str, s
     if config.get("github_client_id") and config.get("github_client_secret"):
         return headers, (str(config["github_client_id"]), str(config["github_client_secret"]))
     return headers, None
-
-
-def git_credential_env(host_url: str, username: str, password: str) -> dict[str, str]:
-    """Environment that makes git (inside repo2docker) log in to ``host_url`` only.
-
-    A credential helper scoped to the host reads the values from two variables,
-    so the secret is never part of a URL, a command line or git's config files.
-    """
-    helper = ('!f() { test "$1" = get && printf "username=%s\\npassword=%s\\n" '
-              '"$GIT_CREDENTIAL_USERNAME" "$GIT_CREDENTIAL_PASSWORD"; }; f')
-    return {
-        "GIT_CONFIG_COUNT": "1",
-        "GIT_CONFIG_KEY_0": f"credential.{host_url.rstrip('/')}.helper",
-        "GIT_CONFIG_VALUE_0": helper,
-        "GIT_CREDENTIAL_USERNAME": username,
-        "GIT_CREDENTIAL_PASSWORD": password,
-    }
 
 
 class GitHubProvider(RepoProvider):

@@ -14,7 +14,8 @@ import requests
 
 from app.errors import ProviderError, SpecError
 from providers.base import SHA1, RepoProvider
-from providers.github import check_ref, get_json, git_credential_env
+from providers.git_env import credential_env as git_credential_env
+from providers.github import check_ref, get_json
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9_.-]+$")
 

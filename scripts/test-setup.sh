@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pair in podman:podman runc:runc docker-registry:docker-registry debootstrap:debootstrap git:git curl:curl chromium:chromium; do
+for pair in podman:podman runc:runc docker-registry:docker-registry debootstrap:debootstrap git:git curl:curl chromium:chromium sshd:openssh-server redis-server:redis-server; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -26,6 +26,14 @@ JUPYTER_IMAGE = "localhost/bindery-jupyter:bookworm"
 # The engine trusts plain HTTP on 5055-5062 (scripts/engine.sh); concurrent runs pick one each.
 REGISTRY_PORT = int(os.environ.get("TEST_REGISTRY_PORT", "5055"))
 
+# Every git server, API replay and registry of the tests listens on loopback, which Bindery refuses
+# by default (app/netguard.py).  The tests allow it explicitly: apps made here read it from the
+# environment, Stacks pass it on to their processes (tests/stack.py), configs loaded with an empty
+# environment add LOOPBACK_ALLOWED.  tests/app/test_netguard.py shows the refusals without it.
+LOOPBACK_NETWORKS = "127.0.0.0/8,::1/128"
+LOOPBACK_ALLOWED = {"allowed_private_networks": LOOPBACK_NETWORKS.split(",")}
+os.environ.setdefault("BINDERY_ALLOWED_PRIVATE_NETWORKS", LOOPBACK_NETWORKS)
+
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
@@ -76,20 +84,30 @@ def launched_containers(engine: docker.DockerClient) -> Iterator[list[str]]:
 
 
 @pytest.fixture(scope="session")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The reference Registry v2 on loopback."""
+def local_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRegistry]:
+    """The reference Registry v2 on loopback (outage tests stop it and start it again)."""
     try:
         server = LocalRegistry(tmp_path_factory.mktemp("registry"), REGISTRY_PORT).start()
     except RuntimeError as exc:
         pytest.fail(str(exc))
-    yield server.url
+    yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def registry(local_registry: LocalRegistry) -> str:
+    """The URL of the reference Registry v2 on loopback."""
+    return local_registry.url
 
 
 @pytest.fixture(scope="module")
 def build_counter(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
     """A repo2docker command that records each run, then runs the real repo2docker."""
-    directory = tmp_path_factory.mktemp("r2d")
+    return counting_repo2docker(tmp_path_factory.mktemp("r2d"))
+
+
+def counting_repo2docker(directory: Path) -> tuple[Path, list[str]]:
+    """(file with one line per run, command): the real repo2docker, each run recorded (tests, bench/)."""
     counter = directory / "runs"
     counter.touch()
     wrapper = directory / "repo2docker"

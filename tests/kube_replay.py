@@ -65,6 +65,9 @@ class KubeReplay:
     def __init__(self) -> None:
         self.queues: dict[tuple[str, str], list[Response]] = {}
         self.requests: list[dict[str, Any]] = []
+        #: (method, path prefix): requests under the prefix get the responses queued for the prefix
+        #: itself (for names Bindery makes up at random, such as a build's Secret)
+        self.prefix_routes: list[tuple[str, str]] = []
         replay = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -78,7 +81,9 @@ class KubeReplay:
                 query = dict(urllib.parse.parse_qsl(parts.query))
                 length = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(length)) if length else None
-                key = (self.command, parts.path + ("?watch" if query.get("watch") in ("true", "True") else ""))
+                path = next((prefix for method, prefix in replay.prefix_routes
+                             if method == self.command and parts.path.startswith(prefix)), parts.path)
+                key = (self.command, path + ("?watch" if query.get("watch") in ("true", "True") else ""))
                 replay.requests.append({"method": self.command, "path": parts.path, "query": query, "body": body})
                 queue = replay.queues.get(key) or []
                 if not queue:

@@ -24,12 +24,18 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class Stack:
-    def __init__(self, directory: Path, settings: dict[str, Any], *, beat: bool = False) -> None:
+    def __init__(self, directory: Path, settings: dict[str, Any], *, beat: bool = False,
+                 redis: Any = None) -> None:
         self.directory = directory
-        self.redis = EmbeddedRedis(directory / "redis")
+        # any server with start(), stop() and url (default: an embedded Redis of its own)
+        self.redis = redis or EmbeddedRedis(directory / "redis")
         self.port = free_port()
+        # Processes read settings from the YAML only (BINDERY_* is not passed on): the loopback
+        # allowance of the test run (tests/conftest.py, bench/_harness.py) goes there.
+        allowed = os.environ.get("BINDERY_ALLOWED_PRIVATE_NETWORKS")
         self.settings = {"port": self.port, "data_dir": str(directory),
-                         "instance_name": f"test-{self.port}", **settings}
+                         "instance_name": f"test-{self.port}",
+                         **({"allowed_private_networks": allowed} if allowed else {}), **settings}
         self.beat = beat
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self._logs: list[Any] = []
@@ -60,11 +66,9 @@ class Stack:
         }
         if self.beat:
             commands["beat"] = [*celery, "beat", "-s", str(self.directory / "beat-schedule")]
-        for role, command in commands.items():
-            log = open(self.directory / f"{role}.log", "wb")
-            self._logs.append(log)
-            self.processes[role] = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log,
-                                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self._env, self._commands = env, commands
+        for role in commands:
+            self._spawn(role)
         try:
             self._wait_ready()
         except BaseException:
@@ -87,6 +91,28 @@ class Stack:
                 return
             time.sleep(0.2)
         raise RuntimeError("stack did not become ready:\n" + "\n".join(self.log(r) for r in self.processes))
+
+    def _spawn(self, role: str) -> None:
+        log = open(self.directory / f"{role}.log", "ab")
+        self._logs.append(log)
+        self.processes[role] = subprocess.Popen(self._commands[role], cwd=ROOT, env=self._env, stdout=log,
+                                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    def stop_role(self, role: str) -> None:
+        """Stop one process as a deploy would (SIGTERM, then SIGKILL after 20 s)."""
+        stop_process(self.processes[role], 20)
+
+    def start_role(self, role: str, timeout: float = 60) -> None:
+        """Start one stopped (or killed) process again with its original command; wait until ready."""
+        assert self.processes[role].poll() is not None, f"{role} is still running"
+        path = self.directory / f"{role}.log"
+        before = path.read_bytes().count(b"ready.")
+        self._spawn(role)
+        deadline = time.monotonic() + timeout
+        while path.read_bytes().count(b"ready.") <= before and role != "web":
+            if self.processes[role].poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{role} did not start again:\n{self.log(role)}")
+            time.sleep(0.1)
 
     def log(self, role: str) -> str:
         return (self.directory / f"{role}.log").read_text(errors="replace")[-5000:]

@@ -2,7 +2,11 @@
 
 The pod runs the repo2docker image with the docker builder's own arguments
 against the node's engine socket (host Docker, a dind or a Podman DaemonSet)
-and pushes the image itself with the mounted push credentials.  Its name comes
+and pushes the image itself with the mounted push credentials.  Repository
+credentials (the provider's clone environment) never sit in the pod spec, where
+anyone allowed to read pods would see them: each build pod gets a Secret of its
+own, named after it plus a random suffix, that its environment refers to and
+that the pod owns (so Kubernetes deletes it with the pod).  Its name comes
 from the build slug and ref, so a second worker that creates the same pod gets
 409 and follows the running build instead of starting another.  The
 ``CoreV1Api`` is handed in; :func:`core_api` makes one lazily per process.
@@ -14,6 +18,7 @@ import hashlib
 import json
 import logging
 import re
+import secrets
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -21,6 +26,7 @@ from typing import Any
 
 from app.errors import BuildError
 from providers.base import RepoProvider, safe_build_slug
+from providers.git_env import SECRET_VARIABLES
 from tasks.backends.docker_builder import _CONTENT_PROVIDERS, _event, repo2docker_command
 
 log = logging.getLogger(__name__)
@@ -35,6 +41,8 @@ CONFIG_DIR = "/etc/bindery-repo2docker"
 SOCKET = "/var/run/docker.sock"
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+#: Seconds an unowned build Secret may live (it gets its owner a moment after it is created).
+ORPHAN_SECRET_AGE = 600
 
 
 def build_pod_name(build_slug: str, ref: str, prefix: str = "build-", limit: int = 63,
@@ -102,16 +110,28 @@ def _affinity(config: dict[str, Any], node: str | None) -> dict[str, Any] | None
     return affinity or None
 
 
+def secret_manifest(name: str, env: dict[str, str]) -> dict[str, Any]:
+    """The Secret holding one build's clone environment (owned by its pod once that exists)."""
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": name, "labels": dict(LABELS)}, "stringData": dict(env)}
+
+
 def pod_manifest(config: dict[str, Any], repo: RepoProvider, launch: dict[str, Any],
-                 node: str | None = None) -> dict[str, Any]:
-    """The build pod, as a plain manifest (what the API gets, and what tests validate)."""
+                 node: str | None = None, secret: str | None = None) -> dict[str, Any]:
+    """The build pod, as a plain manifest (what the API gets, and what tests validate).
+
+    With ``secret`` the credentials in the provider's clone environment are read
+    from that Secret (see :func:`secret_manifest`); the rest is inline.
+    """
     name = build_pod_name(repo.build_slug(), launch["resolved_ref"])
     args = repo2docker_command({**config, "repo2docker_command": config["build_pod_command"]}, repo, launch,
                                f"{CONFIG_DIR}/repo2docker_config.py")
     if config.get("registry_url"):  # the pod pushes; the push step then finds the image stored
         args.insert(args.index("--"), "--push")
     env = [{"name": "DOCKER_HOST", "value": f"unix://{SOCKET}"}, {"name": "GIT_TERMINAL_PROMPT", "value": "0"}]
-    env += [{"name": key, "value": value} for key, value in sorted(repo.repo2docker_env().items())]
+    for key, value in sorted(repo.repo2docker_env().items()):
+        env.append({"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+                   if secret and key in SECRET_VARIABLES else {"name": key, "value": value})
     mounts = [{"name": "engine-socket", "mountPath": SOCKET},
               {"name": "repo2docker-config", "mountPath": CONFIG_DIR, "readOnly": True}]
     volumes: list[dict[str, Any]] = [
@@ -185,12 +205,22 @@ class KubernetesBuilder:
         """Create (or attach to) the build pod, stream its log, and wait for it to finish."""
         from kubernetes.client.exceptions import ApiException
 
-        manifest = pod_manifest(self.config, repo, launch, self._sticky_node(repo.repo_url()))
-        name = manifest["metadata"]["name"]
+        node = self._sticky_node(repo.repo_url())
+        clone_secrets = {key: value for key, value in repo.repo2docker_env().items() if key in SECRET_VARIABLES}
+        name = build_pod_name(repo.build_slug(), launch["resolved_ref"])
+        secret = f"{name}-{secrets.token_hex(4)}" if clone_secrets else None
+        manifest = pod_manifest(self.config, repo, launch, node, secret)
         deadline = time.monotonic() + self.config["build_timeout"]
         try:
             self._ensure_config_map()
-            self._create_or_attach(manifest, launch, emit)
+            if secret:
+                self.api.create_namespaced_secret(self.namespace, secret_manifest(secret, clone_secrets))
+            try:
+                self._create_or_attach(manifest, launch, emit, secret)
+            except ApiException:
+                if secret:  # no pod of ours will own it
+                    self._delete_secret(secret)
+                raise
             tail = self._follow(name, deadline, emit)
             phase, reason = self._wait_done(name, deadline)
             self._delete(name)  # done, failed or timed out: the log is in the events already
@@ -202,24 +232,31 @@ class KubernetesBuilder:
             reason = f"timed out after {self.config['build_timeout']} s"
         raise BuildError(f"Build failed ({reason}). Last lines of the log:\n" + "".join(tail))
 
-    def _create_or_attach(self, manifest: dict[str, Any], launch: dict[str, Any], emit: Emit) -> None:
+    def _create_or_attach(self, manifest: dict[str, Any], launch: dict[str, Any], emit: Emit,
+                          secret: str | None = None) -> None:
         """Create the pod; 409 means another worker runs this build, so follow that one.
 
         A failed pod left by a crashed worker is replaced instead of attached to.
+        The pod created here becomes the owner of ``secret``; when another
+        worker's pod runs the build, ``secret`` is not needed and is deleted.
         """
         from kubernetes.client.exceptions import ApiException
 
         name = manifest["metadata"]["name"]
         for _ in range(2):
             try:
-                self.api.create_namespaced_pod(self.namespace, manifest)
+                created = self.api.create_namespaced_pod(self.namespace, manifest)
                 log.info("build %s: created pod %s/%s", launch["image"], self.namespace, name)
+                if secret:
+                    self._own_secret(secret, name, created.metadata.uid)
                 return
             except ApiException as exc:
                 if exc.status != 409:
                     raise
             existing = self.api.read_namespaced_pod(name, self.namespace)
             if existing.status.phase != "Failed":
+                if secret:
+                    self._delete_secret(secret)
                 emit({"phase": "building", "message": f"Build pod {name} is already running; following it.\n"})
                 return
             self._delete(name)
@@ -318,13 +355,36 @@ class KubernetesBuilder:
             if exc.status != 404:
                 raise
 
-    # --- cleanup -------------------------------------------------------------------------
-    def cleanup(self, max_age: float) -> int:
-        """Delete finished build pods and build pods older than ``max_age``."""
+    def _own_secret(self, secret: str, pod: str, uid: str) -> None:
+        """Make the pod the Secret's owner: Kubernetes' garbage collector deletes it with the pod."""
+        owner = {"apiVersion": "v1", "kind": "Pod", "name": pod, "uid": uid, "blockOwnerDeletion": False}
+        self.api.patch_namespaced_secret(secret, self.namespace, {"metadata": {"ownerReferences": [owner]}})
+
+    def _delete_secret(self, secret: str) -> None:
         from kubernetes.client.exceptions import ApiException
 
-        removed = 0
+        try:
+            self.api.delete_namespaced_secret(secret, self.namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    # --- cleanup -------------------------------------------------------------------------
+    def cleanup(self, max_age: float) -> int:
+        """Delete finished build pods, build pods older than ``max_age``, and orphaned build Secrets.
+
+        A Secret without an owner belongs to a worker that died between creating
+        it and creating its pod; it is left alone for ``ORPHAN_SECRET_AGE`` s.
+        """
+        from kubernetes.client.exceptions import ApiException
+
         now = time.time()
+        for item in self.api.list_namespaced_secret(self.namespace, label_selector=SELECTOR).items:
+            created = item.metadata.creation_timestamp
+            if not item.metadata.owner_references and created is not None \
+                    and now - created.timestamp() > ORPHAN_SECRET_AGE:
+                self._delete_secret(item.metadata.name)
+        removed = 0
         for pod in self.api.list_namespaced_pod(self.namespace, label_selector=SELECTOR).items:
             created = pod.metadata.creation_timestamp
             old = created is not None and now - created.timestamp() > max_age

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from app.config import load_config
+from tests.conftest import LOOPBACK_ALLOWED
 
 RECORDINGS = Path(__file__).parent / "recordings"
 
@@ -37,7 +38,7 @@ def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def make_config() -> Callable[..., dict[str, Any]]:
     """Validated settings (as the app would have them), with overrides."""
-    return lambda **overrides: load_config(overrides, environ={})
+    return lambda **overrides: load_config({**LOOPBACK_ALLOWED, **overrides}, environ={})
 
 
 @pytest.fixture

@@ -1,8 +1,9 @@
 """GitProvider: spec parsing, refusal of unsafe input, and real ``git ls-remote`` resolution.
 
-Resolution runs against a real bare repository served three ways on this machine:
-file:// (with allow_file_urls), a real ``git daemon`` on 127.0.0.1, and git's dumb
-HTTP protocol from python's http.server on 127.0.0.1.
+Resolution runs against a real bare repository served four ways on this machine:
+file:// (with allow_file_urls), a real ``git daemon`` on 127.0.0.1, git's dumb
+HTTP protocol from python's http.server on 127.0.0.1, and smart HTTP from the real
+``git http-backend`` (tests/git_http.py).  ssh and credentials: test_git_access.py.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import providers.git as git_module
 from app.errors import NotFound, ProviderError, SpecError
 from providers import get_provider
 from providers.git import GitProvider, pick_sha
+from tests.git_http import SmartGitServer
 
 
 def spec_for(url: str, ref: str) -> str:
@@ -121,11 +123,20 @@ def test_pick_sha(ref, sha):
 
 # --- real resolution ------------------------------------------------------------------------------
 
-@pytest.fixture(params=["file", "git-daemon", "dumb-http"])
+@pytest.fixture(scope="module")
+def smart_http(bare_repo):
+    """The real ``git http-backend`` (smart HTTP) on loopback serving the same repository."""
+    with SmartGitServer(bare_repo.base) as server:
+        yield server.url
+
+
+@pytest.fixture(params=["file", "git-daemon", "dumb-http", "smart-http"])
 def remote(request, make_config, bare_repo):
     """(url, config) of the same bare repository over each transport."""
     if request.param == "file":
         return bare_repo.path.as_uri(), make_config(allow_file_urls=True, provider_timeout=20)
+    if request.param == "smart-http":
+        return f"{request.getfixturevalue('smart_http')}/{bare_repo.name}", make_config(provider_timeout=20)
     base = request.getfixturevalue("git_daemon" if request.param == "git-daemon" else "dumb_http")
     return f"{base}/{bare_repo.name}", make_config(provider_timeout=20)
 

@@ -26,7 +26,7 @@ from providers import get_provider
 from providers.base import image_name
 from tasks.backends.kubernetes_builder import config_map_manifest, pod_manifest
 from tasks.backends.registry import RegistryClient
-from tests.conftest import BASE_IMAGE, GitServer
+from tests.conftest import BASE_IMAGE, LOOPBACK_ALLOWED, GitServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.engine]
 
@@ -45,7 +45,7 @@ def test_build_pod_builds_and_pushes_through_podman_kube_play(
     clone_url, sha = git_server.make_repo(f"FROM {BASE_IMAGE}\nRUN echo built-{marker} > /built.txt\n")
     host = registry.split("://", 1)[1]
     config = load_config({
-        "builder": "kubernetes", "registry_url": registry, "image_prefix": f"{host}/bindery-kube-",
+        **LOOPBACK_ALLOWED, "builder": "kubernetes", "registry_url": registry, "image_prefix": f"{host}/bindery-kube-",
         "build_pod_image": R2D_IMAGE, "build_pod_engine_socket": docker_host.removeprefix("unix://"),
         "build_timeout": 300,
     }, environ={})

@@ -32,7 +32,9 @@ from tasks.backends.kubernetes_builder import (
     config_map_manifest,
     pod_manifest,
     rendezvous_node,
+    secret_manifest,
 )
+from tests.conftest import LOOPBACK_ALLOWED
 from tests.kube_replay import KubeReplay, Response, pod, status, watch_events
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
@@ -42,7 +44,8 @@ K8S_VERSION = "1.37.0"
 
 
 def _config(**overrides: Any) -> dict[str, Any]:
-    return load_config({"builder": "kubernetes", "kubernetes_namespace": NS, **overrides}, environ={})
+    return load_config({**LOOPBACK_ALLOWED, "builder": "kubernetes", "kubernetes_namespace": NS, **overrides},
+                       environ={})
 
 
 def _repo(config: dict[str, Any]) -> Any:
@@ -173,13 +176,19 @@ def test_minimal_pod_spec_has_no_optional_parts() -> None:
     validate(config_map_manifest(config))
 
 
-def test_credentials_from_the_provider_travel_in_env_not_args() -> None:
+def test_credentials_from_the_provider_travel_in_a_secret_not_the_pod_spec() -> None:
     config = _config(github_token="ghp_secret")
     repo = get_provider("gh", "org/repo/main", config)
-    manifest = pod_manifest(config, repo, _launch(config))
+    manifest = pod_manifest(config, repo, _launch(config), secret="build-x-0a1b2c3d")
     validate(manifest)
-    assert "ghp_secret" not in " ".join(manifest["spec"]["containers"][0]["args"])
-    assert "ghp_secret" not in str(manifest["metadata"])
+    assert "ghp_secret" not in str(manifest), "anyone who may read pods would see it"
+    env = {item["name"]: item for item in manifest["spec"]["containers"][0]["env"]}
+    assert env["GIT_CREDENTIAL_PASSWORD"]["valueFrom"] == {
+        "secretKeyRef": {"name": "build-x-0a1b2c3d", "key": "GIT_CREDENTIAL_PASSWORD"}}
+    assert env["GIT_CONFIG_COUNT"]["value"] == "1"  # the helper's settings are no secret: inline
+    secret = secret_manifest("build-x-0a1b2c3d", {"GIT_CREDENTIAL_PASSWORD": "ghp_secret"})
+    validate(secret)
+    assert secret["metadata"]["labels"]["app.kubernetes.io/component"] == "bindery-build"  # cleanup finds it
 
 
 # --- flows against recorded API responses (replay) ---------------------------------------------
@@ -287,6 +296,63 @@ def test_a_failed_build_pod_fails_the_build_with_its_log(kube: KubeReplay) -> No
     assert len(kube.calls("DELETE", f"/pods/{name}")) == 1
 
 
+SECRETS = f"/api/v1/namespaces/{NS}/secrets"
+
+
+def _token_repo(config: dict[str, Any]) -> Any:
+    return get_provider("gh", "org/repo/main", config)
+
+
+def test_credentials_go_into_a_secret_the_build_pod_owns(kube: KubeReplay) -> None:
+    config = _config(github_token="ghp_secret_token")
+    repo = _token_repo(config)
+    name = build_pod_name(repo.build_slug(), SHA)
+    kube.on("POST", f"/api/v1/namespaces/{NS}/configmaps", Response(201, config_map_manifest(config)))
+    kube.on("POST", SECRETS, Response(201, {"kind": "Secret", "apiVersion": "v1", "metadata": {"name": "s"}}))
+    kube.on("POST", PODS, Response(201, pod(name, "Pending")))
+    kube.on("GET", PODS, Response(200, chunks=watch_events(("ADDED", pod(name, "Succeeded", exit_code=0)))),
+            watch=True)
+    kube.on("GET", f"{PODS}/{name}/log", Response(200, chunks=[b"done\n"], content_type="text/plain"))
+    kube.on("DELETE", f"{PODS}/{name}", Response(200, pod(name, "Succeeded")))
+    kube.on("PATCH", f"{SECRETS}/", Response(200, {"kind": "Secret", "apiVersion": "v1", "metadata": {}}))
+    # the secret's name has a random suffix: answer a PATCH of any secret under the namespace
+    kube.prefix_routes.append(("PATCH", f"{SECRETS}/"))
+    KubernetesBuilder(kube.api(), config).build(repo, _launch(config), lambda event: None)
+
+    (created_secret,) = kube.calls("POST", "/secrets")
+    secret = created_secret["body"]
+    assert secret["metadata"]["name"].startswith(f"{name}-") and secret["type"] == "Opaque"
+    assert "ghp_secret_token" in secret["stringData"].values()
+    (created_pod,) = kube.calls("POST", "/pods")
+    validate(created_pod["body"])
+    assert "ghp_secret_token" not in str(created_pod["body"])
+    env = {item["name"]: item for item in created_pod["body"]["spec"]["containers"][0]["env"]}
+    assert env["GIT_CREDENTIAL_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == secret["metadata"]["name"]
+    (patch,) = kube.calls("PATCH", "/" + secret["metadata"]["name"])
+    (owner,) = patch["body"]["metadata"]["ownerReferences"]
+    assert owner["kind"] == "Pod" and owner["name"] == name and owner["uid"] == f"uid-{name}"
+
+
+def test_attaching_to_a_running_build_deletes_the_unused_secret(kube: KubeReplay) -> None:
+    config = _config(github_token="ghp_secret_token")
+    repo = _token_repo(config)
+    name = build_pod_name(repo.build_slug(), SHA)
+    kube.on("POST", f"/api/v1/namespaces/{NS}/configmaps", Response(201, config_map_manifest(config)))
+    kube.on("POST", SECRETS, Response(201, {"kind": "Secret", "apiVersion": "v1", "metadata": {"name": "s"}}))
+    kube.on("POST", PODS, Response(409, status(409, "AlreadyExists", f'pods "{name}" already exists', name)))
+    kube.on("GET", f"{PODS}/{name}", Response(200, pod(name, "Running")))
+    kube.on("GET", PODS, Response(200, chunks=watch_events(("ADDED", pod(name, "Succeeded", exit_code=0)))),
+            watch=True)
+    kube.on("GET", f"{PODS}/{name}/log", Response(200, chunks=[b"done\n"], content_type="text/plain"))
+    kube.on("DELETE", f"{PODS}/{name}", Response(200, pod(name, "Succeeded")))
+    kube.on("DELETE", f"{SECRETS}/", Response(200, status(200, "Success", "deleted")))
+    kube.prefix_routes.append(("DELETE", f"{SECRETS}/"))
+    KubernetesBuilder(kube.api(), config).build(repo, _launch(config), lambda event: None)
+    (created_secret,) = kube.calls("POST", "/secrets")
+    assert len(kube.calls("DELETE", "/" + created_secret["body"]["metadata"]["name"])) == 1
+    assert not kube.calls("PATCH")
+
+
 def test_api_errors_become_build_errors(kube: KubeReplay) -> None:
     config = _config()
     kube.on("POST", f"/api/v1/namespaces/{NS}/configmaps",
@@ -314,13 +380,29 @@ def test_cleanup_beat_task_deletes_finished_and_old_pods(kube_app: Flask, kube: 
     kube.on("GET", PODS, Response(200, {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items}))
     for name in ("build-done", "build-broken", "build-ancient"):
         kube.on("DELETE", f"{PODS}/{name}", Response(200, pod(name, "Running")))
+
+    def secret(name: str, created: str, owned: bool) -> dict[str, Any]:
+        metadata: dict[str, Any] = {"name": name, "namespace": NS, "creationTimestamp": created}
+        if owned:
+            metadata["ownerReferences"] = [{"apiVersion": "v1", "kind": "Pod", "name": "p", "uid": "u"}]
+        return {"kind": "Secret", "apiVersion": "v1", "metadata": metadata, "type": "Opaque"}
+    kube.on("GET", f"/api/v1/namespaces/{NS}/secrets", Response(200, {
+        "kind": "SecretList", "apiVersion": "v1", "metadata": {}, "items": [
+            secret("build-orphan-1", "2020-01-01T00:00:00Z", False),  # its worker died before the pod
+            secret("build-owned-2", "2020-01-01T00:00:00Z", True),    # goes with its pod
+            secret("build-new-3", "2999-01-01T00:00:00Z", False)]}))  # about to get its owner
+    kube.on("DELETE", f"/api/v1/namespaces/{NS}/secrets/build-orphan-1", Response(200, status(200, "Success", "")))
     with kube_app.app_context():
         assert cleanup_build_pods() == 3
+    (secret_listing,) = kube.calls("GET", "/secrets")
+    assert secret_listing["query"]["labelSelector"] == SELECTOR
+    assert [r["path"].rsplit("/", 1)[1] for r in kube.calls("DELETE") if "/secrets/" in r["path"]] == [
+        "build-orphan-1"]
     (listing,) = kube.calls("GET", "/pods")
     assert listing["query"]["labelSelector"] == SELECTOR
-    assert {r["path"].rsplit("/", 1)[1] for r in kube.calls("DELETE")} == {"build-done", "build-broken",
-                                                                           "build-ancient"}
-    assert all(r["query"].get("gracePeriodSeconds") == "0" for r in kube.calls("DELETE"))
+    assert {r["path"].rsplit("/", 1)[1] for r in kube.calls("DELETE", "") if "/pods/" in r["path"]} == {
+        "build-done", "build-broken", "build-ancient"}
+    assert all(r["query"].get("gracePeriodSeconds") == "0" for r in kube.calls("DELETE") if "/pods/" in r["path"])
 
 
 def test_two_settings_switch_the_backends(kube_app: Flask) -> None:
