@@ -18,7 +18,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.config["BINDERY"] = load_config(overrides)
     configure_logging(app.config["BINDERY"])
 
-    from app import build_api, build_logs, errors_view, health, metrics, pages, where_api
+    from app import build_api, build_logs, errors_view, health, metrics, pages, request_limits, where_api
     from app.extensions import engine, events, redis_client
     from app.repoproviders import bp as repoproviders_bp
 
@@ -27,6 +27,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(events)
     celery_init_app(app)
     errors_view.init_app(app)
+    request_limits.init_app(app)
     app.register_blueprint(build_api.bp)
     app.register_blueprint(pages.bp)
     app.register_blueprint(where_api.bp)

@@ -12,6 +12,7 @@ import docker
 import redis
 from flask import Flask, current_app
 
+from app.errors import EngineUnreachable
 from app.sse import EventStream
 
 
@@ -28,7 +29,7 @@ class RedisClient:
         # a launch worker may hold one per greenlet while it waits on a shared build.
         pool = redis.BlockingConnectionPool.from_url(
             url, max_connections=max(64, settings["launch_concurrency"] + 16), timeout=20, decode_responses=True,
-            health_check_interval=30, socket_keepalive=True,
+            health_check_interval=30, socket_keepalive=True, **redis_retry(settings["redis_retry_seconds"]),
         )
         app.extensions["bindery.redis"] = redis.Redis(connection_pool=pool)
 
@@ -47,9 +48,31 @@ class EngineClient:
     def client(self) -> docker.DockerClient:
         slot: dict[str, Any] = current_app.extensions["bindery.engine"]
         if slot["client"] is None:
-            slot["client"] = docker.DockerClient(base_url=engine_url(current_app.config["BINDERY"]),
-                                                 timeout=120)
+            url = engine_url(current_app.config["BINDERY"])
+            try:
+                slot["client"] = docker.DockerClient(base_url=url, timeout=120)
+            except docker.errors.DockerException as exc:  # it asks the engine its API version
+                raise engine_unreachable(url, exc) from exc
         return slot["client"]
+
+
+def engine_unreachable(url: str, exc: BaseException) -> EngineUnreachable:
+    """The one message for an engine that does not answer, naming it (never its credentials)."""
+    from providers.base import redact_url
+
+    return EngineUnreachable(f"The container engine at {redact_url(url)} is unreachable "
+                             f"({type(exc).__name__}); please try again later.")
+
+
+def redis_retry(seconds: float) -> dict[str, Any]:
+    """Connection options that ride out a Redis restart of up to ``seconds`` (then the error surfaces)."""
+    from redis.backoff import ExponentialBackoff
+    from redis.retry import Retry
+
+    # 0.1, 0.2, 0.4, 0.8, then 1 s apart
+    retries = 0 if seconds <= 0 else 4 + max(0, int(seconds - 1.5))
+    return {"retry": Retry(ExponentialBackoff(cap=1.0, base=0.05), retries),
+            "retry_on_error": [redis.ConnectionError, redis.TimeoutError]}
 
 
 def engine_url(config: dict[str, Any]) -> str:

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import urllib.parse
 from importlib import metadata
 
-from flask import Blueprint, current_app, redirect, render_template, request, send_from_directory
+import redis
+from flask import Blueprint, current_app, make_response, redirect, render_template, request, send_from_directory
 from flask.typing import ResponseReturnValue
+from werkzeug.http import HTTP_STATUS_CODES
 
+from app import build_tokens, request_limits
+from app.errors import BinderyError
+from app.network_bans import check_client_allowed
 from app.rawpath import raw_spec
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("pages", __name__)
 
@@ -20,11 +28,34 @@ def index() -> ResponseReturnValue:
     return render_template("index.html")
 
 
+def _error_page(error: BinderyError) -> ResponseReturnValue:
+    code = error.status_code
+    return render_template("error.html", code=code, name=HTTP_STATUS_CODES.get(code, "Error"),
+                           description=error.message), code
+
+
+def _build_token(provider: str, spec: str) -> str | None:
+    """The page's build token; without Redis the page still works, its launch is rate limited."""
+    try:
+        return build_tokens.issue(provider, spec)
+    except redis.RedisError as exc:
+        log.warning("could not issue a build token (%s)", type(exc).__name__)
+        return None
+
+
 @bp.route("/v2/<provider>/<path:spec>")
 def loading(provider: str, spec: str) -> ResponseReturnValue:
     spec = raw_spec(f"/v2/{provider}/", spec)
-    return render_template("loading.html", provider=provider, spec=spec,
-                           display=urllib.parse.unquote(spec))
+    try:
+        request_limits.check_spec(spec)
+        check_client_allowed()
+    except BinderyError as error:
+        return _error_page(error)
+    response = make_response(render_template("loading.html", provider=provider, spec=spec,
+                                             display=urllib.parse.unquote(spec),
+                                             build_token=_build_token(provider, spec)))
+    response.headers["Cache-Control"] = "no-store"  # the token is for this client, and expires
+    return response
 
 
 @bp.route("/about")

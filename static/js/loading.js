@@ -224,6 +224,8 @@ function start() {
   if (params.get("build_only")) query.set("build_only", params.get("build_only"));
   const resume = storage()?.getItem(storageKey);
   if (resume) query.set("lastEventId", resume);
+  // This page's build token: launches from Bindery's own page skip the per-address rate limit.
+  if (config.buildToken) query.set("build_token", config.buildToken);
   const qs = query.toString();
   source = new EventSource(`/build/${config.provider}/${config.spec}${qs ? `?${qs}` : ""}`);
   source.onmessage = (message) => {
