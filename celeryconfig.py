@@ -6,7 +6,7 @@ from typing import Any
 
 imports = (
     "tasks.resolve_ref", "tasks.check_registry", "tasks.build", "tasks.push",
-    "tasks.launch", "tasks.attach", "tasks.cleanup", "tasks.cleanup_build_pods",
+    "tasks.launch", "tasks.attach", "tasks.cleanup", "tasks.cleanup_build_pods", "tasks.abandon",
 )
 
 # Builds run on their own prefork queue so long builds never starve launches;
@@ -33,20 +33,33 @@ worker_send_task_events = True
 task_send_sent_event = False
 
 
+def abandon_check_interval(timeout: float) -> float:
+    """Beat period of the abandoned-launch check: a sixth of the timeout, between 1 and 10 s."""
+    return min(10.0, max(1.0, timeout / 6))
+
+
 def from_settings(settings: dict[str, Any]) -> dict[str, Any]:
     """Settings derived from Bindery's validated config."""
     return {
         "broker_url": settings["redis_url"],
-        # Longer than any build, so a running build is never delivered twice.
+        # Longer than any build, so a running build is never delivered twice.  A launch-only
+        # worker uses a short, renewed one instead (tasks/worker_lease.py).
         "broker_transport_options": {
             "visibility_timeout": settings["build_timeout"] + 300,
             # Every greenlet of the launch worker may ack or publish at once (kombu's default is 10).
             "max_connections": settings["launch_concurrency"] + 32,
         },
         "broker_pool_limit": settings["launch_concurrency"] + 32,
+        # Queueing a launch rides out a Redis restart as long as our own Redis commands do.
+        "task_publish_retry_policy": {"max_retries": int(settings["redis_retry_seconds"]) + 2,
+                                      "interval_start": 0, "interval_step": 0.5, "interval_max": 1.0},
         "beat_schedule": {
             "cleanup-servers": {"task": "bindery.cleanup_servers",
                                 "schedule": float(settings["cleanup_interval"])},
+            # Launches nobody reads are cancelled (tasks/abandon.py).
+            **({"abandon-launches": {"task": "bindery.abandon_launches",
+                                     "schedule": abandon_check_interval(settings["abandon_timeout"])}}
+               if settings["abandon_timeout"] else {}),
             **({"cleanup-build-pods": {"task": "bindery.cleanup_build_pods",
                                        "schedule": float(settings["cleanup_interval"])}}
                if settings["builder"] == "kubernetes" else {}),

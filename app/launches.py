@@ -9,6 +9,10 @@ from flask import current_app
 
 from app.extensions import events, redis_client
 
+#: Launches that may still be running, scored by when they were last known to be watched
+#: (tasks/abandon.py cancels those nobody reads any more).
+ACTIVE_KEY = "bindery:launches:active"
+
 
 def _meta_key(launch_id: str) -> str:
     return f"bindery:launch:{launch_id}"
@@ -19,12 +23,18 @@ def start(provider: str, spec: str, *, build_only: bool, origin: str) -> str:
     from tasks.chain import launch_chain
 
     launch_id = uuid.uuid4().hex
-    ttl = current_app.config["BINDERY"]["event_ttl"]
-    redis_client.client.set(_meta_key(launch_id), f"{provider}/{spec}", ex=ttl)
+    settings = current_app.config["BINDERY"]
+    ttl, now = settings["event_ttl"], time.time()
+    pipe = redis_client.client.pipeline(transaction=False)
+    pipe.set(_meta_key(launch_id), f"{provider}/{spec}", ex=ttl)
+    if settings["abandon_timeout"]:
+        pipe.zadd(ACTIVE_KEY, {launch_id: now})
+        pipe.zremrangebyscore(ACTIVE_KEY, "-inf", now - ttl)  # bounded even if beat never runs
+    pipe.execute()
     events.publish({"phase": "waiting", "message": "Waiting for a worker to pick up the launch...\n"},
                    channel=launch_id)
     launch_chain({"id": launch_id, "provider": provider, "spec": spec, "build_only": build_only,
-                  "origin": origin, "created": time.time()}).apply_async()
+                  "origin": origin, "created": now}).apply_async()
     return launch_id
 
 

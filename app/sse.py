@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 TERMINAL_PHASES = frozenset({"ready", "failed"})
 KEEPALIVE = ":keepalive\n\n"
+# Seconds after which an idle stream re-reads its channel even without a wake-up.
+SAFETY_READ_SECONDS = 30.0
 NOTIFY_PATTERN = "bindery:notify:*"
 _EVENT_ID = re.compile(r"^([0-9a-f]{32})_(\d{1,20}-\d{1,20})$")
 
@@ -36,6 +38,11 @@ def stream_key(channel: str) -> str:
 
 def notify_key(channel: str) -> str:
     return f"bindery:notify:{channel}"
+
+
+def reader_key(channel: str) -> str:
+    """When a client last read the channel (tasks/abandon.py cancels launches nobody reads)."""
+    return f"bindery:reader:{channel}"
 
 
 def parse_event_id(value: str | None) -> tuple[str, str] | None:
@@ -79,12 +86,15 @@ class _Notifier:
         prefix = len(NOTIFY_PATTERN) - 1
         while True:
             try:
-                pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+                pubsub = self._client.pubsub()
                 pubsub.psubscribe(NOTIFY_PATTERN)
-                self._wake(None)  # anything published while we were away is re-read from the streams
                 for message in pubsub.listen():
                     if message["type"] == "pmessage":
                         self._wake(message["channel"][prefix:])
+                    elif message["type"] == "psubscribe":
+                        # (re)subscribed, also after redis-py reconnected by itself when Redis
+                        # restarted: anything published while we were away is re-read from the streams
+                        self._wake(None)
             except redis.RedisError as exc:
                 log.warning("event notifier lost Redis (%s); reconnecting", type(exc).__name__)
                 self._wake(None)
@@ -133,6 +143,16 @@ class EventStream(ServerSentEventsBlueprint):
         return bool(last) and last[0][0] == entry_id and \
             json.loads(last[0][1]["data"]).get("phase") in TERMINAL_PHASES
 
+    def _mark_read(self, channel: str) -> None:
+        """Someone reads this channel now: one SET per stream per keepalive, best effort."""
+        settings = current_app.config["BINDERY"]
+        if settings["abandon_timeout"]:
+            try:
+                self.redis.set(reader_key(channel), f"{time.time():.3f}",
+                               ex=int(settings["abandon_timeout"] + settings["keepalive_interval"]) + 5)
+            except redis.RedisError as exc:
+                log.warning("could not record a reader of %s (%s)", channel, type(exc).__name__)
+
     def _notifier(self) -> _Notifier:
         """The app's listener, started by the first stream (never at import or start-up)."""
         with self._notifier_lock:
@@ -147,18 +167,26 @@ class EventStream(ServerSentEventsBlueprint):
         idle_limit = settings["stream_idle_timeout"]
         if after != "0-0" and self._ended_at(channel, after):
             return  # a client reconnecting after the last event: nothing more will come
+        self._mark_read(channel)
+        # The reader mark need only be fresh well within abandon_timeout, not at every keepalive.
+        mark_every = max(interval, settings["abandon_timeout"] / 4)
         notifier = self._notifier()
         waiter = notifier.register(channel)
         try:
-            last_event = last_keepalive = time.monotonic()
+            last_event = last_keepalive = last_read = marked = time.monotonic()
+            woken = True
             while True:
-                waiter.clear()
-                for entry_id, data in self.read(channel, after):
-                    after = entry_id
-                    last_event = time.monotonic()
-                    yield Message(data, id=f"{channel}_{entry_id}")
-                    if data.get("phase") in TERMINAL_PHASES:
-                        return
+                # Read only when woken (or now and then, in case a wake-up was lost): a stream's
+                # keepalive then costs no Redis round trip.
+                if woken or time.monotonic() - last_read >= SAFETY_READ_SECONDS:
+                    waiter.clear()
+                    last_read = time.monotonic()
+                    for entry_id, data in self.read(channel, after):
+                        after = entry_id
+                        last_event = time.monotonic()
+                        yield Message(data, id=f"{channel}_{entry_id}")
+                        if data.get("phase") in TERMINAL_PHASES:
+                            return
                 now = time.monotonic()
                 if now - last_event > idle_limit:
                     if not self.exists(channel):
@@ -168,8 +196,11 @@ class EventStream(ServerSentEventsBlueprint):
                     last_event = now  # quiet but alive (e.g. queued behind other builds)
                 if now - last_keepalive >= interval:
                     last_keepalive = now
+                    if now - marked >= mark_every:
+                        marked = now
+                        self._mark_read(channel)
                     yield KEEPALIVE
-                waiter.wait(timeout=max(0.0, last_keepalive + interval - time.monotonic()))
+                woken = waiter.wait(timeout=max(0.0, last_keepalive + interval - time.monotonic()))
         finally:
             notifier.unregister(channel, waiter)
 

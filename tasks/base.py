@@ -28,6 +28,9 @@ class BinderyTask(celery.Task):
 
     acks_late = True
     reject_on_worker_lost = True
+    #: Runs on the launch queue: skipped once its launch has ended (cancelled, ready), and
+    #: counted when delivered again after its worker died (tasks/worker_lease.py).
+    launch_queue_step = True
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         app = self.app.flask_app  # type: ignore[attr-defined]
@@ -35,27 +38,32 @@ class BinderyTask(celery.Task):
         ids = (launch["id"], launch.get("image")) if launch else (None, None)
         with app.app_context(), launch_context(*ids):
             try:
+                if launch and self.launch_queue_step:
+                    from tasks.worker_lease import may_run
+
+                    if not may_run(self.request, launch):
+                        return None
                 return super().__call__(*args, **kwargs)
             except (Retry, Ignore, Reject):
                 raise
             except BinderyError as error:
                 log.info("launch %s failed in %s: %s", launch and launch["id"], self.name, error.message)
                 if launch:
-                    launch_failed(launch, error, *self.extra_failure_channels(launch))
+                    self.report_failure(launch, error)
                 return None
             except Exception as exc:
                 # Steps may run inside one another (tasks.chain.proceed): report once, innermost.
                 if launch and not getattr(exc, "bindery_reported", False):
                     log.exception("launch %s: unexpected error in %s", launch["id"], self.name)
-                    launch_failed(launch, BinderyError(
+                    self.report_failure(launch, BinderyError(
                         f"Internal error in step {self.name.rsplit('.', 1)[-1]}; it has been logged. "
-                        "Please try again."), *self.extra_failure_channels(launch))
+                        "Please try again."))
                     exc.bindery_reported = True  # type: ignore[attr-defined]
                 raise
 
-    def extra_failure_channels(self, launch: dict[str, Any]) -> tuple[str, ...]:
-        """Channels besides the launch's own that relay this step's failure (a shared build's)."""
-        return ()
+    def report_failure(self, launch: dict[str, Any], error: BinderyError) -> None:
+        """How this step's failure reaches the user: by default the launch ends ``failed``."""
+        launch_failed(launch, error)
 
 
 def fail(error: BinderyError, *channels: str) -> None:

@@ -4,7 +4,9 @@ The web queues only the first step.  Steps that share the gevent ``launch``
 queue hand over to the next one in the same worker (a queue hop costs more CPU
 than a cached launch's own work); a hop to the ``build`` queue is a real Celery
 chain, build → push → launch.  So a cached launch is one message, and never
-queues a build or a push.
+queues a build or a push.  The build chain ends at the image: the launches
+waiting for it (tasks/attach.py) launch, so a re-delivered build step never
+starts a server.
 """
 
 from __future__ import annotations
@@ -27,10 +29,8 @@ def proceed(step: Task, launch: dict[str, Any]) -> Any:
 
 
 def build_chain(launch: dict[str, Any], *, push: bool) -> Signature:
-    """build → (push) → launch; push only when there is a registry to push to."""
+    """build → (push); push only when there is a registry to push to."""
     from tasks.build import build
-    from tasks.launch import launch as launch_step
     from tasks.push import push as push_step
 
-    steps = [build.s(launch)] + ([push_step.s()] if push else []) + [launch_step.s()]
-    return chain(*steps)
+    return chain(build.s(launch), push_step.s()) if push else build.s(launch)

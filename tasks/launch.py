@@ -14,6 +14,7 @@ from app.extensions import events, redis_client
 from app.metrics import metrics
 from providers import get_provider
 from tasks import backends, timings
+from tasks.abandon import CANCELLED, claim_end, ended, stop_servers
 from tasks.base import record_launch
 
 log = logging.getLogger(__name__)
@@ -37,18 +38,30 @@ def ready_event(launch: dict[str, Any], url: str, token: str) -> dict[str, Any]:
 def launch(launch: dict[str, Any]) -> None:
     channel = launch["id"]
     if launch["build_only"]:
-        events.publish({"phase": "ready", "message": "Image built; not launching (build_only).\n",
-                        "imageName": launch["image"]}, channel=channel)
+        if claim_end(channel, "ready"):
+            events.publish({"phase": "ready", "message": "Image built; not launching (build_only).\n",
+                            "imageName": launch["image"]}, channel=channel)
         return
     config = current_app.config["BINDERY"]
     events.publish({"phase": "launching", "message": "Launching server...\n"}, channel=channel)
     figures = metrics()
     figures.inprogress_launches.inc()
     started = time.monotonic()
+    launcher = backends.launcher(config)
     try:
-        url, token = backends.launcher(config).launch(launch, lambda event: events.publish(event, channel=channel))
+        url, token = launcher.launch(launch, lambda event: events.publish(event, channel=channel))
+    except Exception:
+        if ended(channel) != CANCELLED:
+            raise
+        url = token = ""  # cancelled while starting (tasks/abandon.py removed the server under us)
     finally:
         figures.inprogress_launches.dec()
+    if not url or not claim_end(channel, "ready"):
+        # Cancelled while the server started: nobody will use it, and the sweep may have run
+        # before it existed, so remove it here.
+        log.info("launch %s was cancelled while its server started; removing it", channel)
+        stop_servers(channel)
+        return
     events.publish(ready_event(launch, url, token), channel=channel)
     timings.record("launch", launch["repo_url"], time.monotonic() - started)
     log.info("server ready at %s", url)

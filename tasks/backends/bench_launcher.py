@@ -22,6 +22,9 @@ class BenchLauncher:
             time.sleep(self.delay)
         return f"http://127.0.0.1:9/bench/{launch['id']}/", secrets.token_hex(16)
 
+    def stop(self, launch_id: str) -> int:
+        return 0
+
     def cleanup(self, max_age: float) -> int:
         return 0
 

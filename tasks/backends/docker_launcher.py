@@ -107,6 +107,14 @@ class DockerLauncher:
     # --- launch --------------------------------------------------------------------------
     def launch(self, launch: dict[str, Any], emit: Emit) -> tuple[str, str]:
         """Start the server and return (url, token) once it answers."""
+        try:
+            return self._launch(launch, emit)
+        except (requests.ConnectionError, requests.Timeout) as exc:  # the engine itself is away
+            from app.extensions import engine_unreachable, engine_url
+
+            raise engine_unreachable(engine_url(self.config), exc) from exc
+
+    def _launch(self, launch: dict[str, Any], emit: Emit) -> tuple[str, str]:
         for stale in self._containers(f"{LABEL}={launch['id']}"):  # a re-run after a crash
             stale.remove(force=True)
         self.check_quota(launch["repo_url"], launch.get("quota"))
@@ -156,6 +164,27 @@ class DockerLauncher:
     # --- cleanup -------------------------------------------------------------------------
     def _containers(self, label: str = LABEL) -> list[Any]:
         return self.client.containers.list(all=True, filters={"label": [label, self._mine]})
+
+    def stop(self, launch_id: str) -> int:
+        """Remove the launch's server (cancelled or given up); returns how many were removed."""
+        removed = 0
+        # One list call (no inspect per container): the launch's own step may remove it meanwhile.
+        for found in self.client.api.containers(all=True, filters={"label": [f"{LABEL}={launch_id}", self._mine]}):
+            try:
+                self.client.api.remove_container(found["Id"], force=True)
+            except docker.errors.APIError as exc:
+                if self._exists(found["Id"]):
+                    raise
+                log.info("server of launch %s already gone (%s)", launch_id, exc.status_code)
+                continue
+            port = (found.get("Labels") or {}).get("org.bindery.port")
+            if port:
+                self.redis.delete(f"bindery:port:{port}")
+            removed += 1
+        return removed
+
+    def _exists(self, container_id: str) -> bool:
+        return bool(self.client.api.containers(all=True, filters={"id": container_id}))
 
     def cleanup(self, max_age: float) -> int:
         """Remove stopped servers and servers older than ``max_age``; free their ports."""

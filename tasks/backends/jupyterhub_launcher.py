@@ -72,6 +72,10 @@ class JupyterHubLauncher:
         return [server for user in users if user["name"].startswith(self.config["hub_user_prefix"])
                 for server in (user.get("servers") or {}).values()]
 
+    def ping(self) -> None:
+        """Raises LaunchError when the hub's API does not answer (for /health)."""
+        self._call("GET", "/", timeout=10)
+
     def running(self) -> int:
         """Servers running or starting (for /health's quota check)."""
         return len(self._servers())
@@ -191,11 +195,21 @@ class JupyterHubLauncher:
             log.warning("could not delete hub user %s: %s", username, exc.message)
 
     # --- cleanup -------------------------------------------------------------------------
+    def _users(self) -> list[dict[str, Any]]:
+        users = self._call("GET", "/users?limit=10000").json()
+        return users.get("items", []) if isinstance(users, dict) else users
+
+    def stop(self, launch_id: str) -> int:
+        """Delete the launch's users (and so their servers): cancelled or given up."""
+        prefix = f"{self.config['hub_user_prefix']}{launch_id[:12]}-"
+        names = [user["name"] for user in self._users() if user["name"].startswith(prefix)]
+        for name in names:
+            self._delete_user(name)
+        return len(names)
+
     def cleanup(self, max_age: float) -> int:
         """Delete Bindery's users whose server stopped, or that are older than ``max_age``."""
-        users = self._call("GET", "/users?limit=10000").json()
-        if isinstance(users, dict):
-            users = users.get("items", [])
+        users = self._users()
         removed = 0
         now = time.time()
         for user in users:

@@ -91,3 +91,23 @@ def test_expired_launch_ends_the_stream_with_failed(redis_server: EmbeddedRedis)
         events.redis.delete(f"bindery:events:{channel}")  # what an expired TTL leaves
         seen = [m for m in events.messages(channel, first) if isinstance(m, Message)]
     assert seen[-1].data["phase"] == "failed" and seen[-1].data["status_code"] == 410
+
+
+def test_quiet_stream_keepalives_cost_no_stream_reads(redis_server: EmbeddedRedis) -> None:
+    """Keepalives come from the process, not from Redis: a stream nobody publishes to is not re-read."""
+    app = _app(redis_server, keepalive_interval=0.05)
+    channel = uuid.uuid4().hex
+
+    def xranges() -> int:
+        stats = app.extensions["bindery.redis"].info("commandstats")
+        return int(stats.get("cmdstat_xrange", {}).get("calls", 0))
+
+    with app.app_context():
+        events.publish({"phase": "waiting", "message": "w"}, channel=channel)
+        stream = events.messages(channel)
+        assert isinstance(next(stream), Message)
+        before = xranges()
+        assert all(next(stream) == KEEPALIVE for _ in range(10))
+        assert xranges() - before <= 1  # other tests' streams may share this Redis; 10 would mean one per keepalive
+        events.publish({"phase": "ready", "message": "done"}, channel=channel)
+        assert [m.data["phase"] for m in stream if isinstance(m, Message)] == ["ready"]

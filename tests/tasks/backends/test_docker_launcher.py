@@ -91,6 +91,24 @@ def test_cleanup_removes_stopped_and_too_old_servers_only(
     assert old.id not in remaining and stopped.id not in remaining
 
 
+def test_stop_removes_only_that_launch_s_server_and_frees_its_port(
+        app: Flask, engine: docker.DockerClient, started: list[Any]) -> None:
+    launch_id = uuid.uuid4().hex
+    mine = engine.containers.run(JUPYTER_IMAGE, ["sleep", "300"], detach=True, network_mode="host", labels={
+        LABEL: launch_id, INSTANCE: app.config["BINDERY"]["instance_name"], "org.bindery.port": "19677"})
+    other = _sleeper(engine, app, "http://127.0.0.1:1/stop.git", time.time())
+    started.extend([mine, other])
+    launcher = DockerLauncher(engine, app.config["BINDERY"])
+    with app.app_context():
+        client = app.extensions["bindery.redis"]
+        client.set("bindery:port:19677", launch_id)
+        assert launcher.stop(launch_id) == 1
+        assert launcher.stop(launch_id) == 0, "nothing left to stop"
+        assert client.get("bindery:port:19677") is None
+    remaining = {c.id for c in engine.containers.list(all=True, filters={"label": [LABEL]})}
+    assert mine.id not in remaining and other.id in remaining
+
+
 def test_server_command_sets_port_and_idle_shutdown(app: Flask, engine: docker.DockerClient) -> None:
     command = DockerLauncher(engine, {**app.config["BINDERY"], "launch_idle_timeout": 300})._command(19650)
     assert command[:2] == ["jupyter", "server"]

@@ -210,6 +210,20 @@ def test_launch_through_the_hub_ends_ready_and_the_token_opens_the_server(
     assert launcher._servers() == []
 
 
+def test_stop_deletes_the_launch_s_user_and_server_only(hub: Hub, hub_users: None) -> None:
+    """A cancelled launch (tasks/abandon.py) leaves no hub user behind; others' stay."""
+    launcher = JupyterHubLauncher(_config(hub))
+    launch = _launch(JUPYTER_IMAGE)
+    launcher.launch(launch, lambda event: None)
+    assert launcher.stop(secrets.token_hex(16)) == 0
+    assert launcher.running() == 1
+    assert launcher.stop(launch["id"]) == 1
+    assert launcher._servers() == []
+    headers = {"Authorization": f"token {hub.token}"}
+    users = requests.get(f"{hub.url}hub/api/users", headers=headers, timeout=10).json()
+    assert [u["name"] for u in users if u["name"].startswith("binder-")] == []
+
+
 def test_a_failing_spawn_is_retried_with_new_users_then_reported_with_the_hubs_reason(
         hub: Hub, hub_users: None) -> None:
     config = _config(hub, hub_launch_retries=1, hub_retry_delay=0.2)
