@@ -4,6 +4,13 @@
 ``service``/``ok``), 503 when a check fails.  Results are cached for
 ``health_cache_seconds`` so frequent probes do not hammer Redis, the registry
 or the engine.
+
+The GitHub API is someone else's service and costs rate limit, so it is not
+probed on every check: a resolve that could not reach it (or was refused)
+marks an outage in Redis, and only while that mark stands does ``/health`` ask
+GitHub's ``/rate_limit`` (which does not count against the limit) whether it
+is back; a good answer clears the mark.  The chart's probes use ``/versions``,
+so an outage elsewhere never takes Bindery's pods out of service.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from flask import Blueprint, current_app, jsonify
 from flask.typing import ResponseReturnValue
 
 from app.extensions import redis_client
+from providers.github import github_headers
 from tasks import backends
 
 bp = Blueprint("health", __name__)
@@ -25,6 +33,18 @@ bp = Blueprint("health", __name__)
 VERSION = "0.1.0"
 _cache: dict[str, Any] = {"at": 0.0, "result": None}
 _cache_lock = threading.Lock()
+OUTAGE_KEY = "bindery:outage:{}"
+OUTAGE_SECONDS = 3600
+
+
+def mark_outage(prefix: str) -> None:
+    """Remember that a provider's API failed, so ``/health`` checks it until it answers again."""
+    redis_client.client.set(OUTAGE_KEY.format(prefix), "1", ex=OUTAGE_SECONDS)
+
+
+def clear_outage(prefix: str) -> None:
+    """A provider's API answered: whatever outage was marked is over."""
+    redis_client.client.delete(OUTAGE_KEY.format(prefix))
 
 
 @bp.route("/versions")
@@ -59,6 +79,17 @@ def _quota(config: dict[str, Any]) -> dict[str, Any]:
     return {"servers": servers, "builds": builds, "quota": quota or None, "ok": not quota or servers < quota}
 
 
+def _github(config: dict[str, Any]) -> dict[str, Any]:
+    if not redis_client.client.exists(OUTAGE_KEY.format("gh")):
+        return {}
+    headers, auth = github_headers(config)
+    url = f"{str(config['github_api_url']).rstrip('/')}/rate_limit"
+    if requests.get(url, headers=headers, auth=auth, timeout=config["provider_timeout"]).status_code != 200:
+        return {"ok": False}
+    clear_outage("gh")
+    return {}
+
+
 def run_checks() -> dict[str, Any]:
     config = current_app.config["BINDERY"]
     checks = [
@@ -67,6 +98,8 @@ def run_checks() -> dict[str, Any]:
         _check("Launcher", lambda: backends.launcher(config).ping()),
         _check("Server quota", lambda: _quota(config)),
     ]
+    if "gh" in config["enabled_providers"]:
+        checks.append(_check("GitHub API", lambda: _github(config)))
     return {"ok": all(check["ok"] for check in checks), "checks": checks}
 
 

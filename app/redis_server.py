@@ -50,12 +50,16 @@ class EmbeddedRedis:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    def command(self) -> list[str]:
+        """The server's command line (a subclass may run another redis-server)."""
+        return [redis_executable(), "--bind", "127.0.0.1", "--port", str(self.port),
+                "--dir", str(self.directory.resolve()), "--appendonly", "yes", "--save", "60 1",
+                "--daemonize", "no", "--maxclients", "20000", "--logfile", "redis.log"]
+
     def start(self, timeout: float = 10.0) -> EmbeddedRedis:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
-            [redis_executable(), "--bind", "127.0.0.1", "--port", str(self.port),
-             "--dir", str(self.directory.resolve()), "--appendonly", "yes", "--save", "60 1",
-             "--daemonize", "no", "--maxclients", "20000", "--logfile", "redis.log"],
+            self.command(),
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C reaches the runner, which stops Redis last
         )
@@ -67,7 +71,7 @@ class EmbeddedRedis:
                 return self
             except redis.ConnectionError as exc:
                 if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"embedded Redis did not start; see {self.directory}/redis.log") from exc
+                    raise RuntimeError(f"{self.command()[0]} did not start; see {self.directory}/redis.log") from exc
                 time.sleep(0.05)
 
     def stop(self) -> None:

@@ -1,7 +1,10 @@
 """Step 3: build the image with repo2docker, holding the image's build lock.
 
-Every event goes to the launch that owns the build and to the build's shared
-channel, which launches waiting on the same image read from its first line.
+Build steps publish only to the build's shared channel.  Every launch waiting
+for the image, the one that queued the build included, follows that channel
+(tasks/attach.py) and launches on ``built``; so when a build worker dies, a
+re-delivered build or a rebuild after the lock expires reaches them all, and a
+re-run step never launches a second server.
 """
 
 from __future__ import annotations
@@ -14,30 +17,32 @@ from celery.exceptions import Ignore
 from flask import current_app
 
 from app.build_logs import BuildLog
-from app.errors import BuildError
+from app.errors import BinderyError, BuildError
 from app.extensions import engine, events, redis_client
 from app.metrics import metrics
 from providers import get_provider
 from tasks import backends, last_good, timings
-from tasks.base import BinderyTask, fail, launch_failed
+from tasks.base import BinderyTask, fail
 from tasks.channels import build_channel
 from tasks.lock import BuildLock
 
 
 class BuildStep(BinderyTask):
-    """A step that works for everyone waiting on the build: failures reach its channel too."""
+    """A step that works for everyone waiting on the build: its failure goes to the build's channel."""
 
-    def extra_failure_channels(self, launch: dict[str, Any]) -> tuple[str, ...]:
-        return (build_channel(launch["build_id"]),) if launch.get("build_id") else ()
+    launch_queue_step = False  # runs even if the launch that queued it was cancelled: others wait on it
 
-
-def channels(launch: dict[str, Any]) -> tuple[str, str]:
-    return (launch["id"], build_channel(launch["build_id"]))
+    def report_failure(self, launch: dict[str, Any], error: BinderyError) -> None:
+        if launch.get("build_id"):
+            BuildLock(redis_client.client, launch["image"]).release(launch["build_id"])
+            fail(error, build_channel(launch["build_id"]))
+        else:
+            super().report_failure(launch, error)
 
 
 def publish_all(launch: dict[str, Any], event: dict[str, Any]) -> None:
-    for channel in channels(launch):
-        events.publish(event, channel=channel)
+    """An event for everyone following the build (the launches relay it to their own channels)."""
+    events.publish(event, channel=build_channel(launch["build_id"]))
 
 
 def finish_build(launch: dict[str, Any]) -> None:
@@ -52,14 +57,11 @@ def build_log(launch: dict[str, Any]) -> BuildLog:
     return BuildLog(redis_client.client, launch["log_path"], current_app.config["BINDERY"])
 
 
-def _failed(launch: dict[str, Any], error: BuildError) -> None:
-    """Everyone following the build hears why; the owner may get the last good image instead."""
-    from tasks.launch import launch as launch_step
-
-    error.details["log_url"] = launch["origin"] + launch["log_path"].lstrip("/")
+def _failed(launch: dict[str, Any], error: BinderyError) -> None:
+    """Everyone following the build hears why (each may get the last good image instead)."""
+    if isinstance(error, BuildError):
+        error.details["log_url"] = launch["origin"] + launch["log_path"].lstrip("/")
     fail(error, build_channel(launch["build_id"]))
-    if not last_good.offer(launch, launch_step.delay):
-        launch_failed(launch, error)
 
 
 def _image_in_engine(image: str) -> bool:
@@ -70,13 +72,11 @@ def _image_in_engine(image: str) -> bool:
 
 @shared_task(bind=True, base=BuildStep, name="bindery.build")
 def build(self: BuildStep, launch: dict[str, Any]) -> dict[str, Any]:
-    from tasks.attach import attach
-
     config = current_app.config["BINDERY"]
     lock = BuildLock(redis_client.client, launch["image"])
     if not lock.acquire(launch["build_id"], ttl=config["build_lock_ttl"]):
-        # Our lock expired (this message was re-delivered late) and someone else builds now.
-        attach.delay({**launch, "build_id": lock.holder()})
+        # Our lock expired (this message was re-delivered late) and someone else builds now;
+        # the launches that followed us have moved on to that build.
         raise Ignore()
     try:
         # (build pods push themselves: with the kubernetes builder there is no local engine to ask)
@@ -86,7 +86,7 @@ def build(self: BuildStep, launch: dict[str, Any]) -> dict[str, Any]:
             _run_build(launch, lock)
         if not config["registry_url"]:
             finish_build(launch)
-    except BuildError as error:
+    except BinderyError as error:  # e.g. the engine is down: say so, and end the chain here
         lock.release(launch["build_id"])
         _failed(launch, error)
         raise Ignore() from error

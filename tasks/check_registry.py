@@ -1,7 +1,8 @@
 """Step 2: is the image already there?  If so launch at once; if not, build it exactly once.
 
 The first request for a missing image takes the build lock and queues the
-build chain; every other request attaches to that build's event stream.
+build chain; every request, that first one included, then follows the build's
+event stream (tasks/attach.py) and launches when the image is there.
 """
 
 from __future__ import annotations
@@ -51,10 +52,10 @@ def check_registry(launch: dict[str, Any]) -> None:
                 lock.release(build_id)
                 continue
             launch = {**launch, "build_id": build_id}
-            queued = {"phase": "waiting", "message": "Build queued; waiting for a build worker...\n"}
-            for channel in (launch["id"], build_channel(build_id)):
-                events.publish(queued, channel=channel)
+            events.publish({"phase": "waiting", "message": "Build queued; waiting for a build worker...\n"},
+                           channel=build_channel(build_id))
             build_chain(launch, push=bool(config["registry_url"])).apply_async()
+            proceed(attach, launch)  # we follow our own build like everyone else
             return
         holder = lock.holder()
         if holder:

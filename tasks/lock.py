@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -62,10 +63,20 @@ class BuildLock:
         stop = threading.Event()
 
         def beat() -> None:
+            last_beat = time.monotonic()
             while not stop.wait(ttl / 3):
-                if not self.refresh(build_id, ttl):
+                try:
+                    held = self.refresh(build_id, ttl)
+                except redis.RedisError as exc:
+                    # Redis restarting: keep trying while the lock may still be ours (it persists).
+                    log.warning("build lock %s: heartbeat failed (%s)", self.key, type(exc).__name__)
+                    if time.monotonic() - last_beat < ttl:
+                        continue
+                    held = False
+                if not held:
                     lost.set()
                     return
+                last_beat = time.monotonic()
 
         thread = threading.Thread(target=beat, name=f"lock-heartbeat-{build_id[:8]}", daemon=True)
         self.refresh(build_id, ttl)

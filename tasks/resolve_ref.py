@@ -9,7 +9,9 @@ from celery import shared_task
 from flask import current_app
 
 from app.build_logs import log_path
+from app.errors import ProviderError
 from app.extensions import events
+from app.health import clear_outage, mark_outage
 from app.metrics import metrics
 from providers import get_provider
 from providers.base import image_name
@@ -26,7 +28,14 @@ def resolve_ref(launch: dict[str, Any]) -> None:
 
     config = current_app.config["BINDERY"]
     repo = get_provider(launch["provider"], launch["spec"], config)
-    ref = repo.resolve_ref()
+    try:
+        ref = repo.resolve_ref()
+    except ProviderError:  # the host failed or refused us (not a missing ref): /health looks into it
+        if launch["provider"] == "gh":
+            mark_outage("gh")
+        raise
+    if launch["provider"] == "gh":
+        clear_outage("gh")
     remaining = github_rate_limit_remaining()
     if remaining is not None:
         metrics().github_rate_limit.set(remaining)

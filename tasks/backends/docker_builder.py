@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -70,6 +72,25 @@ def _event(line: str, previous: str) -> dict[str, Any]:
     return {"phase": phase, "message": message if message.endswith("\n") else message + "\n"}
 
 
+def _dies_with_worker() -> list[str]:
+    """A prefix that kills repo2docker when the worker process running it dies (even by SIGKILL).
+
+    repo2docker runs in its own session (so a timeout can stop its whole group), which
+    also keeps it out of reach of the worker's death: without this it would finish a
+    build nobody reads while the re-delivered build runs a second one.
+    """
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    """repo2docker and anything it started (its session's group has its pid)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 class DockerBuilder:
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
@@ -89,14 +110,14 @@ class DockerBuilder:
         with tempfile.TemporaryDirectory(prefix="bindery-build-") as tmp:
             command = repo2docker_command(self.config, repo, launch, self._config_file(tmp))
             log.info("build %s: repo2docker for %s", launch["image"], redact_url(repo.repo_url()))
-            proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, env=env, cwd=tmp, text=True,
-                                    errors="replace", start_new_session=True)
+            proc = subprocess.Popen([*_dies_with_worker(), *command], stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=tmp,
+                                    text=True, errors="replace", start_new_session=True)
             timed_out = threading.Event()
 
             def stop() -> None:
                 timed_out.set()
-                proc.kill()
+                _kill_group(proc)
 
             timer = threading.Timer(self.config["build_timeout"], stop)
             timer.start()
@@ -115,7 +136,7 @@ class DockerBuilder:
             finally:
                 timer.cancel()
                 if proc.poll() is None:
-                    proc.kill()
+                    _kill_group(proc)
                     proc.wait()
         if code != 0:
             reason = (f"timed out after {self.config['build_timeout']} s" if timed_out.is_set()

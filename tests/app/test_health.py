@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import redis
 
 from app import create_app
+from app.health import OUTAGE_KEY
 from app.redis_server import EmbeddedRedis, free_port
 from tests.stack import LocalRegistry
 
@@ -19,11 +21,13 @@ def test_health_turns_503_when_the_registry_stops_and_recovers(
     app = create_app({"redis_url": redis_server.url, "docker_host": docker_host,
                       "registry_url": registry.url, "health_cache_seconds": 0})
     client = app.test_client()
+    redis.Redis.from_url(redis_server.url).delete(OUTAGE_KEY.format("gh"))  # no GitHub outage marked
     try:
         healthy = client.get("/health")
         assert healthy.status_code == 200, healthy.json
         services = {check["service"]: check for check in healthy.json["checks"]}
-        assert set(services) == {"Redis", "Registry", "Launcher", "Server quota"}
+        # GitHub is asked only after a resolve failed to reach it (tests/app/test_outages.py)
+        assert set(services) == {"Redis", "Registry", "Launcher", "Server quota", "GitHub API"}
         assert all(check["ok"] for check in services.values())
         assert isinstance(services["Server quota"]["servers"], int)
 

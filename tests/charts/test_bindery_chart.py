@@ -95,7 +95,8 @@ def test_default_values_render_valid_manifests_and_a_loadable_config(tmp_path: P
     web = deployments(docs)["bindery-web"]["spec"]["template"]
     (container,) = web["spec"]["containers"]
     assert container["command"] == ["dumb-init", "--", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
-    assert container["readinessProbe"]["httpGet"]["path"] == "/health"
+    # a dependency outage (registry, GitHub) must not take the web out of service: /health is for monitors
+    assert container["readinessProbe"]["httpGet"]["path"] == "/versions"
     assert container["livenessProbe"]["httpGet"]["path"] == "/versions"
     for deployment in deployments(docs).values():
         annotations = deployment["spec"]["template"]["metadata"]["annotations"]
