@@ -32,6 +32,14 @@ test: test-setup
 	  $(PY) -m pytest $(PYTEST_ARGS); status=$$?; \
 	  if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$status
 
+# `make bench`: the issue figures (loopback only; several minutes, the machine busy meanwhile).
+bench: test-setup
+	@set -e; engine=$$(scripts/engine.sh); export "$$engine"; \
+	  $(PY) bench/streams.py --k 2000; \
+	  $(PY) bench/build_dedup.py --n 200; \
+	  $(PY) bench/cached_launch.py; \
+	  $(PY) bench/real_launch.py
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy app tasks providers

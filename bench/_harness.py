@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
+import multiprocessing
 import os
 import resource
 import shutil
@@ -18,7 +20,7 @@ import tempfile
 import time
 import urllib.parse
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
-from tests.conftest import JUPYTER_IMAGE, REGISTRY_PORT, GitServer  # noqa: E402
+from tests.conftest import JUPYTER_IMAGE, LOOPBACK_ALLOWED, REGISTRY_PORT, GitServer, counting_repo2docker  # noqa: E402
 from tests.stack import LocalRegistry, Stack, collect  # noqa: E402
 
 DEFAULT_DOCKER_HOST = "unix:///run/bindery/podman.sock"
@@ -107,6 +109,10 @@ def port_busy(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+# Every benchmark client comes from 127.0.0.1: per-address limits would measure themselves.
+NO_CLIENT_LIMITS = {"rate_limit": 0, "max_streams_per_ip": 0}
+
+
 class Bench:
     """Owns a work directory and everything started in it; ``close()`` stops it all in reverse order."""
 
@@ -143,8 +149,15 @@ class Bench:
         self._exit.callback(server.stop)
         return server
 
+    def build_counter(self) -> tuple[Path, list[str]]:
+        """(runs file, repo2docker command): the real repo2docker, each run recorded."""
+        directory = self.directory / "r2d"
+        directory.mkdir(exist_ok=True)
+        return counting_repo2docker(directory)
+
     def stack(self, name: str, settings: dict[str, Any], *, beat: bool = False) -> Stack:
-        stack = Stack(self.directory / name, settings, beat=beat)
+        # Its git servers and registry are on loopback, which Bindery refuses unless allowed.
+        stack = Stack(self.directory / name, {**LOOPBACK_ALLOWED, **NO_CLIENT_LIMITS, **settings}, beat=beat)
         self._exit.callback(stack.stop)
         say(f"starting stack {name} ...")
         return stack.start()
@@ -188,6 +201,32 @@ def remove_image(engine: Any, image: str) -> None:
         engine.images.remove(image, noprune=False)
     except docker.errors.APIError as exc:
         say(f"could not remove image {image}: {exc}")
+
+
+LAUNCH_LABEL = "org.bindery.launch"
+
+
+def remove_containers(engine: Any, launch_id: str) -> int:
+    """Remove the containers of one launch (found by its label), each by its own id."""
+    removed = 0
+    for container in engine.containers.list(all=True, filters={"label": [f"{LAUNCH_LABEL}={launch_id}"]}):
+        if container.labels.get(LAUNCH_LABEL) == launch_id:
+            container.remove(force=True)
+            removed += 1
+    return removed
+
+
+def remove_instance_containers(engine: Any, instance: str) -> int:
+    """Remove what one benchmark stack launched (its own ``instance_name``), each by its own id."""
+    label = "org.bindery.instance"
+    removed = 0
+    for container in engine.containers.list(all=True, filters={"label": [f"{label}={instance}"]}):
+        if container.labels.get(label) == instance:
+            container.remove(force=True)
+            removed += 1
+    if removed:
+        say(f"removed {removed} containers left by {instance}")
+    return removed
 
 
 # --- a small, fast SSE client on raw asyncio sockets ----------------------------------------------
@@ -314,8 +353,183 @@ def cpu_seconds(roles: dict[str, list[int]]) -> dict[str, float]:
         for pid in pids:
             try:
                 t = psutil.Process(pid).cpu_times()
-                total += t.user + t.system
+                # with the children it waited for (git, repo2docker), not the workers still running
+                total += t.user + t.system + t.children_user + t.children_system
             except psutil.NoSuchProcess:
                 pass
         out[role] = total
     return out
+
+
+# --- clients in several processes -----------------------------------------------------------------
+
+ClientMain = Callable[[int, Callable[[str, Any], None], Any], Coroutine[Any, Any, Any]]
+
+
+def _client_process(main: ClientMain, count: int, index: int, stop: Any, queue: Any) -> None:
+    def report(kind: str, payload: Any) -> None:
+        queue.put((kind, index, payload))
+
+    raise_nofile()
+    try:
+        report("result", asyncio.run(main(count, report, stop)))
+    except BaseException as exc:  # the parent must hear about it rather than wait
+        report("error", f"{type(exc).__name__}: {exc}"[:300])
+
+
+async def stopped(stop: Any) -> None:
+    """Wait (in a thread) for a ClientPool's stop event."""
+    await asyncio.to_thread(stop.wait)
+
+
+class ClientPool:
+    """``total`` clients split over ``processes`` forked processes, so the load generator is never
+    the bottleneck on its own core; each runs ``main(count, report, stop)`` in its own event loop.
+
+    ``main`` calls ``report(kind, payload)`` to tell the parent something (e.g. "open") and
+    returns its result.  The processes are ours: they are stopped by their own handles.
+    """
+
+    def __init__(self, main: ClientMain, total: int, processes: int) -> None:
+        ctx = multiprocessing.get_context("fork")
+        self.stop = ctx.Event()
+        self._queue: Any = ctx.Queue()
+        processes = max(1, min(processes, total))
+        shares = [total // processes + (1 if i < total % processes else 0) for i in range(processes)]
+        self.procs = [ctx.Process(target=_client_process, args=(main, n, i, self.stop, self._queue), daemon=True)
+                      for i, n in enumerate(shares)]
+        self._pending: list[tuple[str, int, Any]] = []
+
+    def __enter__(self) -> ClientPool:
+        for proc in self.procs:
+            proc.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop.set()
+        for proc in self.procs:
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()  # by its own handle
+                proc.join()
+
+    def gather(self, kind: str, timeout: float) -> list[Any]:
+        """One ``kind`` message from every process (by process index); raises if one failed."""
+        got: dict[int, Any] = {}
+        deadline = time.monotonic() + timeout
+        for item in list(self._pending):
+            if item[0] == kind:
+                self._pending.remove(item)
+                got[item[1]] = item[2]
+        while len(got) < len(self.procs):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise BenchError(f"client processes did not all report {kind!r} within {timeout} s")
+            try:
+                item = self._queue.get(timeout=min(remaining, 1))
+            except Exception:
+                if not any(p.is_alive() for p in self.procs) and self._queue.empty():
+                    raise BenchError("client processes exited without reporting") from None
+                continue
+            if item[0] == "error":
+                raise BenchError(f"client process {item[1]} failed: {item[2]}")
+            if item[0] == kind:
+                got[item[1]] = item[2]
+            else:
+                self._pending.append(item)
+        return [got[i] for i in sorted(got)]
+
+    def results(self, timeout: float = 120) -> list[Any]:
+        """Stop the clients and collect what each process returned."""
+        self.stop.set()
+        return self.gather("result", timeout)
+
+    def cpu_seconds(self) -> float:
+        import psutil
+
+        total = 0.0
+        for proc in self.procs:
+            try:
+                t = psutil.Process(proc.pid).cpu_times()
+                total += t.user + t.system
+            except (psutil.NoSuchProcess, ValueError, TypeError):
+                pass
+        return total
+
+
+def with_args(main: Callable[..., Coroutine[Any, Any, Any]], **kwargs: Any) -> ClientMain:
+    """``main`` with its fixed arguments bound (a ClientPool entry point)."""
+    return functools.partial(main, **kwargs)
+
+
+def redis_figures(client: Any) -> dict[str, float]:
+    """Connected clients and commands processed so far, from INFO."""
+    info = client.info()
+    return {"connected_clients": float(info["connected_clients"]),
+            "commands": float(info["total_commands_processed"])}
+
+
+class Sampler:
+    """Samples figures in a thread every ``period`` s while a run goes on; keeps each one's peak.
+
+    A probe returns a number, or a dict of numbers (peaks kept as ``<probe>_<key>``).
+    """
+
+    def __init__(self, probes: dict[str, Callable[[], Any]], period: float = 0.25) -> None:
+        import threading
+
+        self.probes = probes
+        self.period = period
+        self.peaks: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-sampler", daemon=True)
+
+    def _sample(self) -> None:
+        for name, probe in self.probes.items():
+            try:
+                value = probe()
+            except Exception:
+                continue
+            values = {f"{name}_{k}": v for k, v in value.items()} if isinstance(value, dict) else {name: value}
+            for key, number in values.items():
+                self.peaks[key] = max(number, self.peaks.get(key, number))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period):
+            self._sample()
+
+    def __enter__(self) -> Sampler:
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+
+def rss_of(pids: list[int]) -> float:
+    """Resident memory of these processes together, in bytes."""
+    import psutil
+
+    total = 0
+    for pid in pids:
+        try:
+            total += psutil.Process(pid).memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return float(total)
+
+
+def log_problems(stack: Stack) -> dict[str, int]:
+    """Tracebacks, ERROR lines and 5xx responses in each log of the stack (should all be 0)."""
+    import re
+
+    counts: dict[str, int] = {}
+    for role in stack.processes:
+        text = (stack.directory / f"{role}.log").read_text(errors="replace")
+        counts[role] = text.count("Traceback") + len(re.findall(r"\bERROR\b", text))
+        if role == "web":
+            counts["web 5xx"] = len(re.findall(r'" 5\d\d ', text))
+    return counts

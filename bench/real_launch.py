@@ -33,12 +33,11 @@ from _harness import (
     percentile,
     port_busy,
     quick_dockerfile,
+    remove_containers,
     remove_image,
     require_loopback,
     say,
 )
-
-LABEL = "org.bindery.launch"
 
 
 async def follow(url: str, path: str, timeout: float,
@@ -77,15 +76,6 @@ def first_200(server_url: str, token: str, t0: float, timeout: float = 60) -> fl
             pass
         time.sleep(0.02)
     raise BenchError(f"{server_url} did not answer 200 within {timeout} s")
-
-
-def remove_containers(engine: Any, launch_id: str) -> int:
-    removed = 0
-    for container in engine.containers.list(all=True, filters={"label": [f"{LABEL}={launch_id}"]}):
-        if container.labels.get(LABEL) == launch_id:
-            container.remove(force=True)  # by this container's id
-            removed += 1
-    return removed
 
 
 def main() -> int:
