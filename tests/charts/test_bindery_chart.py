@@ -236,6 +236,38 @@ def test_explicit_bindery_settings_win_over_translated_ones(tmp_path: Path) -> N
     assert config["image_prefix"] == "binderbot/other-" and config["launcher"] == "docker"
 
 
+SECRET_VALUES: dict[str, Any] = {
+    "github_token": "ghp_chart_token_1", "github_client_secret": "gh-client-secret-2",
+    "gitlab_token": "glpat-chart-token-3", "registry_password": "registry-password-4",
+    "hub_api_token": "hub-api-token-5", "flower_basic_auth": "admin:flower-password-6",
+    "git_credentials": {"https://git.example.org/team/": {"username": "bot", "password": "git-password-7"}},
+    "git_ssh_key": "/etc/bindery/ssh/id-ed25519-8", "build_token_secret": "build-token-secret-9-xxxxxxxx",
+}
+
+
+def test_every_secret_setting_goes_to_the_secret_never_the_configmap(tmp_path: Path) -> None:
+    from app.config import ConfigSchema
+
+    marked = {name for name, field in ConfigSchema().fields.items() if field.metadata.get("secret")}
+    assert marked == set(SECRET_VALUES), "the chart's bindery.secretNames must list every secret setting"
+    docs = render({"config": {**SECRET_VALUES, "registry_username": "bot",
+                              "git_ssh_known_hosts": "/etc/bindery/ssh/known_hosts"}})
+    configmap = json.dumps(find(docs, "ConfigMap", "bindery"))
+    for name, value in SECRET_VALUES.items():
+        for text in ([value] if isinstance(value, str) else [value["https://git.example.org/team/"]["password"]]):
+            assert text not in configmap, f"{name} is in the ConfigMap"
+    config = bindery_config(docs, tmp_path)
+    assert {name: config[name] for name in SECRET_VALUES} == SECRET_VALUES  # mappings travel as JSON
+
+
+def test_behind_the_charts_ingress_one_proxy_hop_is_trusted(tmp_path: Path) -> None:
+    ingress = {"ingress": {"enabled": True, "host": "binder.example.org"}}
+    assert bindery_config(render(ingress), tmp_path)["trusted_proxy_hops"] == 1
+    assert bindery_config(render(), tmp_path)["trusted_proxy_hops"] == 0  # no proxy: X-Forwarded-For is a lie
+    explicit = merge(ingress, {"config": {"trusted_proxy_hops": 2}})  # e.g. a load balancer in front too
+    assert bindery_config(render(explicit), tmp_path)["trusted_proxy_hops"] == 2
+
+
 # --- lint and schema ---------------------------------------------------------------------------
 
 def test_lint_is_clean() -> None:

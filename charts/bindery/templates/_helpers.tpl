@@ -65,7 +65,8 @@ The registry, as Zero to BinderHub describes it, resolved once:
 {{- end -}}
 
 {{/* Settings whose values are secrets: they go to the Secret (as BINDERY_* variables), never the ConfigMap. */}}
-{{- define "bindery.secretNames" -}}github_token gitlab_token registry_password hub_api_token flower_basic_auth{{- end -}}
+{{- /* Every setting app/config.py marks secret (tests/charts checks the two lists agree). */ -}}
+{{- define "bindery.secretNames" -}}github_token github_client_secret gitlab_token registry_password hub_api_token flower_basic_auth git_credentials git_ssh_key build_token_secret{{- end -}}
 
 {{/*
 Bindery's settings: every lower-case key of .Values.config, then what the chart and the
@@ -81,6 +82,8 @@ Zero to BinderHub layout say. Explicit lower-case settings win over translated o
 {{- $_ := set $s "builder" "kubernetes" -}}
 {{- $_ := set $s "kubernetes_namespace" .Release.Namespace -}}
 {{- $_ := set $s "listen_address" "0.0.0.0" -}}
+{{- /* behind the chart's own ingress the client is the last X-Forwarded-For entry the ingress adds */ -}}
+{{- if $v.ingress.enabled }}{{- $_ := set $s "trusted_proxy_hops" 1 -}}{{- end -}}
 {{- $_ := set $s "port" ($v.web.port | int) -}}
 {{- $_ := set $s "web_workers" ($v.web.workers | int) -}}
 {{- $_ := set $s "build_concurrency" ($v.workers.build.concurrency | int) -}}
@@ -138,7 +141,8 @@ Zero to BinderHub layout say. Explicit lower-case settings win over translated o
 {{- $s := include "bindery.allSettings" . | fromJson -}}
 {{- $env := dict -}}
 {{- range $name := splitList " " (include "bindery.secretNames" .) -}}
-{{- if get $s $name }}{{- $_ := set $env (printf "BINDERY_%s" (upper $name)) (toString (get $s $name)) -}}{{- end -}}
+{{- $value := get $s $name -}}
+{{- if $value }}{{- $_ := set $env (printf "BINDERY_%s" (upper $name)) (ternary (toString $value) (toJson $value) (kindIs "string" $value)) -}}{{- end -}}
 {{- end -}}
 {{- if not .Values.redis.enabled }}{{- $_ := set $env "REDIS_URL" .Values.redis.externalUrl -}}{{- end -}}
 {{- toJson $env -}}
