@@ -3,7 +3,8 @@
 Runs on the gevent launch queue, so hundreds of waiting launches cost greenlets,
 not build workers.  If the build's holder dies (its lock expires with no
 ``built`` or ``failed``), the launch goes back to the registry check, where one
-waiting launch takes the lock and builds.
+waiting launch takes the lock and builds.  A launch that ended meanwhile
+(cancelled because nobody watched it) stops following at its next check.
 """
 
 from __future__ import annotations
@@ -16,9 +17,13 @@ from flask import current_app
 
 from app.extensions import events, redis_client
 from tasks import last_good
+from tasks.abandon import ended
 from tasks.base import record_launch
 from tasks.channels import build_channel
 from tasks.lock import BuildLock
+
+#: Seconds between checks whether the launch ended while it followed the build.
+END_CHECK_SECONDS = 5.0
 
 
 @shared_task(name="bindery.attach")
@@ -31,7 +36,12 @@ def attach(launch: dict[str, Any]) -> None:
     source = build_channel(launch["build_id"])
     lock = BuildLock(redis_client.client, launch["image"])
     after, quiet_since = "0-0", time.monotonic()
+    checked = time.monotonic()
     while True:
+        if time.monotonic() - checked >= END_CHECK_SECONDS:
+            checked = time.monotonic()
+            if ended(launch["id"]):
+                return  # cancelled (its end already told the client): the build goes on without it
         entries = events.read(source, after, block_ms=2000)
         for entry_id, event in entries:
             after = entry_id

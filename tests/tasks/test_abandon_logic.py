@@ -211,3 +211,37 @@ def test_renewing_touches_only_messages_still_unacked(redis_server: EmbeddedRedi
         assert client.zscore(worker_lease.UNACKED_INDEX_KEY, held) == 5000.0
         assert client.zscore(worker_lease.UNACKED_INDEX_KEY, acked) is None, "an acked message stays acked"
         client.zrem(worker_lease.UNACKED_INDEX_KEY, held)
+
+
+def test_a_cancelled_launch_stops_following_the_build(redis_server: EmbeddedRedis,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nobody watches it any more: it stops relaying someone else's build (which goes on)."""
+    import threading
+
+    from tasks import attach
+    from tasks.channels import build_channel
+    from tasks.lock import BuildLock
+
+    monkeypatch.setattr(attach, "END_CHECK_SECONDS", 0.2)
+    app = _app(redis_server)
+    with app.app_context():
+        launch_id = _launch(app, created=time.time())
+        build_id = uuid.uuid4().hex
+        image = f"127.0.0.1:5055/bindery-test-cancel:{build_id}"
+        assert BuildLock(redis_client.client, image).acquire(build_id, 600)  # a build that runs on
+        events.publish({"phase": "building", "message": "step 1\n"}, channel=build_channel(build_id))
+        assert abandon.claim_end(launch_id, abandon.CANCELLED)
+    outcome: list[float] = []
+
+    def follow() -> None:
+        with app.app_context():
+            started = time.monotonic()
+            attach.attach.run({"id": launch_id, "build_id": build_id, "image": image})
+            outcome.append(time.monotonic() - started)
+
+    thread = threading.Thread(target=follow, daemon=True)
+    thread.start()
+    thread.join(timeout=15)
+    assert outcome, "the cancelled launch kept following the build"
+    with app.app_context():
+        assert _phases(launch_id) == ["waiting", "building"]  # nothing after the end
