@@ -128,7 +128,8 @@ def pod_manifest(config: dict[str, Any], repo: RepoProvider, launch: dict[str, A
                                f"{CONFIG_DIR}/repo2docker_config.py")
     if config.get("registry_url"):  # the pod pushes; the push step then finds the image stored
         args.insert(args.index("--"), "--push")
-    env = [{"name": "DOCKER_HOST", "value": f"unix://{SOCKET}"}, {"name": "GIT_TERMINAL_PROMPT", "value": "0"}]
+    env: list[dict[str, Any]] = [{"name": "DOCKER_HOST", "value": f"unix://{SOCKET}"},
+                                 {"name": "GIT_TERMINAL_PROMPT", "value": "0"}]
     for key, value in sorted(repo.repo2docker_env().items()):
         env.append({"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
                    if secret and key in SECRET_VARIABLES else {"name": key, "value": value})
