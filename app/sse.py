@@ -84,11 +84,13 @@ class _Notifier:
 
     def _run(self) -> None:
         prefix = len(NOTIFY_PATTERN) - 1
+        delay = 1.0
         while True:
             try:
                 pubsub = self._client.pubsub()
                 pubsub.psubscribe(NOTIFY_PATTERN)
                 for message in pubsub.listen():
+                    delay = 1.0
                     if message["type"] == "pmessage":
                         self._wake(message["channel"][prefix:])
                     elif message["type"] == "psubscribe":
@@ -96,9 +98,10 @@ class _Notifier:
                         # restarted: anything published while we were away is re-read from the streams
                         self._wake(None)
             except redis.RedisError as exc:
-                log.warning("event notifier lost Redis (%s); reconnecting", type(exc).__name__)
+                log.warning("event notifier lost Redis (%s); reconnecting in %g s", type(exc).__name__, delay)
                 self._wake(None)
-                time.sleep(1)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)  # a Redis gone for long is not asked every second
 
 
 class EventStream(ServerSentEventsBlueprint):
@@ -210,8 +213,14 @@ class EventStream(ServerSentEventsBlueprint):
         @stream_with_context
         def generate() -> Iterator[str]:
             yield KEEPALIVE  # flush headers at once so the client knows it is connected
-            for message in self.messages(channel, after):
-                yield str(message)
+            try:
+                for message in self.messages(channel, after):
+                    yield str(message)
+            except redis.RedisError as exc:
+                # Redis stayed away longer than redis_retry_seconds.  The status went out long
+                # ago, so end the response: EventSource reconnects with Last-Event-ID and resumes.
+                log.warning("stream %s ended: Redis unavailable (%s); the client will reconnect",
+                            channel, type(exc).__name__)
 
         return single_stream(generate())  # type: ignore[call-arg]
 

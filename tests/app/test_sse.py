@@ -5,7 +5,9 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from pathlib import Path
 
+import pytest
 from flask import Flask
 from flask_sse import Message
 
@@ -111,3 +113,35 @@ def test_quiet_stream_keepalives_cost_no_stream_reads(redis_server: EmbeddedRedi
         assert xranges() - before <= 1  # other tests' streams may share this Redis; 10 would mean one per keepalive
         events.publish({"phase": "ready", "message": "done"}, channel=channel)
         assert [m.data["phase"] for m in stream if isinstance(m, Message)] == ["ready"]
+
+
+def test_redis_gone_for_good_ends_the_stream_quietly(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Redis away beyond redis_retry_seconds: the response ends (the client reconnects), no traceback."""
+    server = EmbeddedRedis(tmp_path / "redis").start()
+    app = _app(server, keepalive_interval=0.2, redis_retry_seconds=0.5)
+    channel = uuid.uuid4().hex
+    with app.app_context():
+        events.publish({"phase": "waiting", "message": "w"}, channel=channel)
+    outcome: list[object] = []
+
+    def read() -> None:
+        with app.test_request_context():
+            body = events.response(channel).response
+            try:
+                chunks = [next(body), next(body)]  # the first keepalive, then the waiting event
+                server.stop()  # Redis goes away (and stays away)
+                chunks.extend(body)
+                outcome.append(chunks)
+            except Exception as exc:  # what the test is looking for
+                outcome.append(exc)
+
+    try:
+        thread = threading.Thread(target=read, daemon=True)
+        with caplog.at_level("WARNING", logger="app.sse"):
+            thread.start()
+            thread.join(timeout=40)
+        assert outcome and isinstance(outcome[0], list), f"the stream raised or hung: {outcome}"
+        assert '"phase": "waiting"' in outcome[0][1]
+        assert any("Redis unavailable" in record.getMessage() for record in caplog.records)
+    finally:
+        server.stop()
