@@ -114,12 +114,20 @@ class EventStream(ServerSentEventsBlueprint):
         return current_app.extensions["bindery.redis"]
 
     def publish(self, data: Any, type: str | None = None, id: str | None = None,  # noqa: A002
-                retry: int | None = None, channel: str = "sse") -> str:
-        """Append an event to the channel's stream and wake its readers; returns the entry id."""
+                retry: int | None = None, channel: str = "sse", source: str | None = None) -> str:
+        """Append an event to the channel's stream and wake its readers; returns the entry id.
+
+        ``source`` (kept beside the event, never sent to clients) is the id of the
+        entry this one was relayed from, so a relay that starts again knows where
+        it stopped (:meth:`last_source`).
+        """
         ttl = current_app.config["BINDERY"]["event_ttl"]
         key = stream_key(channel)
+        fields: dict[Any, Any] = {"data": json.dumps(data)}
+        if source is not None:
+            fields["source"] = source
         pipe = self.redis.pipeline(transaction=True)
-        pipe.xadd(key, {"data": json.dumps(data)})
+        pipe.xadd(key, fields)
         pipe.expire(key, ttl)
         pipe.publish(notify_key(channel), "1")
         entry_id, _, _ = pipe.execute()
@@ -139,6 +147,11 @@ class EventStream(ServerSentEventsBlueprint):
             found: Any = self.redis.xread({key: after}, count=count, block=block_ms)
             entries = found[0][1] if found else []
         return [(entry_id, json.loads(fields["data"])) for entry_id, fields in entries]
+
+    def last_source(self, channel: str, look_back: int = 100) -> str | None:
+        """The ``source`` of the newest relayed event among the channel's last ``look_back``."""
+        entries: Any = self.redis.xrevrange(stream_key(channel), count=look_back)
+        return next((fields["source"] for _, fields in entries if "source" in fields), None)
 
     def _ended_at(self, channel: str, entry_id: str) -> bool:
         """Whether the channel's last event is terminal and is the one at ``entry_id``."""

@@ -5,6 +5,9 @@ not build workers.  If the build's holder dies (its lock expires with no
 ``built`` or ``failed``), the launch goes back to the registry check, where one
 waiting launch takes the lock and builds.  A launch that ended meanwhile
 (cancelled because nobody watched it) stops following at its next check.
+Each relayed event carries the build entry it came from, so an attach
+delivered again (its worker was killed) carries on where it stopped instead of
+relaying the log twice.
 """
 
 from __future__ import annotations
@@ -35,7 +38,9 @@ def attach(launch: dict[str, Any]) -> None:
     config = current_app.config["BINDERY"]
     source = build_channel(launch["build_id"])
     lock = BuildLock(redis_client.client, launch["image"])
-    after, quiet_since = "0-0", time.monotonic()
+    relayed_build, _, relayed_entry = (events.last_source(launch["id"]) or "").rpartition("/")
+    after = relayed_entry if relayed_build == launch["build_id"] else "0-0"
+    quiet_since = time.monotonic()
     checked = time.monotonic()
     while True:
         if time.monotonic() - checked >= END_CHECK_SECONDS:
@@ -54,7 +59,7 @@ def attach(launch: dict[str, Any]) -> None:
                     events.publish(event, channel=launch["id"])
                     record_launch(launch, "failure")
                 return
-            events.publish(event, channel=launch["id"])
+            events.publish(event, channel=launch["id"], source=f"{launch['build_id']}/{entry_id}")
         if entries:
             quiet_since = time.monotonic()
         elif time.monotonic() - quiet_since > config["build_lock_ttl"] / 3 \

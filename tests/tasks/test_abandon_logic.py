@@ -245,3 +245,27 @@ def test_a_cancelled_launch_stops_following_the_build(redis_server: EmbeddedRedi
     assert outcome, "the cancelled launch kept following the build"
     with app.app_context():
         assert _phases(launch_id) == ["waiting", "building"]  # nothing after the end
+
+
+def test_an_attach_delivered_again_relays_each_build_event_once(redis_server: EmbeddedRedis) -> None:
+    """Its launch worker was killed mid-relay: the new delivery carries on where the last stopped."""
+    from tasks import attach
+    from tasks.channels import build_channel
+
+    app = _app(redis_server, launch_last_good_image=False)
+    with app.app_context():
+        launch_id = _launch(app, created=time.time())
+        build_id = uuid.uuid4().hex
+        source = build_channel(build_id)
+        ids = [events.publish({"phase": "building", "message": f"step {n}\n"}, channel=source) for n in (1, 2)]
+        for n, entry_id in zip((1, 2), ids, strict=True):  # what the killed delivery had relayed
+            events.publish({"phase": "building", "message": f"step {n}\n"}, channel=launch_id,
+                           source=f"{build_id}/{entry_id}")
+        events.publish({"phase": "building", "message": "step 3\n"}, channel=source)
+        events.publish({"phase": "failed", "message": "the build failed\n"}, channel=source)
+        launch = {"id": launch_id, "build_id": build_id, "image": "127.0.0.1:5055/x:1", "provider": "git",
+                  "spec": "x/main", "created": time.time()}
+        attach.attach.run(launch)
+        relayed = [event["message"] for _, event in events.read(launch_id)][1:]
+        assert relayed == ["step 1\n", "step 2\n", "step 3\n", "the build failed\n"]
+        assert "source" not in next(events.messages(launch_id)).data  # kept beside the event, not in it
