@@ -17,8 +17,13 @@ from providers import get_provider
 from providers.base import image_name
 from providers.github import github_rate_limit_remaining
 from providers.policy import quota_for
+from tasks.single_flight import SingleFlight
 
 log = logging.getLogger(__name__)
+
+#: git ls-remote runs of this process, shared by the launches of one repository and ref that
+#: arrive while one runs (git only: other providers keep what they resolved on the provider).
+_ls_remotes: SingleFlight[str] = SingleFlight()
 
 
 @shared_task(name="bindery.resolve_ref")
@@ -29,7 +34,10 @@ def resolve_ref(launch: dict[str, Any]) -> None:
     config = current_app.config["BINDERY"]
     repo = get_provider(launch["provider"], launch["spec"], config)
     try:
-        ref = repo.resolve_ref()
+        if launch["provider"] == "git":
+            ref = _ls_remotes.run(f"{repo.repo_url()}\0{repo.unresolved_ref}", repo.resolve_ref)
+        else:
+            ref = repo.resolve_ref()
     except ProviderError:  # the host failed or refused us (not a missing ref): /health looks into it
         if launch["provider"] == "gh":
             mark_outage("gh")
