@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from app.config import load_config
+from app.redis_server import stop_process
 from tests.conftest import LOOPBACK_ALLOWED
 
 RECORDINGS = Path(__file__).parent / "recordings"
@@ -194,12 +195,7 @@ def git_daemon(bare_repo: Repo) -> Iterator[str]:
         _wait_for_port(port, proc)
         yield f"git://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop_process(proc)
 
 
 @pytest.fixture(scope="session")

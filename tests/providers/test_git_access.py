@@ -29,6 +29,7 @@ import providers.git as git_module
 from app.config import load_config
 from app.errors import ConfigError, NotFound, ProviderError, SpecError
 from app.logging_setup import secrets_of
+from app.redis_server import stop_process
 from providers import get_provider
 from providers.git import GitProvider
 from providers.git_env import ssh_command
@@ -235,12 +236,7 @@ def ssh_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
         yield SshServer(port, alias, repo, {"main": sha, "v1": sha}, tmp / "client.key", tmp / "other.key",
                         tmp / "known_hosts", tmp / "wrong_known_hosts")
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop_process(proc)
         log.close()
 
 
