@@ -206,6 +206,11 @@ class KubernetesBuilder:
         """Create (or attach to) the build pod, stream its log, and wait for it to finish."""
         from kubernetes.client.exceptions import ApiException
 
+        if "GIT_SSH_COMMAND" in repo.repo2docker_env():
+            # the key and known_hosts are files on the worker, which build pods do not have
+            raise BuildError("This Bindery builds in Kubernetes build pods, which cannot clone over ssh "
+                             "yet: use an https URL for this repository, or ask the operator to build "
+                             "ssh repositories with the docker builder.", 400)
         node = self._sticky_node(repo.repo_url())
         clone_secrets = {key: value for key, value in repo.repo2docker_env().items() if key in SECRET_VARIABLES}
         name = build_pod_name(repo.build_slug(), launch["resolved_ref"])

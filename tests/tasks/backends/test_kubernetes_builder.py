@@ -419,3 +419,16 @@ def test_two_settings_switch_the_backends(kube_app: Flask) -> None:
     schedule = celeryconfig.from_settings(kube_app.config["BINDERY"])["beat_schedule"]
     assert schedule["cleanup-build-pods"]["task"] == "bindery.cleanup_build_pods"
     assert "cleanup-build-pods" not in celeryconfig.from_settings(_config(builder="docker"))["beat_schedule"]
+
+
+def test_an_ssh_repository_is_refused_clearly_before_any_pod(kube: KubeReplay, tmp_path: Any) -> None:
+    key, known_hosts = tmp_path / "id", tmp_path / "known_hosts"
+    key.write_text("not a real key\n")
+    known_hosts.write_text("")
+    config = _config(git_ssh_key=str(key), git_ssh_known_hosts=str(known_hosts))
+    repo = get_provider("git", "ssh%3A%2F%2Fgit%40127.0.0.1%3A2222%2Fgroup%2Frepo.git/main", config)
+    with pytest.raises(BuildError) as caught:
+        KubernetesBuilder(kube.api(), config).build(repo, _launch(config), lambda event: None)
+    assert caught.value.status_code == 400 and "https URL" in caught.value.message
+    assert str(key) not in caught.value.message
+    assert kube.requests == [], "nothing was asked of the API"
