@@ -173,16 +173,23 @@ def git_pin_config(url: str, addresses: list[Address]) -> list[tuple[str, str]]:
 
     ``http.curloptResolve`` (git >= 2.37) pins ``host:port`` for http(s), so a
     second DNS answer (rebinding) is never used; redirects could lead anywhere,
-    so they are not followed.  git:// and ssh:// resolve on their own: not pinned.
+    so they are not followed.  A git:// URL is rewritten to the checked address
+    with ``url.<address>.insteadOf`` (git daemon has no TLS or name to keep).
+    ssh:// resolves on its own (its host keys are checked by name): not pinned.
     """
     import urllib.parse
 
     parts = urllib.parse.urlsplit(url)
     scheme = parts.scheme.lower()
+    host = parts.hostname or ""
+    if scheme == "git" and addresses and literal_address(host) is None:
+        address = addresses[0]
+        where = f"[{address}]" if address.version == 6 else str(address)
+        suffix = f":{parts.port}" if parts.port else ""
+        return [(f"url.git://{where}{suffix}/.insteadOf", f"{parts.scheme}://{parts.netloc}/")]
     if scheme not in ("http", "https"):
         return []
     pairs = [("http.followRedirects", "false")]
-    host = parts.hostname or ""
     if literal_address(host) is None and addresses:
         port = parts.port or (443 if scheme == "https" else 80)
         listed = ",".join(f"[{a}]" if a.version == 6 else str(a) for a in addresses)

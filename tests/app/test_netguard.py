@@ -12,6 +12,7 @@ import ipaddress
 import json
 import subprocess
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator
 from typing import Any
@@ -21,7 +22,7 @@ import pytest
 from app import create_app, netguard
 from app.config import load_config
 from app.errors import ConfigError, ProviderError
-from app.redis_server import EmbeddedRedis
+from app.redis_server import EmbeddedRedis, free_port, stop_process
 from providers import get_provider
 from providers import git as git_module
 from tests.conftest import LOOPBACK_ALLOWED, GitServer
@@ -223,3 +224,31 @@ def test_registry_url_allowed_or_unresolvable_loads() -> None:
     assert load_config({"registry_url": "http://localhost:5000", **LOOPBACK_ALLOWED}, environ={})["registry_url"]
     # A name that does not resolve now (offline start, or a cluster-only name) is not judged at start.
     assert load_config({"registry_url": "https://registry.bindery.invalid"}, environ={})["registry_url"]
+
+
+def test_a_git_daemon_url_is_pinned_to_the_checked_address(git_server: GitServer) -> None:
+    """git:// has no curl: the URL itself is rewritten (insteadOf) to the address that was checked."""
+    served, sha = git_server.make_repo("FROM scratch\n")
+    port = free_port()
+    daemon = subprocess.Popen(["git", "daemon", "--reuseaddr", f"--base-path={git_server.root}", "--export-all",
+                               "--listen=127.0.0.1", f"--port={port}", str(git_server.root)],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        pinned = f"git://rebind.bindery.invalid:{port}/{served.rsplit('/', 1)[1]}"
+        pairs = netguard.git_pin_config(pinned, [ipaddress.ip_address("127.0.0.1")])
+        assert pairs == [(f"url.git://127.0.0.1:{port}/.insteadOf", f"git://rebind.bindery.invalid:{port}/")]
+        env = {"GIT_TERMINAL_PROMPT": "0", "PATH": "/usr/bin:/bin", **netguard.git_config_env(pairs)}
+        deadline = time.monotonic() + 10
+        while True:  # the daemon takes a moment to listen
+            result = subprocess.run(["git", "ls-remote", "--", pinned, "main"], capture_output=True, text=True,
+                                    timeout=30, env=env)
+            if result.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert result.returncode == 0, result.stderr  # a name DNS does not know: only the pin can work
+        assert result.stdout.startswith(sha)
+        unpinned = subprocess.run(["git", "ls-remote", "--", pinned, "main"], capture_output=True, text=True,
+                                  timeout=30, env={"GIT_TERMINAL_PROMPT": "0", "PATH": "/usr/bin:/bin"})
+        assert unpinned.returncode != 0
+    finally:
+        stop_process(daemon)
