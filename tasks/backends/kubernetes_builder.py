@@ -117,20 +117,24 @@ def secret_manifest(name: str, env: dict[str, str]) -> dict[str, Any]:
 
 
 def pod_manifest(config: dict[str, Any], repo: RepoProvider, launch: dict[str, Any],
-                 node: str | None = None, secret: str | None = None) -> dict[str, Any]:
+                 node: str | None = None, secret: str | None = None,
+                 clone_env: dict[str, str] | None = None) -> dict[str, Any]:
     """The build pod, as a plain manifest (what the API gets, and what tests validate).
 
     With ``secret`` the credentials in the provider's clone environment are read
     from that Secret (see :func:`secret_manifest`); the rest is inline.
+    ``clone_env`` is ``repo.repo2docker_env()`` when the caller has it already
+    (making it checks the repository's addresses again).
     """
+    if clone_env is None:
+        clone_env = repo.repo2docker_env()
     name = build_pod_name(repo.build_slug(), launch["resolved_ref"])
     args = repo2docker_command({**config, "repo2docker_command": config["build_pod_command"]}, repo, launch,
                                f"{CONFIG_DIR}/repo2docker_config.py")
     if config.get("registry_url"):  # the pod pushes; the push step then finds the image stored
         args.insert(args.index("--"), "--push")
-    env: list[dict[str, Any]] = [{"name": "DOCKER_HOST", "value": f"unix://{SOCKET}"},
-                                 {"name": "GIT_TERMINAL_PROMPT", "value": "0"}]
-    for key, value in sorted(repo.repo2docker_env().items()):
+    env: list[dict[str, Any]] = [{"name": "DOCKER_HOST", "value": f"unix://{SOCKET}"}]
+    for key, value in sorted({"GIT_TERMINAL_PROMPT": "0", **clone_env}.items()):
         env.append({"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
                    if secret and key in SECRET_VARIABLES else {"name": key, "value": value})
     mounts = [{"name": "engine-socket", "mountPath": SOCKET},
@@ -206,16 +210,17 @@ class KubernetesBuilder:
         """Create (or attach to) the build pod, stream its log, and wait for it to finish."""
         from kubernetes.client.exceptions import ApiException
 
-        if "GIT_SSH_COMMAND" in repo.repo2docker_env():
+        clone_env = repo.repo2docker_env()
+        if "GIT_SSH_COMMAND" in clone_env:
             # the key and known_hosts are files on the worker, which build pods do not have
             raise BuildError("This Bindery builds in Kubernetes build pods, which cannot clone over ssh "
                              "yet: use an https URL for this repository, or ask the operator to build "
                              "ssh repositories with the docker builder.", 400)
         node = self._sticky_node(repo.repo_url())
-        clone_secrets = {key: value for key, value in repo.repo2docker_env().items() if key in SECRET_VARIABLES}
+        clone_secrets = {key: value for key, value in clone_env.items() if key in SECRET_VARIABLES}
         name = build_pod_name(repo.build_slug(), launch["resolved_ref"])
         secret = f"{name}-{secrets.token_hex(4)}" if clone_secrets else None
-        manifest = pod_manifest(self.config, repo, launch, node, secret)
+        manifest = pod_manifest(self.config, repo, launch, node, secret, clone_env)
         deadline = time.monotonic() + self.config["build_timeout"]
         try:
             self._ensure_config_map()

@@ -432,3 +432,11 @@ def test_an_ssh_repository_is_refused_clearly_before_any_pod(kube: KubeReplay, t
     assert caught.value.status_code == 400 and "https URL" in caught.value.message
     assert str(key) not in caught.value.message
     assert kube.requests == [], "nothing was asked of the API"
+
+
+def test_every_variable_appears_once_in_the_pod_env() -> None:
+    config = _config()
+    env = pod_manifest(config, _repo(config), _launch(config))["spec"]["containers"][0]["env"]
+    names = [item["name"] for item in env]
+    assert len(names) == len(set(names)), names
+    assert {"name": "GIT_TERMINAL_PROMPT", "value": "0"} in env
