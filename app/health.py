@@ -9,7 +9,8 @@ The GitHub API is someone else's service and costs rate limit, so it is not
 probed on every check: a resolve that could not reach it (or was refused)
 marks an outage in Redis, and only while that mark stands does ``/health`` ask
 GitHub's ``/rate_limit`` (which does not count against the limit) whether it
-is back; a good answer clears the mark.  The chart's probes use ``/versions``,
+is back; a good answer clears the mark (a resolve never does, so launches pay
+nothing for this).  The chart's probes use ``/versions``,
 so an outage elsewhere never takes Bindery's pods out of service.
 """
 
@@ -42,9 +43,6 @@ def mark_outage(prefix: str) -> None:
     redis_client.client.set(OUTAGE_KEY.format(prefix), "1", ex=OUTAGE_SECONDS)
 
 
-def clear_outage(prefix: str) -> None:
-    """A provider's API answered: whatever outage was marked is over."""
-    redis_client.client.delete(OUTAGE_KEY.format(prefix))
 
 
 @bp.route("/versions")
@@ -86,7 +84,7 @@ def _github(config: dict[str, Any]) -> dict[str, Any]:
     url = f"{str(config['github_api_url']).rstrip('/')}/rate_limit"
     if requests.get(url, headers=headers, auth=auth, timeout=config["provider_timeout"]).status_code != 200:
         return {"ok": False}
-    clear_outage("gh")
+    redis_client.client.delete(OUTAGE_KEY.format("gh"))  # it answers again: stop asking
     return {}
 
 

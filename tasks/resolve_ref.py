@@ -11,7 +11,7 @@ from flask import current_app
 from app.build_logs import log_path
 from app.errors import ProviderError
 from app.extensions import events
-from app.health import clear_outage, mark_outage
+from app.health import mark_outage
 from app.metrics import metrics
 from providers import get_provider
 from providers.base import image_name
@@ -42,8 +42,6 @@ def resolve_ref(launch: dict[str, Any]) -> None:
         if launch["provider"] == "gh":
             mark_outage("gh")
         raise
-    if launch["provider"] == "gh":
-        clear_outage("gh")
     remaining = github_rate_limit_remaining()
     if remaining is not None:
         metrics().github_rate_limit.set(remaining)
