@@ -680,16 +680,6 @@ class ConfigSchema(Schema):
                        "a /32 or /128)."),
     )
 
-    @validates_schema
-    def _check_private_addresses(self, data: Mapping[str, Any], **kwargs: Any) -> None:
-        from app.netguard import config_error
-
-        url = data.get("registry_url")
-        if url and url.startswith(("http://", "https://")):
-            problem = config_error(url, "registry_url", dict(data))
-            if problem:
-                raise ValidationError(problem, "registry_url")
-
     # --- outages and restarts (issue 7) -------------------------------------------------------
     redis_retry_seconds = fields.Float(
         load_default=10.0, validate=validate.Range(0, 600),
@@ -762,12 +752,19 @@ class ConfigSchema(Schema):
 
     @validates_schema
     def _check_registry(self, data: Mapping[str, Any], **kwargs: Any) -> None:
+        from app.netguard import config_error
+
         url = data.get("registry_url")
         if url and not url.startswith(("http://", "https://")):
             raise ValidationError("must start with http:// or https://", "registry_url")
+        problems: dict[str, list[str]] = {}
+        refused = config_error(url, "registry_url", dict(data)) if url else None  # the address guard
+        if refused:
+            problems["registry_url"] = [refused]
         if bool(data.get("registry_username")) != bool(data.get("registry_password")):
-            raise ValidationError("set both registry_username and registry_password, or neither",
-                                  "registry_password")
+            problems["registry_password"] = ["set both registry_username and registry_password, or neither"]
+        if problems:
+            raise ValidationError(problems)
 
 
 # Plain environment names BinderHub and twelve-factor tooling already use.
