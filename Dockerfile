@@ -26,7 +26,7 @@ COPY templates/ templates/
 COPY static/ static/
 COPY celeryconfig.py wsgi.py worker.py gunicorn.conf.py flowerconfig.py ./
 RUN pip check \
- && python -c "import app, app.runner, tasks.build, tasks.launch, providers, celeryconfig; from app import create_app" \
+ && python -c "import app, app.runner, tasks.chain, tasks.steps.build, tasks.steps.launch, providers, celeryconfig; from app import create_app" \
  && useradd --system --uid 10001 --home-dir /var/lib/bindery --create-home bindery
 USER bindery
 EXPOSE 8585

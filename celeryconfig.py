@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 imports = (
-    "tasks.resolve_ref", "tasks.check_registry", "tasks.build", "tasks.push",
-    "tasks.launch", "tasks.attach", "tasks.cleanup", "tasks.cleanup_build_pods", "tasks.abandon",
+    "tasks.steps.resolve_ref", "tasks.steps.check_registry", "tasks.steps.attach", "tasks.steps.build",
+    "tasks.steps.push", "tasks.steps.launch",
+    "tasks.beat.cleanup", "tasks.beat.cleanup_build_pods", "tasks.beat.abandon",
 )
 
 # Builds run on their own prefork queue so long builds never starve launches;
@@ -56,7 +57,7 @@ def from_settings(settings: dict[str, Any]) -> dict[str, Any]:
         "beat_schedule": {
             "cleanup-servers": {"task": "bindery.cleanup_servers",
                                 "schedule": float(settings["cleanup_interval"])},
-            # Launches nobody reads are cancelled (tasks/abandon.py).
+            # Launches nobody reads are cancelled (tasks/beat/abandon.py).
             **({"abandon-launches": {"task": "bindery.abandon_launches",
                                      "schedule": abandon_check_interval(settings["abandon_timeout"])}}
                if settings["abandon_timeout"] else {}),

@@ -18,6 +18,8 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.config["BINDERY"] = load_config(overrides)
     configure_logging(app.config["BINDERY"])
 
+    # Views and the task machinery are imported when an app is built, not when ``app`` is:
+    # ``from app.errors import ...`` in a worker or a tool loads no view.
     from app import build_api, build_logs, errors_view, health, metrics, pages, request_limits, where_api
     from app.extensions import engine, events, redis_client
     from app.repoproviders import bp as repoproviders_bp
@@ -40,7 +42,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
 
 def celery_init_app(app: Flask) -> Celery:
     """Celery bound to this app, as in Flask's Celery pattern; tasks run in its app context."""
-    import celeryconfig
+    import celeryconfig  # (imported here for the reason given in create_app)
     from tasks import worker_signals
     from tasks.base import BinderyTask
 

@@ -17,12 +17,13 @@ from flask_sse import Message
 
 from app import build_tokens, launches, rate_limit, request_limits, stream_limit
 from app.client_address import client_key
-from app.errors import BinderyError, RateLimited
+from app.errors import BinderyError, RateLimited, failed_event
 from app.extensions import events, redis_client
 from app.network_bans import check_client_allowed
 from app.rawpath import raw_spec
 from app.sse import KEEPALIVE, parse_event_id, single_stream
 from providers import get_provider
+from tasks import launch_record
 
 bp = Blueprint("build_api", __name__)
 
@@ -32,8 +33,7 @@ _TRUE = {"1", "true", "yes", "on"}
 def _failed_stream(error: BinderyError) -> Response:
     def body() -> Iterator[str]:
         yield KEEPALIVE
-        yield str(Message({"phase": "failed", "message": error.message + "\n",
-                           "status_code": error.status_code, **error.details}))
+        yield str(Message(failed_event(error)))
 
     return single_stream(body())
 
@@ -86,7 +86,7 @@ def build(provider: str, spec: str) -> ResponseReturnValue:
         request_limits.check_spec(spec)
         check_client_allowed()
         resume = parse_event_id(request.headers.get("Last-Event-ID") or request.args.get("lastEventId"))
-        if resume and launches.belongs_to(resume[0], provider, spec):
+        if resume and launch_record.belongs_to(resume[0], provider, spec):
             # A reconnect is not a new launch: no token needed, not counted; it is an open stream.
             slot = _admit_stream()
             return _held(events.response(*resume), slot)

@@ -25,10 +25,11 @@ import redis
 from flask import current_app, request
 from itsdangerous import BadData, SignatureExpired, URLSafeTimedSerializer
 
+from app import keys
 from app.errors import BinderyError
 
 SALT = "bindery.build-token.v1"
-SIGNING_KEY_NAME = "bindery:build-token-key"  # where the shared key lives in Redis
+SIGNING_KEY_NAME = keys.BUILD_TOKEN_KEY()  # where the shared key lives in Redis
 #: A real token is ~160 characters; anything much longer is not one of ours.
 MAX_TOKEN_LENGTH = 512
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from app.config import ConfigSchema, load_config, markdown_reference
 from app.errors import ConfigError
+from app.launch_events import count_launches, event_file, read_file
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,10 +40,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _count_events(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from app.launch_events import count_launches, event_file, read_file
-
     try:
         path = Path(args.file) if args.file else event_file(load_config())
         total = count_launches(read_file(path), args.repo, args.days)

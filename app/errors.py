@@ -28,6 +28,11 @@ class BinderyError(Exception):
         return {"message": self.message, "status_code": self.status_code, **self.details}
 
 
+def failed_event(error: BinderyError) -> dict[str, Any]:
+    """The one ``failed`` event: the error's fields, a status code, a message ending in a newline."""
+    return {**error.to_dict(), "phase": "failed", "message": error.message.rstrip("\n") + "\n"}
+
+
 class SpecError(BinderyError):
     """The provider or spec in the URL cannot be used as given."""
 

@@ -11,9 +11,12 @@ from typing import Any
 import docker
 import redis
 from flask import Flask, current_app
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from app.errors import EngineUnreachable
 from app.sse import EventStream
+from providers.base import redact_url
 
 
 class RedisClient:
@@ -58,17 +61,12 @@ class EngineClient:
 
 def engine_unreachable(url: str, exc: BaseException) -> EngineUnreachable:
     """The one message for an engine that does not answer, naming it (never its credentials)."""
-    from providers.base import redact_url
-
     return EngineUnreachable(f"The container engine at {redact_url(url)} is unreachable "
                              f"({type(exc).__name__}); please try again later.")
 
 
 def redis_retry(seconds: float) -> dict[str, Any]:
     """Connection options that ride out a Redis restart of up to ``seconds`` (then the error surfaces)."""
-    from redis.backoff import ExponentialBackoff
-    from redis.retry import Retry
-
     # 0.1, 0.2, 0.4, 0.8, then 1 s apart
     retries = 0 if seconds <= 0 else 4 + max(0, int(seconds - 1.5))
     return {"retry": Retry(ExponentialBackoff(cap=1.0, base=0.05), retries),

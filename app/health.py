@@ -25,7 +25,9 @@ import requests
 from flask import Blueprint, current_app, jsonify
 from flask.typing import ResponseReturnValue
 
+from app import keys
 from app.extensions import redis_client
+from app.outages import clear_outage, has_outage
 from providers.github import github_headers
 from tasks import backends
 
@@ -34,15 +36,6 @@ bp = Blueprint("health", __name__)
 VERSION = "0.1.0"
 _cache: dict[str, Any] = {"at": 0.0, "result": None}
 _cache_lock = threading.Lock()
-OUTAGE_KEY = "bindery:outage:{}"
-OUTAGE_SECONDS = 3600
-
-
-def mark_outage(prefix: str) -> None:
-    """Remember that a provider's API failed, so ``/health`` checks it until it answers again."""
-    redis_client.client.set(OUTAGE_KEY.format(prefix), "1", ex=OUTAGE_SECONDS)
-
-
 
 
 @bp.route("/versions")
@@ -72,19 +65,19 @@ def _registry(config: dict[str, Any]) -> dict[str, Any]:
 
 def _quota(config: dict[str, Any]) -> dict[str, Any]:
     servers = backends.launcher(config).running()
-    builds = sum(1 for _ in redis_client.client.scan_iter("bindery:lock:build:*", count=1000))
+    builds = sum(1 for _ in redis_client.client.scan_iter(keys.BUILD_LOCK.glob, count=1000))
     quota = config["quota_total"]
     return {"servers": servers, "builds": builds, "quota": quota or None, "ok": not quota or servers < quota}
 
 
 def _github(config: dict[str, Any]) -> dict[str, Any]:
-    if not redis_client.client.exists(OUTAGE_KEY.format("gh")):
+    if not has_outage("gh"):
         return {}
     headers, auth = github_headers(config)
     url = f"{str(config['github_api_url']).rstrip('/')}/rate_limit"
     if requests.get(url, headers=headers, auth=auth, timeout=config["provider_timeout"]).status_code != 200:
         return {"ok": False}
-    redis_client.client.delete(OUTAGE_KEY.format("gh"))  # it answers again: stop asking
+    clear_outage("gh")  # it answers again: stop asking
     return {}
 
 

@@ -18,9 +18,11 @@ from typing import Any
 
 from marshmallow import Schema, fields, validate
 
+from app import keys
+
 SCHEMA = "binderhub.jupyter.org/launch"
 VERSION = 6
-REDIS_STREAM = "bindery:launch-events"
+REDIS_STREAM = keys.LAUNCH_EVENTS()
 PROVIDER_NAMES = {
     "gh": "GitHub", "gist": "Gist", "gl": "GitLab", "git": "Git", "zenodo": "Zenodo",
     "figshare": "Figshare", "hydroshare": "Hydroshare", "dataverse": "Dataverse", "ckan": "CKAN",

@@ -17,6 +17,8 @@ from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
+from app.config import ConfigSchema
+
 _launch: contextvars.ContextVar[tuple[tuple[str, str], ...]] = contextvars.ContextVar("bindery_launch", default=())
 MASK = "***"
 
@@ -54,8 +56,6 @@ class _Masking(logging.Formatter):
 
 def secrets_of(config: dict[str, Any]) -> list[str]:
     """The values of every setting the schema marks secret (and their parts, e.g. user:password)."""
-    from app.config import ConfigSchema
-
     values: list[str] = []
     for name, field in ConfigSchema().fields.items():
         value = config.get(name)

@@ -14,8 +14,11 @@ from collections.abc import Iterator
 from typing import Any
 
 from flask import Flask
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, multiprocess, start_http_server
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
+from prometheus_flask_exporter import PrometheusMetrics
+from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics
 
 BUILD_BUCKETS = (60, 120, 300, 600, 1800, 3600, 7200, float("inf"))
 LAUNCH_BUCKETS = (2, 5, 10, 20, 30, 60, 120, 300, 600, float("inf"))
@@ -57,12 +60,8 @@ def init_app(app: Flask) -> None:
     """``/metrics`` for this app: multiprocess-aware under gunicorn, per-app registry otherwise."""
     metrics()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics
-
         GunicornInternalPrometheusMetrics(app, group_by="endpoint")
     else:
-        from prometheus_flask_exporter import PrometheusMetrics
-
         registry = CollectorRegistry(auto_describe=True)
         registry.register(_DefaultRegistry())
         PrometheusMetrics(app, registry=registry, group_by="endpoint")
@@ -70,9 +69,6 @@ def init_app(app: Flask) -> None:
 
 def start_worker_server(address: str, port: int) -> None:
     """A worker's own ``/metrics`` (cluster deployments scrape each worker pod)."""
-    from prometheus_client import start_http_server
-    from prometheus_client.multiprocess import MultiProcessCollector
-
     registry: CollectorRegistry = REGISTRY
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
@@ -83,6 +79,4 @@ def start_worker_server(address: str, port: int) -> None:
 def mark_process_dead(pid: int) -> None:
     """Drop a dead process's live gauges (gunicorn ``child_exit``, Celery child shutdown)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        from prometheus_client import multiprocess
-
         multiprocess.mark_process_dead(pid)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import socket
+import urllib.parse
 from collections.abc import Iterable
 from typing import Any
 
@@ -159,8 +160,6 @@ def check_host(host: str, port: int | None, config: dict[str, Any], what: str) -
 
 def check_url_host(url: str, config: dict[str, Any], what: str) -> list[Address]:
     """:func:`check_host` for the host of an http(s)/git/ssh URL (default ports filled in)."""
-    import urllib.parse
-
     parts = urllib.parse.urlsplit(url)
     if not parts.hostname:
         raise AddressRefused(f"{what} names no host")
@@ -177,8 +176,6 @@ def git_pin_config(url: str, addresses: list[Address]) -> list[tuple[str, str]]:
     with ``url.<address>.insteadOf`` (git daemon has no TLS or name to keep).
     ssh:// resolves on its own (its host keys are checked by name): not pinned.
     """
-    import urllib.parse
-
     parts = urllib.parse.urlsplit(url)
     scheme = parts.scheme.lower()
     host = parts.hostname or ""

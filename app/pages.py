@@ -13,6 +13,7 @@ from werkzeug.http import HTTP_STATUS_CODES
 
 from app import build_tokens, request_limits
 from app.errors import BinderyError
+from app.health import VERSION
 from app.network_bans import check_client_allowed
 from app.rawpath import raw_spec
 
@@ -60,8 +61,6 @@ def loading(provider: str, spec: str) -> ResponseReturnValue:
 
 @bp.route("/about")
 def about() -> ResponseReturnValue:
-    from app.health import VERSION
-
     return render_template("about.html", version=VERSION,
                            repo2docker=metadata.version("jupyter-repo2docker"),
                            message=current_app.config["BINDERY"]["about_message"])

@@ -13,9 +13,8 @@ import time
 
 import redis
 
+from app import keys
 from app.errors import RateLimited
-
-KEY_PREFIX = "bindery:ratelimit:"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +47,7 @@ def hit(client: redis.Redis, key: str, limit: int, period: int, now: float | Non
     """Count one request of ``key`` in the window that holds ``now``."""
     now = time.time() if now is None else now
     window = int(now // period)
-    redis_key = f"{KEY_PREFIX}{key}:{window}"
+    redis_key = keys.RATE_LIMIT(key, window)
     pipe = client.pipeline(transaction=True)
     pipe.incr(redis_key)
     pipe.expire(redis_key, period + 1)

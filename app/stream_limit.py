@@ -18,7 +18,8 @@ from collections.abc import Iterable, Iterator
 
 import redis
 
-KEY_PREFIX = "bindery:streams:"
+from app import keys
+
 MIN_LEASE = 60.0
 
 _ADMIT = """
@@ -85,7 +86,7 @@ def admit(client: redis.Redis, key: str, limit: int, lease: float) -> tuple[Stre
     """A place for one more stream of ``key`` if fewer than ``limit`` are open; returns (slot, open count)."""
     now = time.time()
     member = f"{os.getpid()}:{uuid.uuid4().hex}"  # the pid says which process holds it
-    redis_key = f"{KEY_PREFIX}{key}"
+    redis_key = keys.STREAMS(key)
     admitted, count = client.eval(_ADMIT, 1, redis_key, now, now + lease, member, limit,  # type: ignore[misc]
                                   int(lease) + 1)
     if not admitted:

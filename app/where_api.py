@@ -11,10 +11,9 @@ import re
 from flask import Blueprint, current_app, jsonify
 from flask.typing import ResponseReturnValue
 
-from app import launches
 from app.errors import NotFound
 from providers import get_provider
-from tasks import timings
+from tasks import launch_record, timings
 
 bp = Blueprint("where_api", __name__)
 
@@ -23,7 +22,7 @@ _LAUNCH_ID = re.compile(r"^[0-9a-f]{32}$")
 
 @bp.route("/api/launches/<launch_id>/position")
 def position(launch_id: str) -> ResponseReturnValue:
-    request_path = launches.request_of(launch_id) if _LAUNCH_ID.match(launch_id) else None
+    request_path = launch_record.request_of(launch_id) if _LAUNCH_ID.match(launch_id) else None
     if request_path is None:
         raise NotFound("No such launch (it may have ended more than an hour ago).")
     provider, _, spec = request_path.partition("/")

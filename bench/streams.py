@@ -2,7 +2,7 @@
 
 One web process (gunicorn, ``web_workers: 1``, one gevent worker) with a short
 ``keepalive_interval`` (default 1 s).  One launch channel is made directly in the
-stack's Redis (meta key plus one ``waiting`` event, as app/launches.py would), so
+stack's Redis (meta key plus one ``waiting`` event, as tasks/launch_record.py and app/launches.py would), so
 no pipeline work happens.  K clients reconnect to it with ``Last-Event-ID`` (the
 resume path, the same generator as a new launch's stream), each on its own raw
 socket, spread over several client processes so the load generator is not the

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 import celery
@@ -11,12 +10,11 @@ from celery.exceptions import Ignore, Reject, Retry
 
 from app.errors import BinderyError
 from app.logging_setup import launch_context
+from tasks.outcomes import launch_failed
 from tasks.payload import load_launch
+from tasks.worker_lease import may_run
 
 log = logging.getLogger(__name__)
-
-# Connection trouble with our own infrastructure is worth a retry; anything else is not.
-TRANSIENT = (ConnectionError, TimeoutError)
 
 
 class BinderyTask(celery.Task):
@@ -38,11 +36,8 @@ class BinderyTask(celery.Task):
         ids = (launch["id"], launch.get("image")) if launch else (None, None)
         with app.app_context(), launch_context(*ids):
             try:
-                if launch and self.launch_queue_step:
-                    from tasks.worker_lease import may_run
-
-                    if not may_run(self.request, launch):
-                        return None
+                if launch and self.launch_queue_step and not may_run(self.request, launch):
+                    return None
                 return super().__call__(*args, **kwargs)
             except (Retry, Ignore, Reject):
                 raise
@@ -52,7 +47,7 @@ class BinderyTask(celery.Task):
                     self.report_failure(launch, error)
                 return None
             except Exception as exc:
-                # Steps may run inside one another (tasks.chain.proceed): report once, innermost.
+                # Steps may run inside one another (tasks/chain.py): report once, innermost.
                 if launch and not getattr(exc, "bindery_reported", False):
                     log.exception("launch %s: unexpected error in %s", launch["id"], self.name)
                     self.report_failure(launch, BinderyError(
@@ -64,28 +59,3 @@ class BinderyTask(celery.Task):
     def report_failure(self, launch: dict[str, Any], error: BinderyError) -> None:
         """How this step's failure reaches the user: by default the launch ends ``failed``."""
         launch_failed(launch, error)
-
-
-def fail(error: BinderyError, *channels: str) -> None:
-    """Publish a ``failed`` event (with the error's extra fields) on each channel."""
-    from app.extensions import events
-
-    event = {**error.to_dict(), "phase": "failed", "message": error.message.rstrip("\n") + "\n"}
-    for channel in channels:
-        events.publish(event, channel=channel)
-
-
-def record_launch(launch: dict[str, Any], status: str) -> None:
-    """A launch ended: BinderHub's launch metrics (its one place)."""
-    from app.metrics import metrics
-
-    figures = metrics()
-    figures.launch_time.labels(status=status, retries="0").observe(max(0.0, time.time() - launch["created"]))
-    figures.launch_count.labels(status=status, provider=launch["provider"],
-                                repo=launch.get("repo_url") or launch["spec"]).inc()
-
-
-def launch_failed(launch: dict[str, Any], error: BinderyError, *extra_channels: str) -> None:
-    """The one way a launch ends in failure: its ``failed`` event and its metrics."""
-    fail(error, launch["id"], *extra_channels)
-    record_launch(launch, "failure")

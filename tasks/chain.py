@@ -1,36 +1,89 @@
-"""How the steps are put together.
+"""The order of the pipeline: every path a launch can take, and nowhere else.
 
-The web queues only the first step.  Steps that share the gevent ``launch``
-queue hand over to the next one in the same worker (a queue hop costs more CPU
-than a cached launch's own work); a hop to the ``build`` queue is a real Celery
-chain, build → push → launch.  So a cached launch is one message, and never
-queues a build or a push.  The build chain ends at the image: the launches
-waiting for it (tasks/attach.py) launch, so a re-delivered build step never
-starts a server.
+::
+
+    web ── start ──▶ resolve_ref
+    resolve_ref ──── resolved ─────────▶ check_registry
+    check_registry ─ image_found ──────▶ launch
+                   ─ build_needed ─────▶ build ─▶ push   (build queue; push only with a registry)
+                                         and attach      (we follow our own build, like everyone)
+                   ─ build_elsewhere ──▶ attach          (someone else builds it: follow theirs)
+    attach ───────── built ────────────▶ launch
+                   ─ last_good_found ──▶ launch          (the build failed; launch_last_good_image)
+                   ─ build_stopped ────▶ check_registry  (its worker died: look again, maybe build)
+    any step ─────── BinderyError ─────▶ ``failed`` event, the launch ends (tasks/base.py)
+
+A launch also ends without a step: cancelled by the abandon sweep when nobody reads
+it (tasks/beat/abandon.py), or given up after its worker died ``launch_crash_retries``
+times (tasks/worker_lease.py).  ``build_only`` launches end in ``launch`` with the image.
+
+Steps call these transitions; this module names the next step by its Celery task name and
+imports no step.  Steps on the gevent ``launch`` queue hand over inside the same worker (a
+queue hop costs more than a cached launch's own work), so a cached launch is one message.
+The build chain ends at the image: the launches following it (attach) launch, so a
+re-delivered build never starts a server.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from celery import Task, chain
+from celery import chain, current_app, signature
 from celery.canvas import Signature
 
+RESOLVE_REF = "bindery.resolve_ref"
+CHECK_REGISTRY = "bindery.check_registry"
+ATTACH = "bindery.attach"
+BUILD = "bindery.build"
+PUSH = "bindery.push"
+LAUNCH = "bindery.launch"
 
-def launch_chain(launch: dict[str, Any]) -> Signature:
-    from tasks.resolve_ref import resolve_ref
-
-    return resolve_ref.s(launch)
-
-
-def proceed(step: Task, launch: dict[str, Any]) -> Any:
-    """Run the next launch-queue step here, inside the current task (same queue, same retries)."""
-    return step(launch)
+Launch = dict[str, Any]
 
 
-def build_chain(launch: dict[str, Any], *, push: bool) -> Signature:
-    """build → (push); push only when there is a registry to push to."""
-    from tasks.build import build
-    from tasks.push import push as push_step
+def start(launch: Launch) -> Signature:
+    """What the web queues: the first step, by name (the web never imports a step)."""
+    return signature(RESOLVE_REF, args=(launch,))
 
-    return chain(build.s(launch), push_step.s()) if push else build.s(launch)
+
+def resolved(launch: Launch) -> None:
+    """The ref is a commit and the image has a name: is it there?"""
+    _run(CHECK_REGISTRY, launch)
+
+
+def image_found(launch: Launch) -> None:
+    _run(LAUNCH, launch)
+
+
+def build_needed(launch: Launch, *, push: bool) -> None:
+    """We hold the build lock: queue the build (and push), then follow it like any waiting launch."""
+    build = signature(BUILD, args=(launch,))
+    (chain(build, signature(PUSH)) if push else build).apply_async()
+    _run(ATTACH, launch)
+
+
+def build_elsewhere(launch: Launch) -> None:
+    """Another launch holds the build lock: follow its build from a message of our own."""
+    signature(ATTACH, args=(launch,)).apply_async()
+
+
+def built(launch: Launch) -> None:
+    _run(LAUNCH, launch)
+
+
+def last_good_found(launch: Launch) -> None:
+    """The build failed, and the repository's last image that built is launched instead."""
+    _run(LAUNCH, launch)
+
+
+def build_stopped(launch: Launch) -> None:
+    """The build we followed ended without a word: start over from the registry check."""
+    _run(CHECK_REGISTRY, {**launch, "build_id": None})
+
+
+def _run(name: str, launch: Launch) -> Any:
+    """Run a launch-queue step here, inside the current task (same queue, same retries)."""
+    tasks = current_app.tasks
+    if name not in tasks:  # a process that never imported the steps (a test, a shell)
+        current_app.loader.import_default_modules()
+    return tasks[name](launch)

@@ -3,18 +3,18 @@ last image that did build, if the operator allows it, and say so plainly."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from typing import Any
 
 from flask import current_app
 
+from app import keys
 from app.extensions import events, redis_client
 from tasks import backends
 
 
 def _key(repo_url: str) -> str:
-    return f"bindery:lastgood:{hashlib.sha256(repo_url.encode()).hexdigest()[:32]}"
+    return keys.LAST_GOOD(keys.digest(repo_url))
 
 
 def remember(launch: dict[str, Any]) -> None:

@@ -8,7 +8,6 @@ with a heartbeat; when a worker dies the lock expires after ``ttl`` seconds.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
@@ -18,14 +17,15 @@ from contextlib import contextmanager
 import redis
 from redis.exceptions import LockError
 
+from app import keys
+
 log = logging.getLogger(__name__)
 
 
 class BuildLock:
     def __init__(self, client: redis.Redis, image: str) -> None:
-        digest = hashlib.sha256(image.encode()).hexdigest()[:32]
         self.client = client
-        self.key = f"bindery:lock:build:{digest}"
+        self.key = keys.BUILD_LOCK(keys.digest(image))
 
     def _lock(self, build_id: str, ttl: float) -> redis.lock.Lock:
         lock = self.client.lock(self.key, timeout=ttl, thread_local=False)

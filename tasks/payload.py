@@ -22,6 +22,9 @@ class LaunchSchema(Schema):
     repo_url = fields.String(load_default=None, allow_none=True)
     ref_url = fields.String(load_default=None, allow_none=True)
     resolved_ref = fields.String(load_default=None, allow_none=True)
+    resolved_spec = fields.String(load_default=None, allow_none=True,
+                                  metadata={"help": "the spec with the ref resolved (the persistent link's), "
+                                                    "so later steps need not parse the spec again"})
     image = fields.String(load_default=None, allow_none=True)
     build_id = fields.String(load_default=None, allow_none=True)
     quota = fields.Integer(load_default=None, allow_none=True,

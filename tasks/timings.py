@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 import statistics
 from typing import Any, Literal
 
 import redis
+
+from app import keys
+from app.extensions import redis_client
 
 Kind = Literal["build", "launch"]
 KINDS: tuple[Kind, ...] = ("build", "launch")
@@ -29,18 +31,15 @@ QUEUE_SCAN_LIMIT = 1000  # messages read from the head of the queue; deeper than
 def _client(client: redis.Redis | None) -> redis.Redis:
     if client is not None:
         return client
-    from app.extensions import redis_client
-
     return redis_client.client
 
 
 def _repo_key(kind: str, repo_url: str) -> str:
-    digest = hashlib.sha256(repo_url.encode()).hexdigest()[:24]
-    return f"bindery:timings:{kind}:repo:{digest}"
+    return keys.TIMINGS_REPO(kind, keys.digest(repo_url, 24))
 
 
 def _global_key(kind: str) -> str:
-    return f"bindery:timings:{kind}:all"
+    return keys.TIMINGS_ALL(kind)
 
 
 def record(kind: Kind, repo_url: str, seconds: float, client: redis.Redis | None = None) -> None:

@@ -25,12 +25,20 @@ from typing import Any
 
 import redis
 from celery import Celery
+from celery.worker import state
+from flask import current_app
+
+from app import keys
+from app.errors import LaunchError
+from app.extensions import events, redis_client
+from tasks.launch_record import claim_end, ended
+from tasks.outcomes import launch_failed, stop_servers
 
 log = logging.getLogger(__name__)
 
 LAUNCH_QUEUE = "launch"
-UNACKED_KEY = "unacked:launch"
-UNACKED_INDEX_KEY = "unacked_index:launch"
+UNACKED_KEY = keys.LAUNCH_UNACKED()
+UNACKED_INDEX_KEY = keys.LAUNCH_UNACKED_INDEX()
 
 
 def launch_only(queues: Any) -> bool:
@@ -44,7 +52,7 @@ def transport_options(settings: dict[str, Any]) -> dict[str, Any]:
     return {
         "unacked_key": UNACKED_KEY,
         "unacked_index_key": UNACKED_INDEX_KEY,
-        "unacked_mutex_key": "unacked_mutex:launch",
+        "unacked_mutex_key": keys.LAUNCH_UNACKED_MUTEX(),
         "visibility_timeout": settings["launch_visibility_timeout"],
         # Look for a dead worker's messages on every idle poll (about every 2 s), not every tenth.
         "unacked_restore_throttle": 1,
@@ -54,8 +62,6 @@ def transport_options(settings: dict[str, Any]) -> dict[str, Any]:
 
 def held_tags() -> list[str]:
     """Delivery tags of the messages this worker holds (running or prefetched)."""
-    from celery.worker import state
-
     requests = list(state.reserved_requests) + list(state.active_requests)
     return sorted({tag for tag in (_tag(request) for request in requests) if tag})
 
@@ -101,13 +107,6 @@ def keep_leases(celery_app: Celery) -> threading.Thread:
 
 def may_run(request: Any, launch: dict[str, Any]) -> bool:
     """Whether a launch-queue step should run: not when its launch has ended or crashed too often."""
-    from flask import current_app
-
-    from app.errors import LaunchError
-    from app.extensions import events, redis_client
-    from tasks.abandon import claim_end, ended, stop_servers
-    from tasks.base import launch_failed
-
     outcome = ended(launch["id"])
     if outcome:
         log.info("launch %s already ended (%s): step skipped", launch["id"], outcome)
@@ -115,7 +114,7 @@ def may_run(request: Any, launch: dict[str, Any]) -> bool:
     if not (getattr(request, "delivery_info", None) or {}).get("redelivered"):
         return True
     config = current_app.config["BINDERY"]
-    key = f"bindery:redelivered:{launch['id']}"
+    key = keys.REDELIVERED(launch["id"])
     pipe = redis_client.client.pipeline()
     pipe.incr(key)
     pipe.expire(key, config["event_ttl"])

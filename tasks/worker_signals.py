@@ -10,6 +10,9 @@ from typing import Any
 from celery import Celery
 from celery.signals import celeryd_init, worker_process_shutdown, worker_ready
 
+from app.metrics import mark_process_dead, start_worker_server
+from tasks import worker_lease
+
 log = logging.getLogger(__name__)
 
 
@@ -20,8 +23,6 @@ def connect(celery_app: Celery) -> None:
     def _serve_metrics(**_: Any) -> None:
         settings = celery_app.flask_app.config["BINDERY"]  # type: ignore[attr-defined]
         if settings["worker_metrics_port"]:
-            from app.metrics import start_worker_server
-
             try:
                 start_worker_server(settings["worker_metrics_address"], settings["worker_metrics_port"])
             except OSError as exc:  # another worker on this machine serves it already
@@ -29,8 +30,6 @@ def connect(celery_app: Celery) -> None:
 
     @celeryd_init.connect(weak=False, dispatch_uid="bindery-launch-leases")
     def _launch_leases(conf: Any, options: dict[str, Any], **_: Any) -> None:
-        from tasks import worker_lease
-
         if worker_lease.launch_only(options.get("queues")):
             settings = celery_app.flask_app.config["BINDERY"]  # type: ignore[attr-defined]
             conf.broker_transport_options = {**(conf.broker_transport_options or {}),
@@ -40,12 +39,8 @@ def connect(celery_app: Celery) -> None:
     @worker_ready.connect(weak=False, dispatch_uid="bindery-launch-lease-renewer")
     def _renew_leases(**_: Any) -> None:
         if getattr(celery_app, "bindery_launch_leases", False):
-            from tasks import worker_lease
-
             worker_lease.keep_leases(celery_app)
 
     @worker_process_shutdown.connect(weak=False, dispatch_uid="bindery-forget-child")
     def _forget_child(**_: Any) -> None:
-        from app.metrics import mark_process_dead
-
         mark_process_dead(os.getpid())

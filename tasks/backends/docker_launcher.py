@@ -22,7 +22,9 @@ import docker
 import requests
 from flask import current_app
 
+from app import keys
 from app.errors import LaunchError, QuotaExceeded
+from app.extensions import engine_unreachable, engine_url
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +89,10 @@ class DockerLauncher:
         candidates = list(range(low, high + 1))
         random.shuffle(candidates)
         for port in candidates[:200]:
-            if self.redis.set(f"bindery:port:{port}", launch_id, nx=True, ex=ttl):
+            if self.redis.set(keys.PORT(port), launch_id, nx=True, ex=ttl):
                 if _port_free(self.config["launch_host"], port):
                     return port
-                self.redis.delete(f"bindery:port:{port}")
+                self.redis.delete(keys.PORT(port))
         raise QuotaExceeded(f"No free port in {low}-{high} for a new server; please try again later.")
 
     def _command(self, port: int) -> list[str]:
@@ -110,9 +112,7 @@ class DockerLauncher:
         try:
             return self._launch(launch, emit)
         except (requests.ConnectionError, requests.Timeout) as exc:  # the engine itself is away
-            from app.extensions import engine_unreachable, engine_url
-
-            raise engine_unreachable(engine_url(self.config), exc) from exc
+                raise engine_unreachable(engine_url(self.config), exc) from exc
 
     def _launch(self, launch: dict[str, Any], emit: Emit) -> tuple[str, str]:
         for stale in self._containers(f"{LABEL}={launch['id']}"):  # a re-run after a crash
@@ -130,7 +130,7 @@ class DockerLauncher:
                         "org.bindery.created": str(int(time.time()))},
             )
         except (docker.errors.APIError, requests.RequestException) as exc:
-            self.redis.delete(f"bindery:port:{port}")
+            self.redis.delete(keys.PORT(port))
             raise LaunchError(f"The container engine could not start the server: "
                               f"{getattr(exc, 'explanation', None) or type(exc).__name__}") from exc
         url = self.config["launch_public_url"].format(host=self.config["launch_host"], port=port)
@@ -179,7 +179,7 @@ class DockerLauncher:
                 continue
             port = (found.get("Labels") or {}).get("org.bindery.port")
             if port:
-                self.redis.delete(f"bindery:port:{port}")
+                self.redis.delete(keys.PORT(port))
             removed += 1
         return removed
 
@@ -196,6 +196,6 @@ class DockerLauncher:
             if container.status in ("exited", "dead") or old:
                 container.remove(force=True)
                 if labels.get("org.bindery.port"):
-                    self.redis.delete(f"bindery:port:{labels['org.bindery.port']}")
+                    self.redis.delete(keys.PORT(labels['org.bindery.port']))
                 removed += 1
         return removed

@@ -24,6 +24,10 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from kubernetes import client, watch
+from kubernetes import config as kube_config
+from kubernetes.client.exceptions import ApiException
+
 from app.errors import BuildError
 from providers.base import RepoProvider, safe_build_slug
 from providers.git_env import SECRET_VARIABLES
@@ -82,9 +86,6 @@ def namespace(config: dict[str, Any]) -> str:
 
 def core_api(config: dict[str, Any]) -> Any:
     """A CoreV1Api from the in-cluster service account, else the kubeconfig (made on first use)."""
-    from kubernetes import client
-    from kubernetes import config as kube_config
-
     try:
         kube_config.load_incluster_config()
     except kube_config.ConfigException:
@@ -208,8 +209,6 @@ class KubernetesBuilder:
     # --- build ---------------------------------------------------------------------------
     def build(self, repo: RepoProvider, launch: dict[str, Any], emit: Emit) -> None:
         """Create (or attach to) the build pod, stream its log, and wait for it to finish."""
-        from kubernetes.client.exceptions import ApiException
-
         clone_env = repo.repo2docker_env()
         if "GIT_SSH_COMMAND" in clone_env:
             # the key and known_hosts are files on the worker, which build pods do not have
@@ -251,8 +250,6 @@ class KubernetesBuilder:
         The pod created here becomes the owner of ``secret``; when another
         worker's pod runs the build, ``secret`` is not needed and is deleted.
         """
-        from kubernetes.client.exceptions import ApiException
-
         name = manifest["metadata"]["name"]
         for _ in range(2):
             try:
@@ -275,8 +272,6 @@ class KubernetesBuilder:
         raise BuildError(f"The build pod {name} could not be replaced; please retry.", 503)
 
     def _wait_gone(self, name: str, seconds: float = 30) -> None:
-        from kubernetes.client.exceptions import ApiException
-
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             try:
@@ -288,8 +283,6 @@ class KubernetesBuilder:
             time.sleep(0.5)
 
     def _ensure_config_map(self) -> None:
-        from kubernetes.client.exceptions import ApiException
-
         body = config_map_manifest(self.config)
         try:
             self.api.create_namespaced_config_map(self.namespace, body)
@@ -300,8 +293,6 @@ class KubernetesBuilder:
 
     def _watch(self, name: str, deadline: float) -> Iterator[Any]:
         """The pod's states from the API's watch, until the deadline."""
-        from kubernetes import watch
-
         while time.monotonic() < deadline:
             remaining = max(1, int(deadline - time.monotonic()))
             stream = watch.Watch().stream(self.api.list_namespaced_pod, self.namespace,
@@ -358,8 +349,6 @@ class KubernetesBuilder:
         return None, ""
 
     def _delete(self, name: str) -> None:
-        from kubernetes.client.exceptions import ApiException
-
         try:
             self.api.delete_namespaced_pod(name, self.namespace, grace_period_seconds=0)
         except ApiException as exc:
@@ -372,8 +361,6 @@ class KubernetesBuilder:
         self.api.patch_namespaced_secret(secret, self.namespace, {"metadata": {"ownerReferences": [owner]}})
 
     def _delete_secret(self, secret: str) -> None:
-        from kubernetes.client.exceptions import ApiException
-
         try:
             self.api.delete_namespaced_secret(secret, self.namespace)
         except ApiException as exc:
@@ -387,8 +374,6 @@ class KubernetesBuilder:
         A Secret without an owner belongs to a worker that died between creating
         it and creating its pod; it is left alone for ``ORPHAN_SECRET_AGE`` s.
         """
-        from kubernetes.client.exceptions import ApiException
-
         now = time.time()
         for item in self.api.list_namespaced_secret(self.namespace, label_selector=SELECTOR).items:
             created = item.metadata.creation_timestamp

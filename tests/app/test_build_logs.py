@@ -11,7 +11,7 @@ import pytest
 import redis
 import requests
 
-from app.build_logs import TRUNCATED, BuildLog, read
+from app.build_log_store import TRUNCATED, BuildLog, read
 from app.config import load_config
 from app.redis_server import EmbeddedRedis
 from tests.conftest import JUPYTER_IMAGE, REGISTRY_PORT, GitServer

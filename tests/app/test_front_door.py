@@ -22,8 +22,8 @@ import pytest
 import redis
 import requests
 
+from app import keys
 from app.client_address import client_key
-from app.stream_limit import KEY_PREFIX as STREAMS_PREFIX
 from tests.app.test_rate_limit import fresh_ip
 from tests.stack import Stack, read_events
 
@@ -73,7 +73,7 @@ def wait_released(stack: Stack, ip: str, timeout: float = 10) -> None:
     """Until the address holds no open stream: the server notices a closed one at its next keepalive."""
     db = redis.Redis.from_url(stack.redis.url)
     deadline = time.monotonic() + timeout
-    while db.zcard(f"{STREAMS_PREFIX}{client_key(ip)}"):
+    while db.zcard(keys.STREAMS(client_key(ip))):
         assert time.monotonic() < deadline, "closed streams give their places back"
         time.sleep(0.1)
 
@@ -176,7 +176,7 @@ def test_open_streams_are_limited_per_address_across_two_web_workers(stack: Stac
     db.set(f"bindery:launch:{launch_id}", SPEC, ex=600)
     entry = db.xadd(f"bindery:events:{launch_id}", {"data": json.dumps({"phase": "waiting", "message": "w"})})
     ip = fresh_ip()
-    key = f"{STREAMS_PREFIX}{client_key(ip)}"
+    key = keys.STREAMS(client_key(ip))
     headers = {"X-Forwarded-For": ip, "Last-Event-ID": f"{launch_id}_{entry}"}
     url = f"{stack.url}/build/{SPEC}"
     held: dict[str, Any] = {}  # member in Redis -> open stream
@@ -219,7 +219,7 @@ def test_open_streams_are_limited_per_address_across_two_web_workers(stack: Stac
         other = fresh_ip()
         stream = read_events(url, headers={**headers, "X-Forwarded-For": other}, timeout=30)
         assert next(stream) == (None, ":keepalive")
-        assert db.zcard(f"{STREAMS_PREFIX}{client_key(other)}") == 1, "another address is not affected"
+        assert db.zcard(keys.STREAMS(client_key(other))) == 1, "another address is not affected"
         stream.close()
         wait_released(stack, other)
     finally:

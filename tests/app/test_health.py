@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from app import create_app
-from app.health import OUTAGE_KEY
+from app import create_app, keys
 from app.redis_server import EmbeddedRedis, free_port
 from tests.stack import LocalRegistry
 
@@ -21,7 +20,7 @@ def test_health_turns_503_when_the_registry_stops_and_recovers(
     app = create_app({"redis_url": redis_server.url, "docker_host": docker_host,
                       "registry_url": registry.url, "health_cache_seconds": 0})
     client = app.test_client()
-    redis.Redis.from_url(redis_server.url).delete(OUTAGE_KEY.format("gh"))  # no GitHub outage marked
+    redis.Redis.from_url(redis_server.url).delete(keys.OUTAGE("gh"))  # no GitHub outage marked
     try:
         healthy = client.get("/health")
         assert healthy.status_code == 200, healthy.json

@@ -15,7 +15,7 @@ import pytest
 import redis
 from flask import Flask
 
-from app import create_app, rate_limit
+from app import create_app, keys, rate_limit
 from app.client_address import client_key
 from app.redis_server import EmbeddedRedis
 
@@ -46,7 +46,7 @@ def test_fixed_window_counts_and_resets(db: redis.Redis) -> None:
                                  "x-ratelimit-reset": str(int(start + period))}
     later = rate_limit.hit(db, key, 2, period, now=start + period)
     assert later.count == 1 and later.allowed, "the next window starts afresh"
-    ttl = db.ttl(f"{rate_limit.KEY_PREFIX}{key}:{int(start // period)}")
+    ttl = db.ttl(keys.RATE_LIMIT(key, int(start // period)))
     assert 0 < ttl <= period + 1, "counters clean themselves up"
 
 
@@ -116,7 +116,7 @@ def test_a_reconnect_is_not_a_new_launch(app: Flask, client: Any, db: redis.Redi
         events.publish({"phase": "failed", "message": "the end", "status_code": 500}, channel=launch_id)
     for _ in range(2):
         client.get(BAD_SPEC, headers={**SSE, "X-Forwarded-For": ip})
-    counter = f"{rate_limit.KEY_PREFIX}{client_key(ip)}:{int(time.time() // 3600)}"
+    counter = keys.RATE_LIMIT(client_key(ip), int(time.time() // 3600))
     assert db.get(counter) == "2"
     resumed = client.get(BAD_SPEC, headers={**SSE, "X-Forwarded-For": ip, "Last-Event-ID": f"{launch_id}_{first}"})
     assert _final(resumed)["message"] == "the end", "the rest of the launch, not a refusal"

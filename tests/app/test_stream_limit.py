@@ -17,7 +17,7 @@ from typing import Any
 import redis
 from werkzeug.serving import make_server
 
-from app import create_app, stream_limit
+from app import create_app, keys, stream_limit
 from app.extensions import events
 from app.redis_server import EmbeddedRedis
 from tests.stack import collect, read_events
@@ -37,7 +37,7 @@ def test_admits_up_to_the_limit_and_a_release_frees_a_place(redis_server: Embedd
     slots[0][0].release()  # type: ignore[union-attr]
     again, count = stream_limit.admit(db, key, 3, 60)
     assert again is not None and count == 3
-    assert all(member.split(":")[0].isdigit() for member in db.zrange(f"{stream_limit.KEY_PREFIX}{key}", 0, -1)), \
+    assert all(member.split(":")[0].isdigit() for member in db.zrange(keys.STREAMS(key), 0, -1)), \
         "each place names the process that holds it"
 
 

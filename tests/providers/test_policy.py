@@ -75,12 +75,12 @@ def test_spec_config_from_env_json():
 def test_resolve_step_puts_the_quota_in_the_payload(redis_server: EmbeddedRedis, monkeypatch):
     """The real resolve_ref task (no network: a SWHID) hands check_registry the spec's quota."""
     import tasks.chain
-    from tasks.resolve_ref import resolve_ref
+    from tasks.steps.resolve_ref import resolve_ref
 
     app = create_app({"redis_url": redis_server.url, "launcher": "bench", "quota_per_repo": 3,
                       "spec_config": {"swh": [{"pattern": "^swh:1:rev:", "config": {"quota": 1}}]}})
     handed: list[dict[str, Any]] = []
-    monkeypatch.setattr(tasks.chain, "proceed", lambda step, launch: handed.append(launch))
+    monkeypatch.setattr(tasks.chain, "resolved", handed.append)
     with app.app_context():
         resolve_ref({"id": uuid.uuid4().hex, "provider": "swh", "spec": SWH, "created": time.time()})
     assert handed and handed[0]["quota"] == 1 and handed[0]["resolved_ref"] == SWH

@@ -19,7 +19,7 @@ import pytest
 import redis
 import requests
 
-from app.sse import stream_key
+from app import keys
 from tests.conftest import JUPYTER_IMAGE
 from tests.stack import Stack, collect, read_events
 
@@ -89,7 +89,7 @@ def wait_for(check: Any, timeout: float, what: str) -> Any:
 def stream_events(stack: Stack, launch_id: str) -> list[dict[str, Any]]:
     client = redis.Redis.from_url(stack.redis.url, decode_responses=True)
     try:
-        return [json.loads(fields["data"]) for _, fields in client.xrange(stream_key(launch_id))]
+        return [json.loads(fields["data"]) for _, fields in client.xrange(keys.EVENTS(launch_id))]
     finally:
         client.close()
 

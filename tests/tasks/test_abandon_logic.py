@@ -16,15 +16,15 @@ import pytest
 from flask import Flask
 from flask_sse import Message
 
-from app import create_app
+from app import create_app, keys
 from app.config import load_config
 from app.errors import ConfigError
 from app.extensions import events, redis_client
-from app.launches import ACTIVE_KEY
 from app.redis_server import EmbeddedRedis
-from app.sse import KEEPALIVE, reader_key
+from app.sse import KEEPALIVE
 from celeryconfig import abandon_check_interval, from_settings
-from tasks import abandon, worker_lease
+from tasks import launch_record, worker_lease
+from tasks.beat import abandon
 
 
 def _app(redis_server: EmbeddedRedis, **settings: Any) -> Flask:
@@ -37,9 +37,9 @@ def _launch(app: Flask, created: float, reader: float | None = None) -> str:
     client = redis_client.client
     client.set(f"bindery:launch:{launch_id}", "gh/org/repo/main", ex=600)
     events.publish({"phase": "waiting", "message": "w"}, channel=launch_id)
-    client.zadd(ACTIVE_KEY, {launch_id: created})
+    client.zadd(keys.LAUNCHES_ACTIVE(), {launch_id: created})
     if reader is not None:
-        client.set(reader_key(launch_id), f"{reader:.3f}", ex=600)
+        client.set(keys.READER(launch_id), f"{reader:.3f}", ex=600)
     return launch_id
 
 
@@ -60,8 +60,8 @@ def test_only_launches_unread_for_the_timeout_are_found(redis_server: EmbeddedRe
         assert never_read in found and read_long_ago in found
         assert young not in found and read_lately not in found
         # a watched launch is looked at again only once its last reader is timeout old
-        assert client.zscore(ACTIVE_KEY, read_lately) == pytest.approx(now - 3, abs=0.01)
-        assert client.zscore(ACTIVE_KEY, young) == pytest.approx(now - 2, abs=0.01)
+        assert client.zscore(keys.LAUNCHES_ACTIVE(), read_lately) == pytest.approx(now - 3, abs=0.01)
+        assert client.zscore(keys.LAUNCHES_ACTIVE(), young) == pytest.approx(now - 2, abs=0.01)
 
 
 def test_cancel_ends_the_launch_once_with_a_410_that_says_what_to_do(redis_server: EmbeddedRedis) -> None:
@@ -75,8 +75,8 @@ def test_cancel_ends_the_launch_once_with_a_410_that_says_what_to_do(redis_serve
         assert "Nobody was watching this launch for 10 s" in final["message"]
         assert "start a new launch" in final["message"] and "keeps running" in final["message"]
         assert _phases(launch_id).count("failed") == 1
-        assert abandon.ended(launch_id) == abandon.CANCELLED
-        assert redis_client.client.zscore(ACTIVE_KEY, launch_id) is None
+        assert launch_record.ended(launch_id) == launch_record.CANCELLED
+        assert redis_client.client.zscore(keys.LAUNCHES_ACTIVE(), launch_id) is None
 
 
 def test_a_launch_that_ended_is_never_cancelled(redis_server: EmbeddedRedis) -> None:
@@ -85,12 +85,12 @@ def test_a_launch_that_ended_is_never_cancelled(redis_server: EmbeddedRedis) -> 
         finished = _launch(app, created=time.time() - 30)
         events.publish({"phase": "ready", "message": "r"}, channel=finished)
         claimed = _launch(app, created=time.time() - 30)  # its launch step is publishing ready
-        assert abandon.claim_end(claimed, "ready")
+        assert launch_record.claim_end(claimed, "ready")
         expired = uuid.uuid4().hex  # its events are gone
-        redis_client.client.zadd(ACTIVE_KEY, {expired: time.time() - 30})
+        redis_client.client.zadd(keys.LAUNCHES_ACTIVE(), {expired: time.time() - 30})
         for launch_id in (finished, claimed, expired):
             assert abandon.cancel(launch_id, 10) is False
-            assert redis_client.client.zscore(ACTIVE_KEY, launch_id) is None
+            assert redis_client.client.zscore(keys.LAUNCHES_ACTIVE(), launch_id) is None
         assert _phases(finished) == ["waiting", "ready"]
         assert _phases(claimed) == ["waiting"]
 
@@ -112,15 +112,15 @@ def test_readers_mark_the_channel_at_open_then_every_quarter_of_the_timeout(redi
         events.publish({"phase": "waiting", "message": "w"}, channel=channel)
         stream = events.messages(channel)
         assert isinstance(next(stream), Message)
-        opened = float(redis_client.client.get(reader_key(channel)))
+        opened = float(redis_client.client.get(keys.READER(channel)))
         assert opened == pytest.approx(time.time(), abs=1)
         assert next(stream) == KEEPALIVE
-        assert float(redis_client.client.get(reader_key(channel))) == opened  # not at every keepalive
+        assert float(redis_client.client.get(keys.READER(channel))) == opened  # not at every keepalive
         started = time.monotonic()
         while time.monotonic() - started < 1.5:
             assert next(stream) == KEEPALIVE
-        assert float(redis_client.client.get(reader_key(channel))) > opened
-        assert 0 < redis_client.client.ttl(reader_key(channel)) <= 11
+        assert float(redis_client.client.get(keys.READER(channel))) > opened
+        assert 0 < redis_client.client.ttl(keys.READER(channel)) <= 11
         stream.close()
 
 
@@ -133,7 +133,7 @@ def test_no_reader_marks_when_abandoning_is_off(redis_server: EmbeddedRedis) -> 
         next(stream)
         assert next(stream) == KEEPALIVE
         stream.close()
-        assert redis_client.client.get(reader_key(channel)) is None
+        assert redis_client.client.get(keys.READER(channel)) is None
     assert "abandon-launches" not in from_settings(app.config["BINDERY"])["beat_schedule"]
 
 
@@ -147,7 +147,7 @@ def test_web_records_each_launch_as_active(redis_server: EmbeddedRedis) -> None:
         response.close()
     launch_id = body.split(b"id:")[1].split(b"_")[0].decode()
     with app.app_context():
-        assert redis_client.client.zscore(ACTIVE_KEY, launch_id) == pytest.approx(time.time(), abs=5)
+        assert redis_client.client.zscore(keys.LAUNCHES_ACTIVE(), launch_id) == pytest.approx(time.time(), abs=5)
 
 
 def test_settings_refuse_a_timeout_a_connected_reader_could_miss() -> None:
@@ -172,7 +172,7 @@ def test_steps_of_an_ended_launch_do_not_run(redis_server: EmbeddedRedis) -> Non
     with app.app_context():
         launch_id = _launch(app, created=time.time())
         assert worker_lease.may_run(_request(False), _payload(launch_id))
-        abandon.claim_end(launch_id, abandon.CANCELLED)
+        launch_record.claim_end(launch_id, launch_record.CANCELLED)
         assert not worker_lease.may_run(_request(False), _payload(launch_id))
         assert not worker_lease.may_run(_request(True), _payload(launch_id))
 
@@ -190,7 +190,7 @@ def test_a_redelivered_launch_is_retried_then_failed_clearly(redis_server: Embed
         final = events.read(launch_id)[-1][1]
         assert final["phase"] == "failed" and final["status_code"] == 503
         assert "stopped unexpectedly (delivered 4 times)" in final["message"]
-        assert abandon.ended(launch_id) == "failed"
+        assert launch_record.ended(launch_id) == "failed"
 
 
 def test_only_a_launch_only_worker_gets_the_short_lease() -> None:
@@ -218,8 +218,8 @@ def test_a_cancelled_launch_stops_following_the_build(redis_server: EmbeddedRedi
     """Nobody watches it any more: it stops relaying someone else's build (which goes on)."""
     import threading
 
-    from tasks import attach
-    from tasks.channels import build_channel
+    from app.keys import build_channel
+    from tasks.steps import attach
     from tasks.lock import BuildLock
 
     monkeypatch.setattr(attach, "END_CHECK_SECONDS", 0.2)
@@ -230,7 +230,7 @@ def test_a_cancelled_launch_stops_following_the_build(redis_server: EmbeddedRedi
         image = f"127.0.0.1:5055/bindery-test-cancel:{build_id}"
         assert BuildLock(redis_client.client, image).acquire(build_id, 600)  # a build that runs on
         events.publish({"phase": "building", "message": "step 1\n"}, channel=build_channel(build_id))
-        assert abandon.claim_end(launch_id, abandon.CANCELLED)
+        assert launch_record.claim_end(launch_id, launch_record.CANCELLED)
     outcome: list[float] = []
 
     def follow() -> None:
@@ -249,8 +249,8 @@ def test_a_cancelled_launch_stops_following_the_build(redis_server: EmbeddedRedi
 
 def test_an_attach_delivered_again_relays_each_build_event_once(redis_server: EmbeddedRedis) -> None:
     """Its launch worker was killed mid-relay: the new delivery carries on where the last stopped."""
-    from tasks import attach
-    from tasks.channels import build_channel
+    from app.keys import build_channel
+    from tasks.steps import attach
 
     app = _app(redis_server, launch_last_good_image=False)
     with app.app_context():

@@ -66,7 +66,7 @@ def test_record_never_fails_the_step() -> None:
 
 
 def test_queue_position_counts_builds_ahead_in_celery_order(app: Flask, client: redis.Redis) -> None:
-    from tasks.build import build
+    from tasks.steps.build import build
 
     with app.app_context():
         for n, repo in enumerate(["https://h/first", "https://h/second", "https://h/third"]):

@@ -211,7 +211,7 @@ def test_launch_through_the_hub_ends_ready_and_the_token_opens_the_server(
 
 
 def test_stop_deletes_the_launch_s_user_and_server_only(hub: Hub, hub_users: None) -> None:
-    """A cancelled launch (tasks/abandon.py) leaves no hub user behind; others' stay."""
+    """A cancelled launch (tasks/beat/abandon.py) leaves no hub user behind; others' stay."""
     launcher = JupyterHubLauncher(_config(hub))
     launch = _launch(JUPYTER_IMAGE)
     launcher.launch(launch, lambda event: None)

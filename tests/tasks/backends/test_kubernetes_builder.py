@@ -372,7 +372,7 @@ def kube_app(redis_server: Any, kube: KubeReplay) -> Flask:
 
 
 def test_cleanup_beat_task_deletes_finished_and_old_pods(kube_app: Flask, kube: KubeReplay) -> None:
-    from tasks.cleanup_build_pods import cleanup_build_pods
+    from tasks.beat.cleanup_build_pods import cleanup_build_pods
 
     items = [pod("build-done", "Succeeded", exit_code=0), pod("build-broken", "Failed", exit_code=2),
              pod("build-ancient", "Running", created="2020-01-01T00:00:00Z"),

@@ -1,4 +1,4 @@
-"""Step 5: start a server from the image and say where it is (or, build_only, just the image)."""
+"""Start a server from the image and say where it is (or, build_only, just the image)."""
 
 from __future__ import annotations
 
@@ -14,23 +14,23 @@ from app.extensions import events, redis_client
 from app.metrics import metrics
 from providers import get_provider
 from tasks import backends, timings
-from tasks.abandon import CANCELLED, claim_end, ended, stop_servers
-from tasks.base import record_launch
+from tasks.launch_record import CANCELLED, claim_end, ended
+from tasks.outcomes import record_launch, stop_servers
 
 log = logging.getLogger(__name__)
 
 
 def ready_event(launch: dict[str, Any], url: str, token: str) -> dict[str, Any]:
     """BinderHub's ``ready`` event, with the links a federation redirector reads."""
-    repo = get_provider(launch["provider"], launch["spec"], current_app.config["BINDERY"])
     host = launch["origin"]
+    resolved_spec = launch["resolved_spec"] or get_provider(  # (a message queued by an older release)
+        launch["provider"], launch["spec"], current_app.config["BINDERY"]).resolved_spec(launch["resolved_ref"])
     return {
         "phase": "ready", "message": f"server running at {url}\n", "url": url, "token": token,
         "image": launch["image"], "repo_url": launch["repo_url"], "binder_ref_url": launch["ref_url"],
         "binder_launch_host": host,
         "binder_request": f"{host}v2/{launch['provider']}/{launch['spec']}",
-        "binder_persistent_request": f"{host}v2/{launch['provider']}/"
-                                     f"{repo.resolved_spec(launch['resolved_ref'])}",
+        "binder_persistent_request": f"{host}v2/{launch['provider']}/{resolved_spec}",
     }
 
 
@@ -53,7 +53,7 @@ def launch(launch: dict[str, Any]) -> None:
     except Exception:
         if ended(channel) != CANCELLED:
             raise
-        url = token = ""  # cancelled while starting (tasks/abandon.py removed the server under us)
+        url = token = ""  # cancelled while starting (the abandon sweep removed the server under us)
     finally:
         figures.inprogress_launches.dec()
     if not url or not claim_end(channel, "ready"):

@@ -1,4 +1,4 @@
-"""Step 4: push the built image to the registry (skipped when it is already there)."""
+"""Push the built image to the registry (skipped when it is already there)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from flask import current_app
 
 from app.extensions import redis_client
 from tasks import backends
-from tasks.build import BuildStep, finish_build, publish_all
+from tasks.build_common import BuildStep, finish_build, publish_all
 from tasks.lock import BuildLock
 
 

@@ -1,4 +1,4 @@
-"""Step 1: ask the repository host which commit the ref names, and name the image."""
+"""Ask the repository host which commit the ref names, and name the image."""
 
 from __future__ import annotations
 
@@ -8,15 +8,16 @@ from typing import Any
 from celery import shared_task
 from flask import current_app
 
-from app.build_logs import log_path
+from app.build_log_store import log_path
 from app.errors import ProviderError
 from app.extensions import events
-from app.health import mark_outage
 from app.metrics import metrics
+from app.outages import mark_outage
 from providers import get_provider
 from providers.base import image_name
 from providers.github import github_rate_limit_remaining
 from providers.policy import quota_for
+from tasks import chain
 from tasks.single_flight import SingleFlight
 
 log = logging.getLogger(__name__)
@@ -28,9 +29,6 @@ _ls_remotes: SingleFlight[str] = SingleFlight()
 
 @shared_task(name="bindery.resolve_ref")
 def resolve_ref(launch: dict[str, Any]) -> None:
-    from tasks.chain import proceed
-    from tasks.check_registry import check_registry
-
     config = current_app.config["BINDERY"]
     repo = get_provider(launch["provider"], launch["spec"], config)
     try:
@@ -49,12 +47,14 @@ def resolve_ref(launch: dict[str, Any]) -> None:
     notice = getattr(repo, "notice", None)
     if notice:  # e.g. a link to a master branch that is now main: tell the user to update it
         events.publish({"phase": "waiting", "message": notice.rstrip("\n") + "\n"}, channel=launch["id"])
-    proceed(check_registry, {
+    resolved_spec = repo.resolved_spec(ref)
+    chain.resolved({
         **launch,
+        "resolved_spec": resolved_spec,
         "resolved_ref": ref,
         "repo_url": repo.repo_url(),
         "ref_url": repo.ref_url(ref),
         "image": repo.prebuilt_image() or image_name(config["image_prefix"], repo.build_slug(), ref),
         "quota": quota_for(launch["provider"], launch["spec"], config),
-        "log_path": log_path(launch["provider"], repo.resolved_spec(ref)),
+        "log_path": log_path(launch["provider"], resolved_spec),
     })

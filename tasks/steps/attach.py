@@ -19,11 +19,11 @@ from celery import shared_task
 from flask import current_app
 
 from app.extensions import events, redis_client
-from tasks import last_good
-from tasks.abandon import ended
-from tasks.base import record_launch
-from tasks.channels import build_channel
+from app.keys import build_channel
+from tasks import chain, last_good
+from tasks.launch_record import ended
 from tasks.lock import BuildLock
+from tasks.outcomes import record_launch
 
 #: Seconds between checks whether the launch ended while it followed the build.
 END_CHECK_SECONDS = 5.0
@@ -31,10 +31,6 @@ END_CHECK_SECONDS = 5.0
 
 @shared_task(name="bindery.attach")
 def attach(launch: dict[str, Any]) -> None:
-    from tasks.chain import proceed
-    from tasks.check_registry import check_registry
-    from tasks.launch import launch as launch_step
-
     config = current_app.config["BINDERY"]
     source = build_channel(launch["build_id"])
     lock = BuildLock(redis_client.client, launch["image"])
@@ -52,10 +48,10 @@ def attach(launch: dict[str, Any]) -> None:
             after = entry_id
             if event.get("phase") == "built":
                 events.publish({**event, "message": "Built image, launching...\n"}, channel=launch["id"])
-                proceed(launch_step, launch)
+                chain.built(launch)
                 return
             if event.get("phase") == "failed":
-                if not last_good.offer(launch, lambda previous: proceed(launch_step, previous)):
+                if not last_good.offer(launch, chain.last_good_found):
                     events.publish(event, channel=launch["id"])
                     record_launch(launch, "failure")
                 return
@@ -67,5 +63,5 @@ def attach(launch: dict[str, Any]) -> None:
             # The build ended without a word (its worker died): start over from the check.
             events.publish({"phase": "waiting", "message": "The build we were following stopped; "
                             "checking again...\n"}, channel=launch["id"])
-            proceed(check_registry, {**launch, "build_id": None})
+            chain.build_stopped(launch)
             return

@@ -1,11 +1,5 @@
-"""Step 3: build the image with repo2docker, holding the image's build lock.
-
-Build steps publish only to the build's shared channel.  Every launch waiting
-for the image, the one that queued the build included, follows that channel
-(tasks/attach.py) and launches on ``built``; so when a build worker dies, a
-re-delivered build or a rebuild after the lock expires reaches them all, and a
-re-run step never launches a second server.
-"""
+"""Build the image with repo2docker, holding the image's build lock (tasks/build_common.py says
+why build steps talk only to the build's channel)."""
 
 from __future__ import annotations
 
@@ -16,41 +10,17 @@ from celery import shared_task
 from celery.exceptions import Ignore
 from flask import current_app
 
-from app.build_logs import BuildLog
+from app.build_log_store import BuildLog
 from app.errors import BinderyError, BuildError
-from app.extensions import engine, events, redis_client
+from app.extensions import engine, redis_client
+from app.keys import build_channel
 from app.metrics import metrics
 from providers import get_provider
-from tasks import backends, last_good, timings
-from tasks.base import BinderyTask, fail
-from tasks.channels import build_channel
+from tasks import backends, timings
+from tasks.backends.registry import EngineStore
+from tasks.build_common import BuildStep, finish_build, publish_all
 from tasks.lock import BuildLock
-
-
-class BuildStep(BinderyTask):
-    """A step that works for everyone waiting on the build: its failure goes to the build's channel."""
-
-    launch_queue_step = False  # runs even if the launch that queued it was cancelled: others wait on it
-
-    def report_failure(self, launch: dict[str, Any], error: BinderyError) -> None:
-        if launch.get("build_id"):
-            BuildLock(redis_client.client, launch["image"]).release(launch["build_id"])
-            fail(error, build_channel(launch["build_id"]))
-        else:
-            super().report_failure(launch, error)
-
-
-def publish_all(launch: dict[str, Any], event: dict[str, Any]) -> None:
-    """An event for everyone following the build (the launches relay it to their own channels)."""
-    events.publish(event, channel=build_channel(launch["build_id"]))
-
-
-def finish_build(launch: dict[str, Any]) -> None:
-    """The image is stored: tell everyone waiting, then let the next request find it."""
-    last_good.remember(launch)
-    publish_all(launch, {"phase": "built", "imageName": launch["image"],
-                         "message": "Built image, launching...\n"})
-    BuildLock(redis_client.client, launch["image"]).release(launch["build_id"])
+from tasks.outcomes import fail
 
 
 def build_log(launch: dict[str, Any]) -> BuildLog:
@@ -65,8 +35,6 @@ def _failed(launch: dict[str, Any], error: BinderyError) -> None:
 
 
 def _image_in_engine(image: str) -> bool:
-    from tasks.backends.registry import EngineStore
-
     return EngineStore(engine.client).exists(image)
 
 

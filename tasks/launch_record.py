@@ -1,0 +1,54 @@
+"""A launch's record in Redis: what it asked for, that it may still run, and how it ended.
+
+The web opens the record when it queues a launch; every step and beat job reads it.
+A launch ends once: whoever takes its end claim first (the launch step publishing
+``ready``, a failure, or the abandon sweep cancelling it) decides, and steps of a
+launch that has ended do nothing.
+"""
+
+from __future__ import annotations
+
+import time
+
+from flask import current_app
+
+from app import keys
+from app.extensions import events, redis_client
+
+CANCELLED = "cancelled"
+
+
+def open_record(launch_id: str, provider: str, spec: str) -> float:
+    """Remember the launch's request (and that it runs, when abandoned launches are swept); returns now."""
+    settings = current_app.config["BINDERY"]
+    ttl, now = settings["event_ttl"], time.time()
+    pipe = redis_client.client.pipeline(transaction=False)
+    pipe.set(keys.LAUNCH_REQUEST(launch_id), f"{provider}/{spec}", ex=ttl)
+    if settings["abandon_timeout"]:
+        pipe.zadd(keys.LAUNCHES_ACTIVE(), {launch_id: now})
+        pipe.zremrangebyscore(keys.LAUNCHES_ACTIVE(), "-inf", now - ttl)  # bounded even if beat never runs
+    pipe.execute()
+    return now
+
+
+def belongs_to(launch_id: str, provider: str, spec: str) -> bool:
+    """Whether a reconnecting client's launch is this URL's and still has its events."""
+    return request_of(launch_id) == f"{provider}/{spec}" and events.exists(launch_id)
+
+
+def request_of(launch_id: str) -> str | None:
+    """``provider/spec`` of a launch still on record, else None."""
+    value = redis_client.client.get(keys.LAUNCH_REQUEST(launch_id))
+    return str(value) if value else None
+
+
+def claim_end(launch_id: str, outcome: str) -> bool:
+    """Take the launch's one end (``ready``, ``cancelled``, ``failed``); False when it already ended."""
+    ttl = current_app.config["BINDERY"]["event_ttl"]
+    return bool(redis_client.client.set(keys.LAUNCH_END(launch_id), outcome, nx=True, ex=ttl))
+
+
+def ended(launch_id: str) -> str | None:
+    """How the launch ended (its claim), or None while it runs."""
+    value = redis_client.client.get(keys.LAUNCH_END(launch_id))
+    return str(value) if value else None
