@@ -87,3 +87,12 @@ def test_workers_import_no_blueprint() -> None:
     offenders = {name: sorted(graph[name] & blueprints) for name in graph
                  if name.startswith("tasks") and graph[name] & blueprints}
     assert not offenders, f"worker modules importing blueprint modules: {offenders}"
+
+
+def test_steps_import_the_chain_never_each_other() -> None:
+    """The order lives in tasks/chain.py alone: a step that imported its successor would hide a path."""
+    graph = import_graph()
+    steps = {name for name in graph if name.startswith("tasks.steps.")}
+    assert len(steps) == 6, sorted(steps)
+    assert not {name: graph[name] & steps for name in steps if graph[name] & steps}
+    assert not graph["tasks.chain"] & steps, "chain names steps by task name, it imports none"

@@ -219,8 +219,8 @@ def test_a_cancelled_launch_stops_following_the_build(redis_server: EmbeddedRedi
     import threading
 
     from app.keys import build_channel
-    from tasks.steps import attach
     from tasks.lock import BuildLock
+    from tasks.steps import attach
 
     monkeypatch.setattr(attach, "END_CHECK_SECONDS", 0.2)
     app = _app(redis_server)
