@@ -48,7 +48,7 @@ FRONT_DOOR = Section(
     "front_door", "Front door",
     "What a client may ask for and how often, before any work is queued: the client's address behind "
     "proxies, banned networks and repositories, rate and stream limits, request sizes, the loading page's "
-    "build tokens, and the event stream the client reads.")
+    "build tokens, the event stream the client reads, and the operator's message on /about.")
 PROVIDERS = Section(
     "providers", "Providers",
     "Which repository hosts are served and how they are reached: API addresses, tokens and git credentials, "
