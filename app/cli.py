@@ -16,7 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bindery")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("config", help="print the validated configuration (secrets hidden)")
-    commands.add_parser("config-reference", help="print the README's configuration table")
+    commands.add_parser("config-reference", help="print docs/configuration.md, generated from the schema")
     count = commands.add_parser("events", help="count launches of a repository from the launch event file")
     count.add_argument("repo", help="provider/spec prefix, e.g. gh/org/repo or git/<escaped url>")
     count.add_argument("--days", type=float, default=30, help="look back this many days (default 30)")

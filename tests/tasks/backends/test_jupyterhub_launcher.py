@@ -1,10 +1,10 @@
 """The jupyterhub launcher against a real JupyterHub.
 
 Real: JupyterHub (PyPI) with configurable-http-proxy (npm), started here on
-127.0.0.1 free ports; DockerSpawner (with bindery_spawner's mixin) starting
-real single-user servers through the Podman socket from
-localhost/bindery-jupyter:bookworm; the launcher's HTTP to the hub and to the
-spawned server.  The hub process and the containers it made are removed by
+127.0.0.1 free ports; DockerSpawner (with the mixin of
+contrib/jupyterhub/bindery_spawner.py) starting real single-user servers
+through the Podman socket from localhost/bindery-jupyter:bookworm; the
+launcher's HTTP to the hub and to the spawned server.  The hub process and the containers it made are removed by
 pid / exact container name afterwards.
 """
 
@@ -31,11 +31,11 @@ from app.errors import LaunchError
 from tasks.backends.jupyterhub_launcher import SERVER_NAME, JupyterHubLauncher
 from tests.conftest import JUPYTER_IMAGE
 
-ROOT = Path(__file__).resolve().parents[3]
+SPAWNER_DIR = Path(__file__).resolve().parents[3] / "contrib" / "jupyterhub"  # bindery_spawner.py
 
 HUB_CONFIG = """
 import socket, sys
-sys.path.insert(0, {root!r})
+sys.path.insert(0, {spawner_dir!r})
 from bindery_spawner import BinderSpawnerMixin
 from dockerspawner import DockerSpawner
 
@@ -98,7 +98,7 @@ class Hub:
         self.run_id = secrets.token_hex(8)  # labels this hub's containers, so the test removes exactly those
         self.proxy_port = _free_port()
         self.tmp = tmp
-        config = HUB_CONFIG.format(root=str(ROOT), proxy_port=self.proxy_port, hub_port=_free_port(),
+        config = HUB_CONFIG.format(spawner_dir=str(SPAWNER_DIR), proxy_port=self.proxy_port, hub_port=_free_port(),
                                    proxy_api_port=_free_port(), chp=chp, tmp=tmp, docker_host=docker_host,
                                    image=JUPYTER_IMAGE, token=self.token, run_id=self.run_id)
         (tmp / "jupyterhub_config.py").write_text(config)

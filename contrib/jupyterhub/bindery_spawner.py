@@ -3,7 +3,7 @@
 Bindery's ``jupyterhub`` launcher starts named servers with ``user_options``
 ``{image, token, repo_url, binder_ref_url, ...}``.  Mix this in front of any
 spawner that has an ``image`` trait (KubeSpawner, DockerSpawner) in the hub's
-config::
+config, with this file's directory on the hub's ``PYTHONPATH``::
 
     from bindery_spawner import BinderSpawnerMixin
     from kubespawner import KubeSpawner
@@ -13,7 +13,8 @@ config::
 
     c.JupyterHub.spawner_class = BinderSpawner
 
-This module imports nothing from Bindery, so it can be copied into a hub image.
+It runs in the hub, not in Bindery: it imports nothing from Bindery, so it can be
+copied into a hub image on its own (see README.md beside it).
 """
 
 from __future__ import annotations
