@@ -21,6 +21,8 @@ import yaml
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from app.errors import ConfigError
+from app.netguard import config_error, parse_networks
+from app.network_bans import parse_ban_networks
 
 ENV_PREFIX = "BINDERY_"
 
@@ -204,8 +206,6 @@ class SpecConfig(fields.Field):
 
 
 def _networks_ok(value: list[str]) -> bool:
-    from app.netguard import parse_networks
-
     try:
         parse_networks(value)
     except ValueError as exc:
@@ -217,8 +217,6 @@ class BanNetworks(fields.Field):
     """``{CIDR: label}`` (or its JSON, for env vars) of client networks refused at the front door."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dict[str, str]:
-        from app.network_bans import parse_ban_networks
-
         value = _json_or(value)
         if not isinstance(value, dict):
             raise ValidationError('expected a mapping of CIDR to label, e.g. {"192.0.2.0/24": "Example Corp"}')
@@ -513,8 +511,6 @@ class ConfigSchema(Schema):
 
     @validates_schema
     def _check_registry(self, data: Mapping[str, Any], **kwargs: Any) -> None:
-        from app.netguard import config_error
-
         url = data.get("registry_url")
         if url and not url.startswith(("http://", "https://")):
             raise ValidationError("must start with http:// or https://", "registry_url")
