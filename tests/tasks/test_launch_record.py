@@ -1,0 +1,56 @@
+"""The launch record: the web opens it, a reconnecting client is matched to it, a launch ends once."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from flask import Flask
+
+from app import create_app, keys
+from app.extensions import events, redis_client
+from app.redis_server import EmbeddedRedis
+from tasks import launch_record
+
+
+@pytest.fixture
+def app(redis_server: EmbeddedRedis) -> Iterator[Flask]:
+    app = create_app({"redis_url": redis_server.url, "launcher": "bench", "event_ttl": 600, "abandon_timeout": 60})
+    with app.app_context():
+        yield app
+
+
+def test_opening_records_the_request_and_that_it_runs(app: Flask) -> None:
+    launch_id = uuid.uuid4().hex
+    created = launch_record.open_record(launch_id, "gh", "org/repo/HEAD")
+    client = redis_client.client
+    assert client.get(keys.LAUNCH_REQUEST(launch_id)) == "gh/org/repo/HEAD"
+    assert 590 < client.ttl(keys.LAUNCH_REQUEST(launch_id)) <= 600
+    assert client.zscore(keys.LAUNCHES_ACTIVE(), launch_id) == pytest.approx(created)
+    assert launch_record.request_of(launch_id) == "gh/org/repo/HEAD"
+    assert launch_record.request_of(uuid.uuid4().hex) is None
+
+
+def test_without_the_abandon_sweep_nothing_is_tracked_as_running(app: Flask) -> None:
+    app.config["BINDERY"] = {**app.config["BINDERY"], "abandon_timeout": 0}
+    launch_id = uuid.uuid4().hex
+    launch_record.open_record(launch_id, "gh", "org/repo/HEAD")
+    assert redis_client.client.zscore(keys.LAUNCHES_ACTIVE(), launch_id) is None
+
+
+def test_a_client_resumes_only_its_own_launch_while_it_has_events(app: Flask) -> None:
+    launch_id = uuid.uuid4().hex
+    launch_record.open_record(launch_id, "gh", "org/repo/HEAD")
+    assert not launch_record.belongs_to(launch_id, "gh", "org/repo/HEAD"), "no events yet: nothing to resume"
+    events.publish({"phase": "waiting", "message": "w\n"}, channel=launch_id)
+    assert launch_record.belongs_to(launch_id, "gh", "org/repo/HEAD")
+    assert not launch_record.belongs_to(launch_id, "gh", "org/other/HEAD"), "another URL's launch"
+
+
+def test_a_launch_ends_once(app: Flask) -> None:
+    launch_id = uuid.uuid4().hex
+    assert launch_record.ended(launch_id) is None
+    assert launch_record.claim_end(launch_id, "ready")
+    assert not launch_record.claim_end(launch_id, launch_record.CANCELLED), "the sweep came too late"
+    assert launch_record.ended(launch_id) == "ready"
