@@ -11,7 +11,7 @@ import urllib.parse
 from typing import Any, ClassVar
 
 from app.errors import SpecError
-from providers.base import RepoProvider
+from providers.base import RepoProvider, Resolution
 
 _SWHID = re.compile(r"\Aswh:1:(rev|dir):[0-9a-f]{40}\Z")
 
@@ -49,6 +49,6 @@ class SoftwareHeritageProvider(RepoProvider):
     def resolved_spec(self, resolved_ref: str) -> str:
         return self.swhid
 
-    def resolve_ref(self) -> str:
+    def resolve(self) -> Resolution:
         """The identifier itself: it is immutable."""
-        return self.swhid
+        return self.resolution(self.swhid)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-import providers.github as github
+import providers.http as provider_http
 from app.errors import NotFound, ProviderError
 from providers.dataverse import DataverseProvider
 
@@ -19,7 +19,7 @@ API = "/api/datasets/:persistentId?persistentId=doi%3A10.7910%2FDVN%2FTJCLKP"
 
 @pytest.fixture(autouse=True)
 def _fast_retries(monkeypatch):
-    monkeypatch.setattr(github, "RETRY_DELAYS", (0.01, 0.02))
+    monkeypatch.setattr(provider_http, "RETRY_DELAYS", (0.01, 0.02))
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ import time
 import pytest
 
 import providers.github as github
+import providers.http as provider_http
 from app.errors import NotFound, ProviderError, RateLimited, SpecError
 from providers import get_provider
 from providers.github import GitHubProvider
@@ -25,7 +26,7 @@ TOKEN = "ghp_secretTOKEN1234567890"
 
 @pytest.fixture(autouse=True)
 def _fast_retries(monkeypatch):
-    monkeypatch.setattr(github, "RETRY_DELAYS", (0.01, 0.02))
+    monkeypatch.setattr(provider_http, "RETRY_DELAYS", (0.01, 0.02))
     github.CACHE.clear()
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-import providers.github as github
+import providers.http as provider_http
 from app.errors import NotFound, ProviderError, SpecError
 from providers.zenodo import ZenodoProvider
 
@@ -18,7 +18,7 @@ DOI = "10.5281/zenodo.3242074"
 
 @pytest.fixture(autouse=True)
 def _fast_retries(monkeypatch):
-    monkeypatch.setattr(github, "RETRY_DELAYS", (0.01, 0.02))
+    monkeypatch.setattr(provider_http, "RETRY_DELAYS", (0.01, 0.02))
 
 
 @pytest.fixture
