@@ -26,7 +26,7 @@ from flask import Blueprint, current_app, jsonify
 from flask.typing import ResponseReturnValue
 
 from app.extensions import redis_client
-from providers.github import github_headers
+from providers.http import github_headers
 from tasks import backends
 
 bp = Blueprint("health", __name__)
