@@ -10,6 +10,9 @@ Figures (median of ``--rounds`` rounds, each on a fresh process state):
   and the per-request cost of the HTTP client show;
 - ``launch`` ms: what the providers cost one cached gh launch: 5 ``get_provider`` + 1 resolve.
 
+Rows marked "as before" build providers the way get_provider did before providers/http.py
+(a parse and a new ``requests.Session`` per call), so one run shows both.
+
     .venv/bin/python bench/providers.py [--json] [--calls 1000] [--resolves 300] [--rounds 5]
 """
 
@@ -29,8 +32,12 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+import requests  # noqa: E402
+
 from app.config import load_config  # noqa: E402
-from providers import get_provider  # noqa: E402
+from providers import PROVIDERS, RepoProvider, get_provider  # noqa: E402
+from providers.http import session  # noqa: E402
+from providers.policy import check_allowed  # noqa: E402
 
 RECORDINGS = ROOT / "tests" / "providers" / "recordings"
 GH_SPEC = "jupyterhub/binderhub/main"
@@ -79,16 +86,40 @@ def _per_call(fn: Any, calls: int) -> float:
 
 
 def one_round(api_url: str, calls: int, resolves: int) -> dict[str, float]:
+    """One round; the "as before" rows redo what the code did before this module's change
+    (a parse and a new session per get_provider), the others call the code as it is."""
     config = load_config({"github_api_url": api_url, "github_url": "https://github.example",
                           "allowed_private_networks": ["127.0.0.0/8"]}, environ={})
+
+    def parse_as_before(prefix: str, spec: str) -> RepoProvider:
+        cls = PROVIDERS[prefix]
+        # (the git provider asks no web API: it made no session)
+        provider = cls(spec, config) if prefix == "git" else cls(spec, config, session=requests.Session())
+        check_allowed(prefix, spec, config, needs_allow=cls.needs_allow)
+        return provider
+
+    def resolve_with(make: Any) -> float:
+        return _per_call(lambda: make().resolve(), resolves) * 1e3
+
+    get_provider("gh", GH_SPEC, config).resolve()  # the 200 that fills the ETag cache
     figures = {
+        "get_provider gh µs, as before": _per_call(lambda: parse_as_before("gh", GH_SPEC), calls) * 1e6,
         "get_provider gh µs": _per_call(lambda: get_provider("gh", GH_SPEC, config), calls) * 1e6,
+        "get_provider git µs, as before": _per_call(lambda: parse_as_before("git", GIT_SPEC), calls) * 1e6,
         "get_provider git µs": _per_call(lambda: get_provider("git", GIT_SPEC, config), calls) * 1e6,
+        "resolve (304) ms, as before": resolve_with(lambda: parse_as_before("gh", GH_SPEC)),
     }
-    get_provider("gh", GH_SPEC, config).resolve_ref()  # the 200 that fills the ETag cache
-    figures["resolve (304) ms"] = _per_call(lambda: get_provider("gh", GH_SPEC, config).resolve_ref(),
-                                            resolves) * 1e3
-    figures["launch ms"] = (5 * figures["get_provider gh µs"] / 1e3 + figures["resolve (304) ms"])
+    shared = session()
+    shared.trust_env = True  # the shared session as requests makes it: the environment read per request
+    try:
+        figures["resolve (304) ms, shared session, trust_env"] = resolve_with(
+            lambda: get_provider("gh", GH_SPEC, config))
+    finally:
+        shared.trust_env = False
+    figures["resolve (304) ms"] = resolve_with(lambda: get_provider("gh", GH_SPEC, config))
+    for when in (", as before", ""):
+        figures[f"launch ms{when}"] = (5 * figures[f"get_provider gh µs{when}"] / 1e3
+                                       + figures[f"resolve (304) ms{when}"])
     return figures
 
 
@@ -112,7 +143,7 @@ def main() -> int:
         print(json.dumps(result))
     else:
         for name, value in result.items():
-            print(f"{name:24} {value:10.3f}")
+            print(f"{name:46} {value:10.3f}")
     return 0
 
 

@@ -68,8 +68,8 @@ class GitProvider(RepoProvider):
     repo_placeholder: ClassVar[str] = "https://git.example.org/repo.git"
     url_to_spec_repo: ClassVar[str] = "escaped-url"
 
-    def __init__(self, spec: str, config: dict[str, Any]) -> None:
-        super().__init__(spec, config)
+    def __init__(self, spec: str, config: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(spec, config, **kwargs)
         quoted_url, sep, quoted_ref = spec.partition("/")
         if not sep or not quoted_url or not quoted_ref:
             raise SpecError("git spec must be <url-escaped clone URL>/<ref>, "

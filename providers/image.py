@@ -36,8 +36,8 @@ class ImageProvider(RepoProvider):
     enabled_by_default: ClassVar[bool] = False
     needs_allow: ClassVar[bool] = True
 
-    def __init__(self, spec: str, config: dict[str, Any]) -> None:
-        super().__init__(spec, config)
+    def __init__(self, spec: str, config: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(spec, config, **kwargs)
         check_text(spec, "image name")
         match = _REFERENCE.fullmatch(spec) if len(spec) <= 512 else None
         if not match or not (match.group("tag") or match.group("digest")):

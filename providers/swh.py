@@ -28,8 +28,8 @@ class SoftwareHeritageProvider(RepoProvider):
     repo_placeholder: ClassVar[str] = "swh:1:rev:" + "0" * 40
     ref_enabled: ClassVar[bool] = False
 
-    def __init__(self, spec: str, config: dict[str, Any]) -> None:
-        super().__init__(spec, config)
+    def __init__(self, spec: str, config: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(spec, config, **kwargs)
         swhid = urllib.parse.unquote(spec).rstrip("/").lower()
         if not _SWHID.fullmatch(swhid):
             raise SpecError(f"Software Heritage spec {spec[:100]!r} must be a SWHID of a revision or "
