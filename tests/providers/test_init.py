@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -80,3 +82,17 @@ def test_the_cache_is_bounded(make_config: Callable[..., dict[str, Any]], parses
         get_provider("gh", f"{user}/r/main", config)
     assert len(providers._parsed._entries) == 2
     assert parses == ["a", "b", "c", "a"]  # b was used again, so a went first
+
+
+def test_providers_share_code_only_through_the_shared_modules() -> None:
+    """No provider imports another provider's module (archives extend doi.py), nor any private name."""
+    shared = {"providers.base", "providers.http", "providers.git_env", "providers.policy"}
+    root = Path(providers.__file__).parent
+    for path in sorted(root.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("providers"):
+                private = [alias.name for alias in node.names if alias.name.startswith("_")]
+                assert not private, f"{path.name} imports {private} from {node.module}"
+                if path.name != "__init__.py":
+                    extends_doi = node.module == "providers.doi" and path.stem in ("zenodo", "figshare", "dataverse")
+                    assert node.module in shared or extends_doi, f"{path.name} imports {node.module}"
