@@ -1,6 +1,6 @@
 """What a launch pays in providers/ before any network answer: parsing specs and one HTTP round trip.
 
-Figures (median of ``--rounds`` rounds, each on a fresh process state):
+Figures: CPU time of the calling thread per call (median of ``--rounds`` rounds):
 
 - ``get_provider`` µs: one call, as the web request and every chain step make it
   (gh and git specs; the git one is the spec of a cached launch, a 40-hex sha);
@@ -79,10 +79,12 @@ def _replay_server() -> tuple[http.server.ThreadingHTTPServer, threading.Thread]
 
 
 def _per_call(fn: Any, calls: int) -> float:
-    started = time.perf_counter()
+    """CPU seconds of this thread per call: other load on the machine (and the replay server's
+    own thread) does not count, so figures compare across runs on a busy machine."""
+    started = time.thread_time()
     for _ in range(calls):
         fn()
-    return (time.perf_counter() - started) / calls
+    return (time.thread_time() - started) / calls
 
 
 def one_round(api_url: str, calls: int, resolves: int) -> dict[str, float]:
