@@ -45,20 +45,32 @@ POOL_SIZE = 32
 
 # --- the session -------------------------------------------------------------------------------
 
+def new_session(pool_size: int = POOL_SIZE) -> requests.Session:
+    """A session that reads nothing from the environment per request, keeps no cookies, and keeps
+    up to ``pool_size`` connections per host.
+
+    With ``trust_env`` on, requests scans ``os.environ`` for proxies and looks for a
+    ``~/.netrc`` on every request; here the CA bundle is read once, now, and proxies
+    are the caller's to give (:func:`proxies_for`).  Cookies are refused because
+    launches of different users share a session: nothing a host sets may follow the next.
+    """
+    made = requests.Session()
+    made.trust_env = False
+    made.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+    made.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+    adapter = HTTPAdapter(pool_connections=16, pool_maxsize=pool_size)
+    made.mount("https://", adapter)
+    made.mount("http://", adapter)
+    return made
+
+
 class _Shared:
     """The process's session and the proxy settings read with it (a forked child makes its own)."""
 
     def __init__(self) -> None:
         self.pid = os.getpid()
         self.proxies = {key: value for key, value in urllib.request.getproxies_environment().items() if value}
-        self.session = requests.Session()
-        self.session.trust_env = False  # the environment was read once, just above and below
-        self.session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
-        # Launches of different users share the session: nothing a host sets may follow the next one.
-        self.session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
-        adapter = HTTPAdapter(pool_connections=16, pool_maxsize=POOL_SIZE)
-        self.session.mount("https://", adapter)
-        self.session.mount("http://", adapter)
+        self.session = new_session()
 
 
 _shared: _Shared | None = None

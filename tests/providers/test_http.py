@@ -32,6 +32,7 @@ from providers.http import (
     github_headers,
     github_rate_limit_remaining,
     json_body,
+    new_session,
     observe_github_rate_limit,
     origin,
     proxies_for,
@@ -72,6 +73,16 @@ def test_one_session_for_every_provider(make_config: Any) -> None:
     assert shared.trust_env is False
     assert shared.get_adapter("https://api.github.com").poolmanager.connection_pool_kw["maxsize"] == \
         provider_http.POOL_SIZE
+
+
+def test_new_session_for_other_clients(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CURL_CA_BUNDLE", "/etc/ssl/curl.pem")
+    made = new_session(128)
+    try:
+        assert made is not session() and made.trust_env is False and made.verify == "/etc/ssl/curl.pem"
+        assert made.get_adapter("http://hub").poolmanager.connection_pool_kw["maxsize"] == 128
+    finally:
+        made.close()
 
 
 def test_a_forked_child_makes_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
