@@ -76,6 +76,7 @@ def test_one_session_for_every_provider(make_config: Any) -> None:
 
 
 def test_new_session_for_other_clients(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
     monkeypatch.setenv("CURL_CA_BUNDLE", "/etc/ssl/curl.pem")
     made = new_session(128)
     try:
