@@ -28,7 +28,7 @@ from flask.typing import ResponseReturnValue
 from app import keys
 from app.extensions import redis_client
 from app.outages import clear_outage, has_outage
-from providers.github import github_headers
+from providers.http import github_headers
 from tasks import backends
 
 bp = Blueprint("health", __name__)

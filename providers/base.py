@@ -12,17 +12,23 @@ from __future__ import annotations
 import hashlib
 import re
 import string
+import unicodedata
 import urllib.parse
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, Self
 
 import escapism
+import requests
 
 from app.errors import SpecError
+from providers.http import session as shared_session
 
 _SAFE_SLUG_CHARS = set(string.ascii_letters + string.digits)
 _CONTROL = re.compile(r"[\x00-\x20\x7f]")
 SHA1 = re.compile(r"\A[0-9a-f]{40}\Z")
 _NOT_TAG = re.compile(r"[^A-Za-z0-9_.-]")
+_USERINFO = re.compile(r"(://)[^/\s@]*@")
+_GITHUB_USER = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$")
 
 
 def check_safe(value: str, what: str) -> str:
@@ -37,6 +43,39 @@ def check_safe(value: str, what: str) -> str:
     if _CONTROL.search(value):
         raise SpecError(f"{what} contains whitespace or control characters, which are not allowed")
     return value
+
+
+def check_text(value: str, what: str) -> str:
+    """``check_safe`` plus no Unicode separators, format or unencodable characters.
+
+    Lone surrogates would fail later when encoded for git or a URL, and invisible
+    or line-breaking characters make refs that look like other refs in logs.
+    """
+    check_safe(value, what)
+    if any(unicodedata.category(ch)[0] in "CZ" for ch in value):
+        raise SpecError(f"{what} contains whitespace, invisible or invalid characters, which are not allowed")
+    return value
+
+
+def check_ref(ref: str) -> str:
+    """A ref usable in an API path: safe for a command line and not a dot segment."""
+    check_text(ref, "ref")
+    if ref in (".", ".."):
+        raise SpecError(f"ref {ref!r} is not a valid git ref")
+    return ref
+
+
+def check_github_user(user: str) -> str:
+    """A GitHub user or organisation name (gh and gist specs)."""
+    if not _GITHUB_USER.fullmatch(user):
+        raise SpecError(f"GitHub user {user[:40]!r} may only contain letters, digits and '-' "
+                        "(not first), at most 39 characters")
+    return user
+
+
+def redact_text(text: str) -> str:
+    """Drop any ``user:password@`` from URLs inside free text (e.g. git's stderr)."""
+    return _USERINFO.sub(r"\1", text)
 
 
 def redact_url(url: str) -> str:
@@ -75,8 +114,28 @@ def js_regex_escape(text: str) -> str:
     return re.sub(r"([\\^$.|?*+()\[\]{}/])", r"\\\1", text)
 
 
+@dataclass(frozen=True)
+class Resolution:
+    """What resolving a spec found, returned rather than kept: a parsed provider never changes, so
+    one parse can serve every launch of the spec (see :func:`providers.get_provider`)."""
+
+    #: The immutable ref (commit sha, record version, ...)
+    ref: str
+    #: What the image is named after (archives name it after the resolved record)
+    build_slug: str
+    #: The spec pinned to ``ref``, for links that do not move and the build log's path
+    resolved_spec: str
+    #: A human URL of this version (``binder_ref_url``)
+    ref_url: str
+    #: Something to tell the user (e.g. "update your link"), or None
+    notice: str | None = None
+
+
 class RepoProvider:
-    """Base of all providers.  Subclasses parse in ``__init__`` and resolve in ``resolve_ref``.
+    """Base of all providers.  Subclasses parse in ``__init__`` and resolve in :meth:`resolve`.
+
+    After ``__init__`` a provider is not changed by anything but the deprecated
+    :meth:`resolve_ref`, so parsed providers are cached and copied (:meth:`copy`).
 
     The class attributes below are the provider's display config, served as is by
     ``GET /api/repoproviders`` (the landing page builds its form from them).
@@ -105,12 +164,27 @@ class RepoProvider:
     #: Serve only specs the operator lists in ``allowed_specs`` (an empty list refuses all)
     needs_allow: ClassVar[bool] = False
 
-    def __init__(self, spec: str, config: dict[str, Any]) -> None:
+    def __init__(self, spec: str, config: dict[str, Any], *, session: requests.Session | None = None) -> None:
         self.spec = spec
         self.config = config
         self.unresolved_ref = ""
-        #: Something the pipeline should tell the user (e.g. "update your link"); set by resolve_ref
+        self._session = session
+        #: Set only by the deprecated :meth:`resolve_ref`: what :meth:`resolve` found
+        self.resolved: Resolution | None = None
+        #: Set only by the deprecated :meth:`resolve_ref`: ``resolved.notice``
         self.notice: str | None = None
+
+    @property
+    def session(self) -> requests.Session:
+        """The HTTP session for this provider's API: the process's shared one unless one was given."""
+        return self._session if self._session is not None else shared_session()
+
+    def copy(self) -> Self:
+        """This parsed provider again, without parsing (a shallow copy: the facts are strings)."""
+        twin = object.__new__(type(self))
+        twin.__dict__.update(self.__dict__)
+        twin.resolved, twin.notice = None, None
+        return twin
 
     @classmethod
     def display_host(cls, config: dict[str, Any]) -> str:
@@ -147,9 +221,29 @@ class RepoProvider:
         return self.repo_url()
 
     # --- network -------------------------------------------------------------------------
-    def resolve_ref(self) -> str:
-        """The immutable ref (commit sha or equivalent); raises NotFound / ProviderError."""
+    def resolve(self) -> Resolution:
+        """Ask the host for the immutable ref and what follows from it; raises NotFound / ProviderError.
+
+        Leaves the provider as it was (it may be shared by launches running at once).
+        """
         raise NotImplementedError
+
+    def resolution(self, ref: str, **found: Any) -> Resolution:
+        """The :class:`Resolution` of ``ref`` from the parsed facts, with ``found`` replacing any of them."""
+        facts: dict[str, Any] = {"build_slug": self.build_slug(), "resolved_spec": self.resolved_spec(ref),
+                                 "ref_url": self.ref_url(ref)}
+        return Resolution(ref=ref, **{**facts, **found})
+
+    def resolve_ref(self) -> str:
+        """Deprecated (callers of old): :meth:`resolve`, keeping the result on this provider.
+
+        Afterwards :attr:`notice`, and ``build_slug()`` / ``resolved_spec(ref)`` /
+        ``ref_url(ref)`` of providers whose facts depend on the answer, say what it found.
+        Only for a provider of the caller's own (``get_provider`` returns one).
+        """
+        self.resolved = self.resolve()
+        self.notice = self.resolved.notice
+        return self.resolved.ref
 
     def resolved_spec(self, resolved_ref: str) -> str:
         """The spec with the ref replaced by the resolved one (for links that do not move)."""

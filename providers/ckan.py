@@ -12,13 +12,10 @@ import urllib.parse
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-import requests
-
 from app import netguard
 from app.errors import NotFound, ProviderError, SpecError
-from providers.base import RepoProvider
-from providers.git import check_text
-from providers.github import get_json
+from providers.base import RepoProvider, Resolution, check_text
+from providers.http import get_json_guarded
 
 _DATASET = re.compile(r"\A(?P<site>.*)/dataset/(?P<id>[A-Za-z0-9_][A-Za-z0-9_-]{0,99})/?\Z")
 _ACTIVITY = re.compile(r"\A[0-9a-fA-F-]{1,64}\Z")
@@ -36,9 +33,8 @@ class CKANProvider(RepoProvider):
     url_to_spec_repo: ClassVar[str] = "escaped-url"
     ref_enabled: ClassVar[bool] = False
 
-    def __init__(self, spec: str, config: dict[str, Any], session: requests.Session | None = None) -> None:
-        super().__init__(spec, config)
-        self.session = session if session is not None else requests.Session()
+    def __init__(self, spec: str, config: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(spec, config, **kwargs)
         url = check_text(urllib.parse.unquote(spec), "CKAN dataset URL")
         try:
             parts = urllib.parse.urlsplit(url)
@@ -72,15 +68,13 @@ class CKANProvider(RepoProvider):
     def _action(self, action: str, ident: str, not_found: str) -> Any:
         url = f"{self.site}/api/3/action/{action}?{urllib.parse.urlencode({'id': ident})}"
         # The site is user input: only public addresses, and no redirect to somewhere unchecked.
-        netguard.check_url_host(url, self.config, "CKAN site")
-        body = get_json(self.session, url, {"Accept": "application/json"}, float(self.config["provider_timeout"]),
-                        "CKAN", not_found, allow_redirects=False)
+        body = get_json_guarded(self.session, url, self.config, "CKAN site", "CKAN", not_found)
         if not isinstance(body, dict) or body.get("success") is not True or not isinstance(body.get("result"), dict):
             raise ProviderError(f"the CKAN API at {urllib.parse.urlsplit(self.site).netloc} "
                                 f"answered {action} without a result")
         return body["result"]
 
-    def resolve_ref(self) -> str:
+    def resolve(self) -> Resolution:
         """``a<activity id>`` when the URL names one, else ``v<epoch of last modification>``."""
         missing = f"CKAN dataset {self.dataset_id} not found at {self.site}"
         dataset = self._action("package_show", self.dataset_id, missing)
@@ -89,9 +83,9 @@ class CKANProvider(RepoProvider):
                                     f"activity {self.activity_id} of CKAN dataset {self.dataset_id} not found")
             if activity.get("object_id") not in (dataset.get("id"), None):
                 raise NotFound(f"activity {self.activity_id} is not an activity of CKAN dataset {self.dataset_id}")
-            return f"a{self.activity_id}"
+            return self.resolution(f"a{self.activity_id}")
         try:
             when = datetime.strptime(str(dataset["metadata_modified"]).split(".")[0][:19], "%Y-%m-%dT%H:%M:%S")
         except (KeyError, ValueError):
             raise ProviderError(f"the CKAN API gave no modification time for {self.dataset_id}") from None
-        return f"v{int(when.replace(tzinfo=UTC).timestamp())}"
+        return self.resolution(f"v{int(when.replace(tzinfo=UTC).timestamp())}")

@@ -12,10 +12,10 @@ from typing import Any, ClassVar
 
 import escapism
 
-from app import netguard
 from app.errors import ProviderError
+from providers.base import Resolution
 from providers.doi import DoiProvider, resolve_doi
-from providers.github import get_json
+from providers.http import get_json_guarded
 
 
 class DataverseProvider(DoiProvider):
@@ -32,39 +32,42 @@ class DataverseProvider(DoiProvider):
     def __init__(self, spec: str, config: dict[str, Any], **kwargs: Any) -> None:
         super().__init__(spec, config, **kwargs)
         self.identifier = self.doi.split("/", 1)[1]
-        self._resolved_spec = self.doi
-        self._persistent_url = self.repo_url()
+
+    @staticmethod
+    def slug_of(identifier: str) -> str:
+        """``dataverse-<escaped identifier>``, as BinderHub names it."""
+        return "dataverse-" + escapism.escape(identifier, escape_char="-").lower()
 
     def build_slug(self) -> str:
-        """``dataverse-<escaped identifier>``, as BinderHub names it."""
-        return "dataverse-" + escapism.escape(self.identifier, escape_char="-").lower()
+        """From the DOI's identifier; resolved, from the identifier the API gave."""
+        return self.resolved.build_slug if self.resolved is not None else self.slug_of(self.identifier)
 
     def resolved_spec(self, resolved_ref: str) -> str:
-        """``<authority>/<identifier>`` from the API (Dataverse DOIs name the dataset, not a version)."""
-        return self._resolved_spec
+        """The DOI; resolved, ``<authority>/<identifier>`` from the API (Dataverse DOIs name the dataset,
+        not a version)."""
+        return self.resolved.resolved_spec if self.resolved is not None else self.doi
 
     def ref_url(self, resolved_ref: str) -> str:
-        return self._persistent_url
+        """The DOI as a URL; resolved, the dataset's persistent URL from the API."""
+        return self.resolved.ref_url if self.resolved is not None else self.repo_url()
 
-    def resolve_ref(self) -> str:
+    def resolve(self) -> Resolution:
         """``<id>.v<major>.<minor>`` of the dataset's latest version."""
         location = resolve_doi(self.session, self.config, self.doi)
         parts = urllib.parse.urlsplit(location)
         query = urllib.parse.urlencode({"persistentId": f"doi:{self.doi}"})
         api = f"{parts.scheme}://{parts.netloc}/api/datasets/:persistentId?{query}"
         # Whoever registered the DOI chose this host: only public addresses, no unchecked redirect.
-        netguard.check_url_host(api, self.config, "Dataverse installation")
-        body = get_json(self.session, api, {"Accept": "application/json"}, float(self.config["provider_timeout"]),
-                        "Dataverse", f"dataset doi:{self.doi} not found in the Dataverse at {parts.netloc}",
-                        allow_redirects=False)
+        body = get_json_guarded(self.session, api, self.config, "Dataverse installation", "Dataverse",
+                                f"dataset doi:{self.doi} not found in the Dataverse at {parts.netloc}")
         data = body.get("data") if isinstance(body, dict) and body.get("status") == "OK" else None
         try:
             latest = data["latestVersion"]  # type: ignore[index]
             record = f"{int(data['id'])}.v{int(latest['versionNumber'])}.{int(latest['versionMinorNumber'])}"  # type: ignore[index]
-            self.identifier = str(data["identifier"])  # type: ignore[index]
-            self._resolved_spec = f"{data['authority']}/{data['identifier']}"  # type: ignore[index]
-            self._persistent_url = str(data.get("persistentUrl") or self.repo_url())  # type: ignore[union-attr]
+            return self.resolution(
+                record, build_slug=self.slug_of(str(data["identifier"])),  # type: ignore[index]
+                resolved_spec=f"{data['authority']}/{data['identifier']}",  # type: ignore[index]
+                ref_url=str(data.get("persistentUrl") or self.repo_url()),  # type: ignore[union-attr]
+            )
         except (KeyError, TypeError, ValueError):
             raise ProviderError(f"the Dataverse API at {parts.netloc} gave no version for doi:{self.doi}") from None
-        self.record_id = record
-        return record

@@ -15,9 +15,8 @@ from typing import Any, ClassVar
 import requests
 
 from app.errors import NotFound, ProviderError, SpecError
-from providers.base import RepoProvider
-from providers.git import check_text
-from providers.github import fetch
+from providers.base import RepoProvider, Resolution, check_text
+from providers.http import fetch
 
 _DOI = re.compile(r"\A10\.[0-9]{4,9}/[A-Za-z0-9._;()/:-]{1,300}\Z")
 _DOI_PREFIXES = ("https://doi.org/", "http://doi.org/", "https://dx.doi.org/", "http://dx.doi.org/", "doi:")
@@ -63,20 +62,22 @@ class DoiProvider(RepoProvider):
     #: Word of the archive in its DOIs (``10.5281/zenodo.123``), replaced when pinning a version
     doi_word: ClassVar[str] = ""
 
-    def __init__(self, spec: str, config: dict[str, Any], session: requests.Session | None = None) -> None:
-        super().__init__(spec, config)
-        self.session = session if session is not None else requests.Session()
+    def __init__(self, spec: str, config: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(spec, config, **kwargs)
         self.doi = parse_doi(spec, self.name)
         self.unresolved_ref = "HEAD"  # the latest version the DOI points to
-        self.record_id: str | None = None
 
     def repo_url(self) -> str:
         """The DOI as a URL: repo2docker's content provider for the archive resolves and fetches it."""
         return f"https://doi.org/{self.doi}"
 
     def build_slug(self) -> str:
-        """``<archive>-<record>`` as BinderHub names it (the DOI before resolving)."""
-        return f"{self.prefix}-{self.record_id or self.doi}"
+        """``<archive>-<DOI>``; resolved, ``<archive>-<record>`` as BinderHub names it (:meth:`record`)."""
+        return self.resolved.build_slug if self.resolved is not None else f"{self.prefix}-{self.doi}"
+
+    def record(self, record_id: str) -> Resolution:
+        """The resolution naming the record ``record_id`` (its version is the resolved ref)."""
+        return self.resolution(record_id, build_slug=f"{self.prefix}-{record_id}")
 
     def resolved_spec(self, resolved_ref: str) -> str:
         """The DOI of this very version, as BinderHub forms it."""

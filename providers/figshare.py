@@ -10,6 +10,7 @@ import re
 import urllib.parse
 from typing import ClassVar
 
+from providers.base import Resolution
 from providers.doi import DoiProvider, resolve_doi, wrong_archive
 
 _ARTICLE = re.compile(r"/articles/[^/]+/[^/]+/([0-9]+)(?:/([0-9]+))?/?\Z")
@@ -26,11 +27,10 @@ class FigshareProvider(DoiProvider):
     repo_label: ClassVar[str] = "Figshare DOI"
     repo_placeholder: ClassVar[str] = "10.6084/m9.figshare.9782777.v1"
 
-    def resolve_ref(self) -> str:
+    def resolve(self) -> Resolution:
         """``<article id>.v<version>`` of the article the DOI points to."""
         location = resolve_doi(self.session, self.config, self.doi)
         match = _ARTICLE.search(urllib.parse.urlsplit(location).path)
         if not match:
             raise wrong_archive(self.doi, location, "Figshare")
-        self.record_id = f"{match.group(1)}.v{match.group(2) or '1'}"
-        return self.record_id
+        return self.record(f"{match.group(1)}.v{match.group(2) or '1'}")

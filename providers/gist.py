@@ -11,12 +11,10 @@ import re
 import urllib.parse
 from typing import Any, ClassVar
 
-import requests
-
 from app.errors import Banned, NotFound, ProviderError, SpecError
-from providers.base import SHA1, RepoProvider
+from providers.base import SHA1, RepoProvider, Resolution, check_github_user, check_ref
 from providers.git_env import credential_env as git_credential_env
-from providers.github import _USER, _observe_rate_limit, check_ref, get_json, github_headers
+from providers.http import get_json, github_headers, observe_github_rate_limit
 
 _GIST_ID = re.compile(r"\A[0-9a-fA-F]{1,64}\Z")
 _LATEST = ("", "HEAD", "master", "main")
@@ -33,19 +31,15 @@ class GistProvider(RepoProvider):
     repo_placeholder: ClassVar[str] = "octocat/6cad326836d38bd3a7ae"
     ref_label: ClassVar[str] = "Git commit SHA"
 
-    def __init__(self, spec: str, config: dict[str, Any], session: requests.Session | None = None) -> None:
-        super().__init__(spec, config)
-        self.session = session if session is not None else requests.Session()
+    def __init__(self, spec: str, config: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(spec, config, **kwargs)
         parts = spec.split("/")
         if len(parts) == 3 and parts[2] == "":
             parts = parts[:2]
         if len(parts) not in (2, 3) or not all(parts):
             raise SpecError(f"gist spec {spec[:100]!r} must be <user>/<gist-id>/<ref>, "
                             "e.g. octocat/6cad326836d38bd3a7ae/HEAD")
-        user, gist_id = parts[0], parts[1]
-        if not _USER.fullmatch(user):
-            raise SpecError(f"GitHub user {user[:40]!r} may only contain letters, digits and '-' "
-                            "(not first), at most 39 characters")
+        user, gist_id = check_github_user(parts[0]), parts[1]
         if not _GIST_ID.fullmatch(gist_id):
             raise SpecError(f"gist id {gist_id[:70]!r} must be hexadecimal")
         self.user, self.gist_id = user, gist_id.lower()
@@ -83,12 +77,12 @@ class GistProvider(RepoProvider):
             return {}
         return git_credential_env(self.gist_base(self.config), str(token), "x-oauth-basic")
 
-    def resolve_ref(self) -> str:
+    def resolve(self) -> Resolution:
         """The latest revision for ``HEAD``, else the given revision if the gist has it."""
         headers, auth = github_headers(self.config)
         url = f"{str(self.config['github_api_url']).rstrip('/')}/gists/{self.gist_id}"
         body = get_json(self.session, url, headers, float(self.config["provider_timeout"]), "GitHub",
-                        f"gist {self.gist_id} not found", auth=auth, observe=_observe_rate_limit)
+                        f"gist {self.gist_id} not found", auth=auth, observe=observe_github_rate_limit)
         if not isinstance(body, dict) or not isinstance(body.get("history"), list):
             raise ProviderError(f"the GitHub API gave no history for gist {self.gist_id}")
         if not body.get("public") and not self.config.get("gist_allow_secret"):
@@ -99,7 +93,7 @@ class GistProvider(RepoProvider):
         if not versions:
             raise ProviderError(f"the GitHub API gave no revisions for gist {self.gist_id}")
         if self.unresolved_ref in _LATEST:
-            return versions[0]
+            return self.resolution(versions[0])
         if self.unresolved_ref.lower() not in versions:
             raise NotFound(f"revision {self.unresolved_ref!r} not found in gist {self.gist_id}")
-        return self.unresolved_ref.lower()
+        return self.resolution(self.unresolved_ref.lower())

@@ -13,17 +13,15 @@ import os
 import re
 import signal
 import subprocess
-import unicodedata
 import urllib.parse
 from typing import Any, ClassVar
 
 from app import netguard
 from app.errors import NotFound, ProviderError, SpecError
-from providers.base import SHA1, RepoProvider, check_safe, redact_url
+from providers.base import SHA1, RepoProvider, Resolution, check_safe, check_text, redact_text, redact_url
 from providers.git_env import NO_PROMPTS, ssh_enabled, ssh_env, with_https_credentials
 
 _SCHEMES = ("http", "https", "git")
-_USERINFO = re.compile(r"(://)[^/\s@]*@")
 #: scp-like ssh (``[user@]host:path``), as git reads a URL without ``://`` and a ``:`` before any ``/``
 _SCP = re.compile(r"\A(?:(?P<user>[^@/:]*)@)?(?P<host>\[[^\]/]*\]|[^@/:\[\]]+):(?P<path>.*)\Z")
 #: git runs ``<name>::<address>`` through a remote helper (``ext::`` runs commands): never ssh
@@ -35,23 +33,6 @@ _HOST_NAME = re.compile(r"\A[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?\Z")
 _AUTH_FAILED = ("could not read Username", "could not read Password", "Authentication failed",
                 "The requested URL returned error: 401", "The requested URL returned error: 403",
                 "Permission denied (")
-
-
-def check_text(value: str, what: str) -> str:
-    """``check_safe`` plus no Unicode separators, format or unencodable characters.
-
-    Lone surrogates would fail later when encoded for git or a URL, and invisible
-    or line-breaking characters make refs that look like other refs in logs.
-    """
-    check_safe(value, what)
-    if any(unicodedata.category(ch)[0] in "CZ" for ch in value):
-        raise SpecError(f"{what} contains whitespace, invisible or invalid characters, which are not allowed")
-    return value
-
-
-def _redact_text(text: str) -> str:
-    """Drop any ``user:password@`` from URLs inside free text (git's stderr)."""
-    return _USERINFO.sub(r"\1", text)
 
 
 def pick_sha(listing: str, ref: str) -> str | None:
@@ -87,8 +68,8 @@ class GitProvider(RepoProvider):
     repo_placeholder: ClassVar[str] = "https://git.example.org/repo.git"
     url_to_spec_repo: ClassVar[str] = "escaped-url"
 
-    def __init__(self, spec: str, config: dict[str, Any]) -> None:
-        super().__init__(spec, config)
+    def __init__(self, spec: str, config: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(spec, config, **kwargs)
         quoted_url, sep, quoted_ref = spec.partition("/")
         if not sep or not quoted_url or not quoted_ref:
             raise SpecError("git spec must be <url-escaped clone URL>/<ref>, "
@@ -167,16 +148,16 @@ class GitProvider(RepoProvider):
         """The spec pinned to the commit (the ref may contain slashes, so rebuild it)."""
         return f"{self._quoted_url}/{resolved_ref}"
 
-    def resolve_ref(self) -> str:
+    def resolve(self) -> Resolution:
         """The commit sha: a full sha as given, otherwise what ``git ls-remote`` says."""
         ref = self.unresolved_ref
         if SHA1.fullmatch(ref.lower()):
-            return ref.lower()
+            return self.resolution(ref.lower())
         listing = self._ls_remote(ref)
         sha = pick_sha(listing, ref)
         if sha is None:
             raise NotFound(f"ref {ref} not found in {redact_url(self.url)}")
-        return sha
+        return self.resolution(sha)
 
     def _address_pins(self) -> list[tuple[str, str]]:
         """Refuse a host that resolves to a non-public address; git settings pinning the checked ones.
@@ -237,7 +218,7 @@ class GitProvider(RepoProvider):
                                 f"{self.config['provider_timeout']} seconds") from None
         if proc.returncode != 0:
             lines = [line.strip() for line in err.decode("utf-8", "replace").splitlines() if line.strip()]
-            last = _redact_text(lines[-1]) if lines else f"git exited with status {proc.returncode}"
+            last = redact_text(lines[-1]) if lines else f"git exited with status {proc.returncode}"
             if any(sign in line for line in lines for sign in _AUTH_FAILED):
                 raise NotFound(f"repository {where} was not found or needs credentials this server does not "
                                f"have (git said: {last})")

@@ -1,123 +1,28 @@
 """GitHub repositories: ``gh/<user>/<repo>/<ref>``, resolved with the commits API.
 
 The ref may contain slashes (``feature/x``), so the spec is split at most twice.
-The API helper here is shared with the GitLab provider: both map the host's
-answers to the same four errors, retry only what a retry can fix, and never put
-a token into a message.
+Resolved refs are remembered with their ETag (:data:`CACHE`): asking again with
+``If-None-Match`` costs no rate limit when GitHub answers 304.
 """
 
 from __future__ import annotations
 
-import logging
-import math
 import re
 import threading
 import time
 import urllib.parse
 from collections import OrderedDict
-from collections.abc import Callable
 from typing import Any, ClassVar
 
-import requests
-
-from app.errors import NotFound, ProviderError, RateLimited, SpecError
-from providers.base import SHA1, RepoProvider
-from providers.git import check_text
+from app.errors import NotFound, ProviderError, SpecError
+from providers.base import SHA1, RepoProvider, Resolution, check_github_user, check_ref, check_text
 from providers.git_env import credential_env as git_credential_env
+from providers.http import fetch, github_headers, json_body, observe_github_rate_limit
 
-log = logging.getLogger(__name__)
+# Re-exported for tasks/resolve_ref.py until the resolve step imports it from providers.http.
+from providers.http import github_rate_limit_remaining as github_rate_limit_remaining
 
-_USER = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$")
 _REPO = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
-
-#: Seconds slept before each retry of a 5xx answer or a failed connection (two retries).
-RETRY_DELAYS: tuple[float, ...] = (0.2, 0.5)
-
-
-def check_ref(ref: str) -> str:
-    """A ref usable in an API path: safe for a command line and not a dot segment."""
-    check_text(ref, "ref")
-    if ref in (".", ".."):
-        raise SpecError(f"ref {ref!r} is not a valid git ref")
-    return ref
-
-
-def _minutes_until(response: requests.Response) -> int:
-    """Minutes until the host lifts its rate limit, from whichever header it sent."""
-    headers = response.headers
-    for name in ("x-ratelimit-reset", "ratelimit-reset"):
-        value = headers.get(name, "")
-        if value.isdigit():
-            reset = int(value)
-            seconds = reset - time.time() if reset > 10**9 else reset  # epoch, or seconds from now
-            return max(1, math.ceil(seconds / 60))
-    retry_after = headers.get("retry-after", "")
-    if retry_after.isdigit():
-        return max(1, math.ceil(int(retry_after) / 60))
-    return 1
-
-
-def _is_rate_limited(response: requests.Response) -> bool:
-    headers = response.headers
-    remaining = headers.get("x-ratelimit-remaining", headers.get("ratelimit-remaining"))
-    if response.status_code == 429:
-        return True
-    return response.status_code == 403 and (remaining == "0" or "retry-after" in headers)
-
-
-def fetch(session: requests.Session, url: str, headers: dict[str, str], timeout: float,
-          service: str, not_found: str, *, auth: tuple[str, str] | None = None,
-          observe: Callable[[requests.Response], None] | None = None, allow_redirects: bool = True,
-          ok: tuple[int, ...] = (200, 304)) -> requests.Response:
-    """GET ``url``; a response with an ``ok`` status is returned, every failure becomes a Bindery error.
-
-    5xx answers and connection failures are retried (they are usually brief);
-    4xx answers are not (asking again gives the same answer).  ``observe`` sees
-    every response (the rate-limit headers come on errors too).
-    """
-    where = urllib.parse.urlsplit(url)
-    host = f"{where.scheme}://{where.netloc}"
-    for attempt in range(len(RETRY_DELAYS) + 1):
-        try:
-            response = session.get(url, headers=headers, timeout=timeout, allow_redirects=allow_redirects,
-                                   auth=auth)
-        except requests.RequestException as exc:
-            problem = f"could not reach the {service} API at {host}: {type(exc).__name__}"
-        else:
-            if observe is not None:
-                observe(response)
-            status = response.status_code
-            if status in ok:
-                return response
-            if status in (404, 422):
-                raise NotFound(not_found)
-            if _is_rate_limited(response):
-                raise RateLimited(f"{service} API rate limit exceeded, "
-                                  f"try again in {_minutes_until(response)} minutes")
-            if status == 401:
-                raise ProviderError(f"the {service} API at {host} refused the configured token (401)")
-            problem = f"the {service} API at {host} answered {status}"
-            if status < 500:
-                raise ProviderError(problem)
-        if attempt < len(RETRY_DELAYS):
-            time.sleep(RETRY_DELAYS[attempt])
-    raise ProviderError(f"{problem} (tried {len(RETRY_DELAYS) + 1} times)")
-
-
-def json_body(response: requests.Response, service: str) -> Any:
-    """The JSON of a 200 answer, or a clear error naming the host."""
-    try:
-        return response.json()
-    except ValueError:
-        where = urllib.parse.urlsplit(response.url)
-        raise ProviderError(f"the {service} API at {where.scheme}://{where.netloc} "
-                            "answered with invalid JSON") from None
-
-
-def get_json(session: requests.Session, url: str, headers: dict[str, str], timeout: float,
-             service: str, not_found: str, **kwargs: Any) -> Any:
-    """GET ``url`` and return its JSON body (see :func:`fetch`)."""
-    return json_body(fetch(session, url, headers, timeout, service, not_found, **kwargs), service)
 
 
 # --- GitHub API state shared by every GitHubProvider of this process --------------------------
@@ -175,36 +80,6 @@ class _ResolvedCache:
 
 
 CACHE = _ResolvedCache()
-_rate_limit_remaining: int | None = None
-
-
-def github_rate_limit_remaining() -> int | None:
-    """Requests GitHub still allows us in this window, from the last answer seen (None: none yet).
-
-    For the ``bindery_github_rate_limit_remaining`` gauge.
-    """
-    return _rate_limit_remaining
-
-
-def _observe_rate_limit(response: requests.Response) -> None:
-    global _rate_limit_remaining
-    value = response.headers.get("x-ratelimit-remaining", "")
-    if value.isdigit():
-        _rate_limit_remaining = int(value)
-        limit = response.headers.get("x-ratelimit-limit", "")
-        if limit.isdigit() and int(limit) and int(value) < 0.2 * int(limit):
-            log.warning("GitHub rate limit remaining %s/%s", value, limit)
-
-
-def github_headers(config: dict[str, Any]) -> tuple[dict[str, str], tuple[str, str] | None]:
-    """Headers and basic auth for the GitHub API: the token, else the OAuth app's id and secret."""
-    headers = {"Accept": "application/vnd.github+json"}
-    if config.get("github_token"):
-        headers["Authorization"] = f"token {config['github_token']}"
-        return headers, None
-    if config.get("github_client_id") and config.get("github_client_secret"):
-        return headers, (str(config["github_client_id"]), str(config["github_client_secret"]))
-    return headers, None
 
 
 class GitHubProvider(RepoProvider):
@@ -220,18 +95,15 @@ class GitHubProvider(RepoProvider):
     #: Refs that, when missing, mean "the default branch" (old links made before a rename)
     FALLBACK_REFS: ClassVar[tuple[str, ...]] = ("master", "main")
 
-    def __init__(self, spec: str, config: dict[str, Any], session: requests.Session | None = None) -> None:
-        super().__init__(spec, config)
-        self.session = session if session is not None else requests.Session()
+    def __init__(self, spec: str, config: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(spec, config, **kwargs)
         parts = spec.split("/", 2)
         if len(parts) != 3 or not all(parts):
             hint = f" Did you mean {spec.rstrip('/')}/HEAD?" if len(parts) == 2 and all(parts) else ""
             raise SpecError(f"GitHub spec {spec[:100]!r} must be <user>/<repo>/<ref>, "
                             f"e.g. jupyterhub/binderhub/HEAD.{hint}")
         user, repo, ref = parts
-        if not _USER.fullmatch(user):
-            raise SpecError(f"GitHub user {user[:40]!r} may only contain letters, digits and '-' "
-                            "(not first), at most 39 characters")
+        check_github_user(user)
         if repo.endswith(".git"):
             repo = repo[: -len(".git")]
         if not _REPO.fullmatch(repo) or repo in (".", ".."):
@@ -274,22 +146,21 @@ class GitHubProvider(RepoProvider):
         user, password = (str(client_id), str(token)) if client_id else (str(token), "x-oauth-basic")
         return git_credential_env(self._base("github_url"), user, password)
 
-    def resolve_ref(self) -> str:
+    def resolve(self) -> Resolution:
         """The commit sha of the ref, from ``GET /repos/{user}/{repo}/commits/{ref}``.
 
         A missing ``master`` or ``main`` falls back to the default branch, with a
-        :attr:`notice` asking the user to update the link.
+        notice asking the user to update the link.
         """
         try:
-            return self._resolve(self.unresolved_ref)
+            return self.resolution(self._resolve(self.unresolved_ref))
         except NotFound:
             if self.unresolved_ref not in self.FALLBACK_REFS:
                 raise
-        sha = self._resolve("HEAD")
-        self.notice = (f"The branch {self.unresolved_ref!r} does not exist in {self.user}/{self.repo}; "
-                       "launching its default branch (HEAD) instead. Please update your link to "
-                       f"{self.user}/{self.repo}/HEAD.")
-        return sha
+        return self.resolution(self._resolve("HEAD"), notice=(
+            f"The branch {self.unresolved_ref!r} does not exist in {self.user}/{self.repo}; "
+            "launching its default branch (HEAD) instead. Please update your link to "
+            f"{self.user}/{self.repo}/HEAD."))
 
     def _resolve(self, ref: str) -> str:
         url = (f"{self._base('github_api_url')}/repos/{self.user}/{self.repo}/commits/"
@@ -304,7 +175,7 @@ class GitHubProvider(RepoProvider):
             headers["If-None-Match"] = cached[0]
         try:
             response = fetch(self.session, url, headers, float(self.config["provider_timeout"]), "GitHub",
-                             not_found, auth=auth, observe=_observe_rate_limit)
+                             not_found, auth=auth, observe=observe_github_rate_limit)
         except NotFound:
             CACHE.put_miss(url, float(self.config["github_miss_cache"]))
             raise

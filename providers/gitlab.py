@@ -10,12 +10,10 @@ import re
 import urllib.parse
 from typing import Any, ClassVar
 
-import requests
-
 from app.errors import ProviderError, SpecError
-from providers.base import SHA1, RepoProvider
+from providers.base import SHA1, RepoProvider, Resolution, check_ref
 from providers.git_env import credential_env as git_credential_env
-from providers.github import check_ref, get_json
+from providers.http import get_json
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -31,9 +29,8 @@ class GitLabProvider(RepoProvider):
     repo_placeholder: ClassVar[str] = "gitlab-org/gitlab-docs or https://gitlab.com/gitlab-org/gitlab-docs"
     url_to_spec_repo: ClassVar[str] = "escaped-url"
 
-    def __init__(self, spec: str, config: dict[str, Any], session: requests.Session | None = None) -> None:
-        super().__init__(spec, config)
-        self.session = session if session is not None else requests.Session()
+    def __init__(self, spec: str, config: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(spec, config, **kwargs)
         quoted, sep, ref = spec.partition("/")
         if not sep or not quoted or not ref:
             raise SpecError(f"GitLab spec {spec[:100]!r} must be <url-escaped namespace/project>/<ref>, "
@@ -79,7 +76,7 @@ class GitLabProvider(RepoProvider):
         """The spec pinned to the commit (the ref may contain slashes, so rebuild it)."""
         return f"{urllib.parse.quote(self.namespace, safe='')}/{resolved_ref}"
 
-    def resolve_ref(self) -> str:
+    def resolve(self) -> Resolution:
         """The commit id of the ref, from ``GET /projects/{id}/repository/commits/{ref}``."""
         project = urllib.parse.quote(self.namespace, safe="")
         ref = urllib.parse.quote(self.unresolved_ref, safe="")
@@ -95,4 +92,4 @@ class GitLabProvider(RepoProvider):
         sha = body.get("id") if isinstance(body, dict) else None
         if not isinstance(sha, str) or not SHA1.fullmatch(sha.lower()):
             raise ProviderError(f"the GitLab API gave no commit id for {self.namespace}")
-        return sha.lower()
+        return self.resolution(sha.lower())

@@ -11,12 +11,9 @@ import urllib.parse
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-import requests
-
 from app.errors import ProviderError, SpecError
-from providers.base import RepoProvider
-from providers.git import check_text
-from providers.github import get_json
+from providers.base import RepoProvider, Resolution, check_text
+from providers.http import get_json
 
 _RESOURCE = re.compile(r"([0-9a-f]{32})")
 
@@ -32,9 +29,8 @@ class HydroshareProvider(RepoProvider):
     repo_placeholder: ClassVar[str] = "b8f6eae9d89241cf8b5904033460af61"
     ref_enabled: ClassVar[bool] = False
 
-    def __init__(self, spec: str, config: dict[str, Any], session: requests.Session | None = None) -> None:
-        super().__init__(spec, config)
-        self.session = session if session is not None else requests.Session()
+    def __init__(self, spec: str, config: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(spec, config, **kwargs)
         text = check_text(urllib.parse.unquote(spec), "HydroShare resource")
         match = _RESOURCE.search(text)
         if not match:
@@ -42,7 +38,6 @@ class HydroshareProvider(RepoProvider):
                             "e.g. b8f6eae9d89241cf8b5904033460af61")
         self.resource_id = match.group(1)
         self.unresolved_ref = "HEAD"
-        self.record_id: str | None = None
 
     @classmethod
     def display_host(cls, config: dict[str, Any]) -> str:
@@ -56,13 +51,14 @@ class HydroshareProvider(RepoProvider):
         return f"{self._base()}/resource/{self.resource_id}"
 
     def build_slug(self) -> str:
-        return f"hydroshare-{self.record_id or self.resource_id}"
+        """``hydroshare-<id>``; resolved, ``hydroshare-<id>.v<epoch>`` as BinderHub names it."""
+        return self.resolved.build_slug if self.resolved is not None else f"hydroshare-{self.resource_id}"
 
     def resolved_spec(self, resolved_ref: str) -> str:
         """HydroShare keeps no history: the resource itself."""
         return self.resource_id
 
-    def resolve_ref(self) -> str:
+    def resolve(self) -> Resolution:
         """``<id>.v<epoch of last modification>``."""
         url = f"{self._base()}/hsapi/resource/{self.resource_id}/scimeta/elements"
         body = get_json(self.session, url, {"Accept": "application/json"}, float(self.config["provider_timeout"]),
@@ -72,5 +68,5 @@ class HydroshareProvider(RepoProvider):
             when = datetime.strptime(str(modified).split(".")[0].rstrip("Z")[:19], "%Y-%m-%dT%H:%M:%S")
         except (KeyError, TypeError, StopIteration, ValueError):
             raise ProviderError(f"the HydroShare API gave no modification date for {self.resource_id}") from None
-        self.record_id = f"{self.resource_id}.v{int(when.replace(tzinfo=UTC).timestamp())}"
-        return self.record_id
+        record = f"{self.resource_id}.v{int(when.replace(tzinfo=UTC).timestamp())}"
+        return self.resolution(record, build_slug=f"hydroshare-{record}")

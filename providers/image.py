@@ -12,8 +12,7 @@ import re
 from typing import Any, ClassVar
 
 from app.errors import SpecError
-from providers.base import RepoProvider
-from providers.git import check_text
+from providers.base import RepoProvider, Resolution, check_text
 
 _HOST = r"(?:localhost|[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+|\[[0-9a-fA-F:]+\])(?::[0-9]{1,5})?|localhost:[0-9]{1,5}"
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
@@ -37,8 +36,8 @@ class ImageProvider(RepoProvider):
     enabled_by_default: ClassVar[bool] = False
     needs_allow: ClassVar[bool] = True
 
-    def __init__(self, spec: str, config: dict[str, Any]) -> None:
-        super().__init__(spec, config)
+    def __init__(self, spec: str, config: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(spec, config, **kwargs)
         check_text(spec, "image name")
         match = _REFERENCE.fullmatch(spec) if len(spec) <= 512 else None
         if not match or not (match.group("tag") or match.group("digest")):
@@ -61,9 +60,9 @@ class ImageProvider(RepoProvider):
     def resolved_spec(self, resolved_ref: str) -> str:
         return self.spec
 
-    def resolve_ref(self) -> str:
+    def resolve(self) -> Resolution:
         """The digest when pinned, else the tag: nothing to ask."""
-        return self.digest or self.tag
+        return self.resolution(self.digest or self.tag)
 
     def prebuilt_image(self) -> str:
         """The image to launch, exactly as named."""

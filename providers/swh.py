@@ -11,7 +11,7 @@ import urllib.parse
 from typing import Any, ClassVar
 
 from app.errors import SpecError
-from providers.base import RepoProvider
+from providers.base import RepoProvider, Resolution
 
 _SWHID = re.compile(r"\Aswh:1:(rev|dir):[0-9a-f]{40}\Z")
 
@@ -28,8 +28,8 @@ class SoftwareHeritageProvider(RepoProvider):
     repo_placeholder: ClassVar[str] = "swh:1:rev:" + "0" * 40
     ref_enabled: ClassVar[bool] = False
 
-    def __init__(self, spec: str, config: dict[str, Any]) -> None:
-        super().__init__(spec, config)
+    def __init__(self, spec: str, config: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(spec, config, **kwargs)
         swhid = urllib.parse.unquote(spec).rstrip("/").lower()
         if not _SWHID.fullmatch(swhid):
             raise SpecError(f"Software Heritage spec {spec[:100]!r} must be a SWHID of a revision or "
@@ -49,6 +49,6 @@ class SoftwareHeritageProvider(RepoProvider):
     def resolved_spec(self, resolved_ref: str) -> str:
         return self.swhid
 
-    def resolve_ref(self) -> str:
+    def resolve(self) -> Resolution:
         """The identifier itself: it is immutable."""
-        return self.swhid
+        return self.resolution(self.swhid)

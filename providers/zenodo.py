@@ -10,6 +10,7 @@ import re
 import urllib.parse
 from typing import ClassVar
 
+from providers.base import Resolution
 from providers.doi import DoiProvider, resolve_doi, wrong_archive
 
 _RECORD = re.compile(r"/records?/([0-9]+)/?\Z")
@@ -27,11 +28,10 @@ class ZenodoProvider(DoiProvider):
     repo_label: ClassVar[str] = "Zenodo DOI"
     repo_placeholder: ClassVar[str] = "10.5281/zenodo.3242074"
 
-    def resolve_ref(self) -> str:
+    def resolve(self) -> Resolution:
         """The record id the DOI currently points to."""
         location = resolve_doi(self.session, self.config, self.doi)
         match = _RECORD.search(urllib.parse.urlsplit(location).path)
         if not match:
             raise wrong_archive(self.doi, location, "Zenodo")
-        self.record_id = match.group(1)
-        return self.record_id
+        return self.record(match.group(1))

@@ -214,3 +214,11 @@ def dumb_http(bare_repo: Repo) -> Iterator[str]:
 class _QuietFiles(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args: Any) -> None:
         pass
+
+
+def resolve_unchanged(provider: Any) -> Any:
+    """``provider.resolve()``, failing if resolving changed the provider (parsed providers are shared)."""
+    before = dict(vars(provider))
+    found = provider.resolve()
+    assert vars(provider) == before
+    return found

@@ -1,14 +1,17 @@
-"""Shared provider checks: check_safe, redact_url and BinderHub-style image names."""
+"""Shared provider checks (check_safe, redaction, BinderHub-style image names) and the base class."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 
 import pytest
+import requests
 
 from app.errors import SpecError
-from providers.base import check_safe, image_name, redact_url, safe_build_slug
+from providers.base import RepoProvider, Resolution, check_safe, image_name, redact_text, redact_url, safe_build_slug
+from providers.http import session as shared_session
 
 # Docker's reference grammar (distribution/reference): [domain/]component(/component)*:tag
 _LABEL = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
@@ -49,6 +52,11 @@ def test_redact_url(url, shown):
     assert redact_url(url) == shown
 
 
+def test_redact_text():
+    said = "fatal: unable to access 'https://user:tok3n@example.org/r.git/': 401 and git://a@b/c"
+    assert redact_text(said) == "fatal: unable to access 'https://example.org/r.git/': 401 and git://b/c"
+
+
 def test_image_name_like_binderhub():
     digest = hashlib.sha256(b"jupyterhub-binderhub").hexdigest()[:6]
     name = image_name("gcr.io/myproj/binder-", "jupyterhub-binderhub", SHA)
@@ -80,3 +88,57 @@ def test_long_names_are_truncated_keeping_the_hash(prefix):
 def test_safe_build_slug_is_unique_per_slug():
     assert safe_build_slug("a/b", 63) != safe_build_slug("a-b", 63)
     assert len(safe_build_slug("x" * 500, 63)) == 63
+
+
+# --- Resolution, copies and the deprecated resolve_ref --------------------------------------------
+
+class _Counted(RepoProvider):
+    """A provider whose every resolve gives the next ref, with a notice on the first."""
+
+    prefix = "counted"
+
+    def __init__(self, spec, config, **kwargs):
+        super().__init__(spec, config, **kwargs)
+        self.answers = iter(["a" * 40, "b" * 40])
+
+    def repo_url(self):
+        return f"https://example.org/{self.spec}"
+
+    def build_slug(self):
+        return self.spec
+
+    def resolved_spec(self, resolved_ref):
+        return f"{self.spec}/{resolved_ref}"
+
+    def resolve(self):
+        ref = next(self.answers)
+        return self.resolution(ref, notice="first" if ref.startswith("a") else None)
+
+
+def test_resolution_takes_the_parsed_facts_unless_told_otherwise():
+    p = _Counted("r", {})
+    assert p.resolution("c" * 40) == Resolution(ref="c" * 40, build_slug="r", resolved_spec=f"r/{'c' * 40}",
+                                                ref_url="https://example.org/r")
+    assert p.resolution("c", build_slug="x", notice="n").build_slug == "x"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.resolution("c").ref = "d"  # type: ignore[misc]
+
+
+def test_resolve_ref_keeps_the_answer_on_a_copy_only():
+    parsed = _Counted("r", {})
+    mine = parsed.copy()
+    assert mine.resolve_ref() == "a" * 40 and mine.notice == "first" and mine.resolved.ref == "a" * 40
+    assert parsed.notice is None and parsed.resolved is None
+    again = mine.copy()
+    assert again.notice is None and again.resolved is None and again.spec == "r"
+    assert mine.resolve_ref() == "b" * 40 and mine.notice is None  # a later answer without one clears it
+
+
+def test_the_session_is_the_shared_one_unless_given():
+    given = requests.Session()
+    try:
+        assert _Counted("r", {}, session=given).session is given
+        assert _Counted("r", {}).session is shared_session()
+        assert _Counted("r", {}, session=given).copy().session is given
+    finally:
+        given.close()

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import pytest
 
-import providers.github as github
+import providers.http as provider_http
 from app.errors import NotFound, ProviderError
 from providers.dataverse import DataverseProvider
+from tests.providers.conftest import resolve_unchanged
 
 DOI = "10.7910/DVN/TJCLKP"
 API = "/api/datasets/:persistentId?persistentId=doi%3A10.7910%2FDVN%2FTJCLKP"
@@ -19,7 +20,7 @@ API = "/api/datasets/:persistentId?persistentId=doi%3A10.7910%2FDVN%2FTJCLKP"
 
 @pytest.fixture(autouse=True)
 def _fast_retries(monkeypatch):
-    monkeypatch.setattr(github, "RETRY_DELAYS", (0.01, 0.02))
+    monkeypatch.setattr(provider_http, "RETRY_DELAYS", (0.01, 0.02))
 
 
 @pytest.fixture
@@ -38,6 +39,20 @@ def test_resolve(dataverse, api_server, recording):
     assert p.resolved_spec("3323458.v3.0") == DOI
     assert p.ref_url("3323458.v3.0") == f"https://doi.org/{DOI}"
     assert p.repo_url() == f"https://doi.org/{DOI}"
+
+
+def test_resolve_returns_what_the_api_named_and_leaves_the_provider(dataverse, api_server, recording):
+    reply = recording("dataverse_dataset_200")
+    reply["body"]["data"].update(identifier="DVN/OTHER", persistentUrl="https://doi.org/10.7910/DVN/OTHER")
+    api_server.queue(API, reply)
+    p = dataverse(DOI)
+    found = resolve_unchanged(p)
+    assert (found.ref, found.build_slug, found.resolved_spec, found.ref_url, found.notice) == (
+        "3323458.v3.0", "dataverse-dvn-2fother", "10.7910/DVN/OTHER", "https://doi.org/10.7910/DVN/OTHER", None)
+    assert (p.build_slug(), p.resolved_spec(found.ref)) == ("dataverse-dvn-2ftjclkp", DOI)  # the parse's
+    assert p.resolve_ref() == found.ref  # the deprecated path keeps the answer on the provider, as before
+    assert (p.build_slug(), p.resolved_spec(found.ref), p.ref_url(found.ref)) == (
+        found.build_slug, found.resolved_spec, found.ref_url)
 
 
 def test_not_found(dataverse, api_server, recording):

@@ -15,9 +15,11 @@ import time
 import pytest
 
 import providers.github as github
+import providers.http as provider_http
 from app.errors import NotFound, ProviderError, RateLimited, SpecError
 from providers import get_provider
 from providers.github import GitHubProvider
+from tests.providers.conftest import resolve_unchanged
 
 SHA = "9f6a3c1e5d0b7a2948e1c6f3b8d2a7e4c0f5b1d9"
 TOKEN = "ghp_secretTOKEN1234567890"
@@ -25,7 +27,7 @@ TOKEN = "ghp_secretTOKEN1234567890"
 
 @pytest.fixture(autouse=True)
 def _fast_retries(monkeypatch):
-    monkeypatch.setattr(github, "RETRY_DELAYS", (0.01, 0.02))
+    monkeypatch.setattr(provider_http, "RETRY_DELAYS", (0.01, 0.02))
     github.CACHE.clear()
 
 
@@ -200,6 +202,19 @@ def test_missing_master_or_main_falls_back_to_head_with_a_notice(gh, api_server,
     p = gh(f"u/r/{ref}")
     assert p.resolve_ref() == SHA
     assert p.notice and f"{ref!r} does not exist" in p.notice and "u/r/HEAD" in p.notice
+
+
+def test_the_notice_comes_with_the_resolution_not_on_the_provider(gh, api_server, recording):
+    api_server.queue("/repos/u/r/commits/master", recording("github_no_commit_422"))
+    api_server.queue("/repos/u/r/commits/HEAD", recording("github_commit_200"))
+    p = gh("u/r/master", github_miss_cache=0)  # (a remembered miss would keep the fallback)
+    found = resolve_unchanged(p)
+    assert found.ref == SHA and found.notice and "'master' does not exist" in found.notice
+    assert (found.build_slug, found.resolved_spec, found.ref_url) == (
+        "u-r", f"u/r/{SHA}", f"https://github.example/u/r/tree/{SHA}")
+    assert p.notice is None
+    api_server.replies["/repos/u/r/commits/master"] = [recording("github_commit_200")]  # it exists now
+    assert resolve_unchanged(p).notice is None
 
 
 def test_other_missing_refs_do_not_fall_back(gh, api_server, recording):

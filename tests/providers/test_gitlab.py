@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-import providers.github as github
+import providers.http as provider_http
 from app.errors import NotFound, ProviderError, RateLimited, SpecError
 from providers import get_provider
 from providers.gitlab import GitLabProvider
@@ -24,7 +24,7 @@ PATH = "/api/v4/projects/gitlab-org%2Fgitlab-docs/repository/commits/"
 
 @pytest.fixture(autouse=True)
 def _fast_retries(monkeypatch):
-    monkeypatch.setattr(github, "RETRY_DELAYS", (0.01, 0.02))
+    monkeypatch.setattr(provider_http, "RETRY_DELAYS", (0.01, 0.02))
 
 
 @pytest.fixture

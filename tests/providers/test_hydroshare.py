@@ -10,6 +10,7 @@ import pytest
 
 from app.errors import NotFound, SpecError
 from providers.hydroshare import HydroshareProvider
+from tests.providers.conftest import resolve_unchanged
 
 RID = "b8f6eae9d89241cf8b5904033460af61"
 
@@ -26,6 +27,15 @@ def test_resolve(hydroshare, api_server, recording, spec):
     assert p.resolve_ref() == f"{RID}.v1557174608"  # 2019-05-06T20:30:08Z
     assert p.build_slug() == f"hydroshare-{RID}.v1557174608"
     assert p.repo_url() == f"{api_server.url}/resource/{RID}"
+
+
+def test_resolve_leaves_the_provider(hydroshare, api_server, recording):
+    api_server.queue(f"/hsapi/resource/{RID}/scimeta/elements", recording("hydroshare_scimeta_200"))
+    p = hydroshare(RID)
+    found = resolve_unchanged(p)
+    assert (found.ref, found.build_slug, found.resolved_spec) == (
+        f"{RID}.v1557174608", f"hydroshare-{RID}.v1557174608", RID)
+    assert p.build_slug() == f"hydroshare-{RID}"
 
 
 def test_not_found_and_bad_spec(hydroshare, api_server, recording):

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import pytest
 
-import providers.github as github
+import providers.http as provider_http
 from app.errors import NotFound, ProviderError, SpecError
 from providers.zenodo import ZenodoProvider
+from tests.providers.conftest import resolve_unchanged
 
 DOI = "10.5281/zenodo.3242074"
 
 
 @pytest.fixture(autouse=True)
 def _fast_retries(monkeypatch):
-    monkeypatch.setattr(github, "RETRY_DELAYS", (0.01, 0.02))
+    monkeypatch.setattr(provider_http, "RETRY_DELAYS", (0.01, 0.02))
 
 
 @pytest.fixture
@@ -35,6 +36,14 @@ def test_parse_and_resolve(zenodo, api_server, recording, spec):
     assert p.build_slug() == "zenodo-3242074"
     assert p.resolved_spec("3242074") == DOI
     assert p.ref_url("3242074") == f"https://doi.org/{DOI}"
+
+
+def test_resolve_names_the_image_after_the_record_and_leaves_the_provider(zenodo, api_server, recording):
+    api_server.queue(f"/{DOI}", recording("doi_zenodo_302"))
+    p = zenodo(DOI)
+    found = resolve_unchanged(p)
+    assert (found.ref, found.build_slug, found.resolved_spec) == ("3242074", "zenodo-3242074", DOI)
+    assert p.build_slug() == f"zenodo-{DOI}"  # the parse's, before any answer
 
 
 def test_concept_doi_pins_the_latest_version(zenodo, api_server, recording):
