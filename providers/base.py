@@ -134,8 +134,8 @@ class Resolution:
 class RepoProvider:
     """Base of all providers.  Subclasses parse in ``__init__`` and resolve in :meth:`resolve`.
 
-    After ``__init__`` a provider is not changed by anything but the deprecated
-    :meth:`resolve_ref`, so parsed providers are cached and copied (:meth:`copy`).
+    After ``__init__`` a provider never changes (resolving returns what it found), so parsed
+    providers are cached and copied (:meth:`copy`).
 
     The class attributes below are the provider's display config, served as is by
     ``GET /api/repoproviders`` (the landing page builds its form from them).
@@ -169,10 +169,6 @@ class RepoProvider:
         self.config = config
         self.unresolved_ref = ""
         self._session = session
-        #: Set only by the deprecated :meth:`resolve_ref`: what :meth:`resolve` found
-        self.resolved: Resolution | None = None
-        #: Set only by the deprecated :meth:`resolve_ref`: ``resolved.notice``
-        self.notice: str | None = None
 
     @property
     def session(self) -> requests.Session:
@@ -183,7 +179,6 @@ class RepoProvider:
         """This parsed provider again, without parsing (a shallow copy: the facts are strings)."""
         twin = object.__new__(type(self))
         twin.__dict__.update(self.__dict__)
-        twin.resolved, twin.notice = None, None
         return twin
 
     @classmethod
@@ -233,17 +228,6 @@ class RepoProvider:
         facts: dict[str, Any] = {"build_slug": self.build_slug(), "resolved_spec": self.resolved_spec(ref),
                                  "ref_url": self.ref_url(ref)}
         return Resolution(ref=ref, **{**facts, **found})
-
-    def resolve_ref(self) -> str:
-        """Deprecated (callers of old): :meth:`resolve`, keeping the result on this provider.
-
-        Afterwards :attr:`notice`, and ``build_slug()`` / ``resolved_spec(ref)`` /
-        ``ref_url(ref)`` of providers whose facts depend on the answer, say what it found.
-        Only for a provider of the caller's own (``get_provider`` returns one).
-        """
-        self.resolved = self.resolve()
-        self.notice = self.resolved.notice
-        return self.resolved.ref
 
     def resolved_spec(self, resolved_ref: str) -> str:
         """The spec with the ref replaced by the resolved one (for links that do not move)."""

@@ -39,17 +39,17 @@ class DataverseProvider(DoiProvider):
         return "dataverse-" + escapism.escape(identifier, escape_char="-").lower()
 
     def build_slug(self) -> str:
-        """From the DOI's identifier; resolved, from the identifier the API gave."""
-        return self.resolved.build_slug if self.resolved is not None else self.slug_of(self.identifier)
+        """From the DOI's identifier (:meth:`resolve` names the image after the identifier the API gave)."""
+        return self.slug_of(self.identifier)
 
     def resolved_spec(self, resolved_ref: str) -> str:
-        """The DOI; resolved, ``<authority>/<identifier>`` from the API (Dataverse DOIs name the dataset,
-        not a version)."""
-        return self.resolved.resolved_spec if self.resolved is not None else self.doi
+        """The DOI (:meth:`resolve` gives ``<authority>/<identifier>`` from the API: Dataverse DOIs name the
+        dataset, not a version)."""
+        return self.doi
 
     def ref_url(self, resolved_ref: str) -> str:
-        """The DOI as a URL; resolved, the dataset's persistent URL from the API."""
-        return self.resolved.ref_url if self.resolved is not None else self.repo_url()
+        """The DOI as a URL (:meth:`resolve` gives the dataset's persistent URL from the API)."""
+        return self.repo_url()
 
     def resolve(self) -> Resolution:
         """``<id>.v<major>.<minor>`` of the dataset's latest version."""

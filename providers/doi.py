@@ -72,8 +72,8 @@ class DoiProvider(RepoProvider):
         return f"https://doi.org/{self.doi}"
 
     def build_slug(self) -> str:
-        """``<archive>-<DOI>``; resolved, ``<archive>-<record>`` as BinderHub names it (:meth:`record`)."""
-        return self.resolved.build_slug if self.resolved is not None else f"{self.prefix}-{self.doi}"
+        """``<archive>-<DOI>`` (:meth:`resolve` names the image ``<archive>-<record>``, see :meth:`record`)."""
+        return f"{self.prefix}-{self.doi}"
 
     def record(self, record_id: str) -> Resolution:
         """The resolution naming the record ``record_id`` (its version is the resolved ref)."""

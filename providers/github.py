@@ -19,9 +19,6 @@ from providers.base import SHA1, RepoProvider, Resolution, check_github_user, ch
 from providers.git_env import credential_env as git_credential_env
 from providers.http import fetch, github_headers, json_body, observe_github_rate_limit
 
-# Re-exported for tasks/resolve_ref.py until the resolve step imports it from providers.http.
-from providers.http import github_rate_limit_remaining as github_rate_limit_remaining
-
 _REPO = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
 
 

@@ -51,8 +51,8 @@ class HydroshareProvider(RepoProvider):
         return f"{self._base()}/resource/{self.resource_id}"
 
     def build_slug(self) -> str:
-        """``hydroshare-<id>``; resolved, ``hydroshare-<id>.v<epoch>`` as BinderHub names it."""
-        return self.resolved.build_slug if self.resolved is not None else f"hydroshare-{self.resource_id}"
+        """``hydroshare-<id>`` (:meth:`resolve` names the image ``hydroshare-<id>.v<epoch>``, as BinderHub does)."""
+        return f"hydroshare-{self.resource_id}"
 
     def resolved_spec(self, resolved_ref: str) -> str:
         """HydroShare keeps no history: the resource itself."""

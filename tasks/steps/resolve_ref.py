@@ -14,8 +14,8 @@ from app.extensions import events
 from app.metrics import metrics
 from app.outages import mark_outage
 from providers import get_provider
-from providers.base import image_name
-from providers.github import github_rate_limit_remaining
+from providers.base import Resolution, image_name
+from providers.http import github_rate_limit_remaining
 from providers.policy import quota_for
 from tasks import chain
 from tasks.single_flight import SingleFlight
@@ -23,8 +23,8 @@ from tasks.single_flight import SingleFlight
 log = logging.getLogger(__name__)
 
 #: git ls-remote runs of this process, shared by the launches of one repository and ref that
-#: arrive while one runs (git only: other providers keep what they resolved on the provider).
-_ls_remotes: SingleFlight[str] = SingleFlight()
+#: arrive while one runs (git only: the other hosts' APIs answer conditional requests cheaply).
+_ls_remotes: SingleFlight[Resolution] = SingleFlight()
 
 
 @shared_task(name="bindery.resolve_ref")
@@ -33,9 +33,9 @@ def resolve_ref(launch: dict[str, Any]) -> None:
     repo = get_provider(launch["provider"], launch["spec"], config)
     try:
         if launch["provider"] == "git":
-            ref = _ls_remotes.run(f"{repo.repo_url()}\0{repo.unresolved_ref}", repo.resolve_ref)
+            found = _ls_remotes.run(f"{repo.repo_url()}\0{repo.unresolved_ref}", repo.resolve)
         else:
-            ref = repo.resolve_ref()
+            found = repo.resolve()
     except ProviderError:  # the host failed or refused us (not a missing ref): /health looks into it
         if launch["provider"] == "gh":
             mark_outage("gh")
@@ -43,18 +43,16 @@ def resolve_ref(launch: dict[str, Any]) -> None:
     remaining = github_rate_limit_remaining()
     if remaining is not None:
         metrics().github_rate_limit.set(remaining)
-    log.info("resolved %s/%s to %s", launch["provider"], launch["spec"], ref)
-    notice = getattr(repo, "notice", None)
-    if notice:  # e.g. a link to a master branch that is now main: tell the user to update it
-        events.publish({"phase": "waiting", "message": notice.rstrip("\n") + "\n"}, channel=launch["id"])
-    resolved_spec = repo.resolved_spec(ref)
+    log.info("resolved %s/%s to %s", launch["provider"], launch["spec"], found.ref)
+    if found.notice:  # e.g. a link to a master branch that is now main: tell the user to update it
+        events.publish({"phase": "waiting", "message": found.notice.rstrip("\n") + "\n"}, channel=launch["id"])
     chain.resolved({
         **launch,
-        "resolved_spec": resolved_spec,
-        "resolved_ref": ref,
+        "resolved_ref": found.ref,
+        "resolved_spec": found.resolved_spec,
         "repo_url": repo.repo_url(),
-        "ref_url": repo.ref_url(ref),
-        "image": repo.prebuilt_image() or image_name(config["image_prefix"], repo.build_slug(), ref),
+        "ref_url": found.ref_url,
+        "image": repo.prebuilt_image() or image_name(config["image_prefix"], found.build_slug, found.ref),
         "quota": quota_for(launch["provider"], launch["spec"], config),
-        "log_path": log_path(launch["provider"], resolved_spec),
+        "log_path": log_path(launch["provider"], found.resolved_spec),
     })

@@ -301,7 +301,7 @@ def resolve_in_process(app: Flask, request: dict[str, Any], counts: dict[str, in
         COMMANDS.commands.clear()
         COMMANDS.recording = True
         try:
-            ref = repo.resolve_ref()
+            ref = repo.resolve().ref
         except BinderyError as error:
             assert error.status_code < 500 or error.status_code in (502, 503, 504), error.message
             ref = None

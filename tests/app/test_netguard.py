@@ -126,7 +126,7 @@ def test_name_resolving_to_loopback_is_refused_before_git_runs(git_server: GitSe
     by_name = url.replace("127.0.0.1", "localhost")
     provider = get_provider("git", spec(by_name), no_allowance())  # a name: judged after DNS
     with pytest.raises(netguard.AddressRefused, match="host localhost resolves to 127.0.0.1"):
-        provider.resolve_ref()
+        provider.resolve()
     with pytest.raises(netguard.AddressRefused):
         provider.repo2docker_env()  # the build checks again before repo2docker fetches
     assert git_runs == []
@@ -139,7 +139,7 @@ def test_allowed_loopback_resolves_with_git_pinned_to_the_checked_address(
     port = urllib.parse.urlsplit(url).port
     config = load_config(LOOPBACK_ALLOWED, environ={})
     provider = get_provider("git", spec(by_name), config)
-    assert provider.resolve_ref() == sha
+    assert provider.resolve().ref == sha
     assert git_runs[-1][:6] == ["git", "-c", "http.followRedirects=false",
                                 "-c", f"http.curloptResolve=localhost:{port}:127.0.0.1", "ls-remote"]
     env = provider.repo2docker_env()
@@ -188,7 +188,7 @@ def test_redirects_are_not_followed(git_server: GitServer, redirector: str) -> N
     url, _ = git_server.make_repo("FROM scratch\n")
     moved = redirector + urllib.parse.urlsplit(url).path
     with pytest.raises(ProviderError, match="could not reach"):
-        get_provider("git", spec(moved), load_config(LOOPBACK_ALLOWED, environ={})).resolve_ref()
+        get_provider("git", spec(moved), load_config(LOOPBACK_ALLOWED, environ={})).resolve()
 
 
 # --- the web and the settings -----------------------------------------------------------------
@@ -210,7 +210,7 @@ def test_ckan_site_on_a_private_address_is_refused() -> None:
         get_provider("ckan", urllib.parse.quote(url, safe=""), no_allowance())
     by_name = get_provider("ckan", urllib.parse.quote("http://localhost:9/dataset/x", safe=""), no_allowance())
     with pytest.raises(netguard.AddressRefused, match="CKAN site host localhost"):
-        by_name.resolve_ref()
+        by_name.resolve()
 
 
 @pytest.mark.parametrize("registry_url", ["http://127.0.0.1:5000", "http://localhost:5000",

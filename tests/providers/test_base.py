@@ -90,7 +90,7 @@ def test_safe_build_slug_is_unique_per_slug():
     assert len(safe_build_slug("x" * 500, 63)) == 63
 
 
-# --- Resolution, copies and the deprecated resolve_ref --------------------------------------------
+# --- Resolution and copies --------------------------------------------------------------------------
 
 class _Counted(RepoProvider):
     """A provider whose every resolve gives the next ref, with a notice on the first."""
@@ -124,14 +124,14 @@ def test_resolution_takes_the_parsed_facts_unless_told_otherwise():
         p.resolution("c").ref = "d"  # type: ignore[misc]
 
 
-def test_resolve_ref_keeps_the_answer_on_a_copy_only():
+def test_resolve_returns_what_it_found_and_leaves_the_provider_alone():
     parsed = _Counted("r", {})
-    mine = parsed.copy()
-    assert mine.resolve_ref() == "a" * 40 and mine.notice == "first" and mine.resolved.ref == "a" * 40
-    assert parsed.notice is None and parsed.resolved is None
-    again = mine.copy()
-    assert again.notice is None and again.resolved is None and again.spec == "r"
-    assert mine.resolve_ref() == "b" * 40 and mine.notice is None  # a later answer without one clears it
+    before = dict(vars(parsed))
+    first, second = parsed.resolve(), parsed.resolve()
+    assert (first.ref, first.notice) == ("a" * 40, "first")
+    assert (second.ref, second.notice) == ("b" * 40, None), "a later answer has its own notice, or none"
+    assert vars(parsed) == before
+    assert vars(parsed.copy()) == vars(parsed) and parsed.copy() is not parsed
 
 
 def test_the_session_is_the_shared_one_unless_given():

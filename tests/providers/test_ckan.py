@@ -24,7 +24,7 @@ def ckan(make_config):
 def test_latest_version(ckan, api_server, recording):
     api_server.queue("/api/3/action/package_show?id=sample-dataset-1", recording("ckan_package_show_200"))
     p = ckan(f"{api_server.url}/dataset/sample-dataset-1")
-    assert p.resolve_ref() == "v1653038443"  # 2022-05-20T09:20:43Z
+    assert p.resolve().ref == "v1653038443"  # 2022-05-20T09:20:43Z
     assert p.repo_url() == f"{api_server.url}/dataset/sample-dataset-1"
     assert p.build_slug().endswith("-sample-dataset-1")
 
@@ -33,14 +33,14 @@ def test_activity_version(ckan, api_server, recording):
     api_server.queue("/api/3/action/package_show?id=sample-dataset-1", recording("ckan_package_show_200"))
     api_server.queue(f"/api/3/action/activity_show?id={ACTIVITY}", recording("ckan_activity_show_200"))
     p = ckan(f"{api_server.url}/dataset/sample-dataset-1?activity_id={ACTIVITY}")
-    assert p.resolve_ref() == f"a{ACTIVITY}"
+    assert p.resolve().ref == f"a{ACTIVITY}"
     assert p.repo_url().endswith(f"?activity_id={ACTIVITY}")
 
 
 def test_not_found(ckan, api_server, recording):
     api_server.queue("/api/3/action/package_show?id=nope", recording("ckan_not_found_404"))
     with pytest.raises(NotFound, match="CKAN dataset nope not found"):
-        ckan(f"{api_server.url}/dataset/nope").resolve_ref()
+        ckan(f"{api_server.url}/dataset/nope").resolve()
 
 
 @pytest.mark.parametrize("url", ["ftp://h/dataset/x", "https://u:p@h/dataset/x", "https://h/x", "-https://h/dataset/x",

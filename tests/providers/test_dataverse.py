@@ -34,7 +34,7 @@ def dataverse(api_server, make_config, recording):
 def test_resolve(dataverse, api_server, recording):
     api_server.queue(API, recording("dataverse_dataset_200"))
     p = dataverse(DOI)
-    assert p.resolve_ref() == "3323458.v3.0"
+    assert p.resolve().ref == "3323458.v3.0"
     assert p.build_slug() == "dataverse-dvn-2ftjclkp"
     assert p.resolved_spec("3323458.v3.0") == DOI
     assert p.ref_url("3323458.v3.0") == f"https://doi.org/{DOI}"
@@ -50,15 +50,12 @@ def test_resolve_returns_what_the_api_named_and_leaves_the_provider(dataverse, a
     assert (found.ref, found.build_slug, found.resolved_spec, found.ref_url, found.notice) == (
         "3323458.v3.0", "dataverse-dvn-2fother", "10.7910/DVN/OTHER", "https://doi.org/10.7910/DVN/OTHER", None)
     assert (p.build_slug(), p.resolved_spec(found.ref)) == ("dataverse-dvn-2ftjclkp", DOI)  # the parse's
-    assert p.resolve_ref() == found.ref  # the deprecated path keeps the answer on the provider, as before
-    assert (p.build_slug(), p.resolved_spec(found.ref), p.ref_url(found.ref)) == (
-        found.build_slug, found.resolved_spec, found.ref_url)
 
 
 def test_not_found(dataverse, api_server, recording):
     api_server.queue(API, recording("dataverse_not_found_404"))
     with pytest.raises(NotFound, match="dataset doi:10.7910/DVN/TJCLKP not found"):
-        dataverse(DOI).resolve_ref()
+        dataverse(DOI).resolve()
 
 
 def test_answer_without_version(dataverse, api_server, recording):
@@ -66,4 +63,4 @@ def test_answer_without_version(dataverse, api_server, recording):
     del reply["body"]["data"]["latestVersion"]
     api_server.queue(API, reply)
     with pytest.raises(ProviderError, match="gave no version"):
-        dataverse(DOI).resolve_ref()
+        dataverse(DOI).resolve()

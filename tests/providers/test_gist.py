@@ -26,7 +26,7 @@ def gist(api_server, make_config):
 def test_resolve(gist, api_server, recording, ref, sha):
     api_server.queue(f"/gists/{GIST}", recording("github_gist_200"))
     p = gist(f"octocat/{GIST}/{ref}")
-    assert p.resolve_ref() == sha
+    assert p.resolve().ref == sha
     assert p.repo_url() == f"https://gist.github.com/octocat/{GIST}.git"
     assert p.build_slug() == GIST
     assert p.resolved_spec(sha) == f"octocat/{GIST}/{sha}"
@@ -34,16 +34,16 @@ def test_resolve(gist, api_server, recording, ref, sha):
 
 def test_no_ref_is_latest(gist, api_server, recording):
     api_server.queue(f"/gists/{GIST}", recording("github_gist_200"))
-    assert gist(f"octocat/{GIST}").resolve_ref() == LATEST
+    assert gist(f"octocat/{GIST}").resolve().ref == LATEST
 
 
 def test_unknown_revision_and_gist(gist, api_server, recording):
     api_server.queue(f"/gists/{GIST}", recording("github_gist_200"))
     with pytest.raises(NotFound, match="revision"):
-        gist(f"octocat/{GIST}/{'f' * 40}").resolve_ref()
+        gist(f"octocat/{GIST}/{'f' * 40}").resolve()
     api_server.queue("/gists/abc", recording("github_not_found_404"))
     with pytest.raises(NotFound):
-        gist("octocat/abc/HEAD").resolve_ref()
+        gist("octocat/abc/HEAD").resolve()
 
 
 def test_secret_gist_refused_unless_allowed(gist, api_server, recording):
@@ -51,15 +51,15 @@ def test_secret_gist_refused_unless_allowed(gist, api_server, recording):
     reply["body"]["public"] = False
     api_server.queue(f"/gists/{GIST}", reply)
     with pytest.raises(Banned, match="secret") as err:
-        gist(f"octocat/{GIST}/HEAD").resolve_ref()
+        gist(f"octocat/{GIST}/HEAD").resolve()
     assert err.value.status_code == 403
-    assert gist(f"octocat/{GIST}/HEAD", gist_allow_secret=True).resolve_ref() == LATEST
+    assert gist(f"octocat/{GIST}/HEAD", gist_allow_secret=True).resolve().ref == LATEST
 
 
 def test_rate_limited(gist, api_server, recording):
     api_server.queue(f"/gists/{GIST}", recording("github_rate_limit_403"))
     with pytest.raises(RateLimited):
-        gist(f"octocat/{GIST}/HEAD").resolve_ref()
+        gist(f"octocat/{GIST}/HEAD").resolve()
 
 
 @pytest.mark.parametrize("spec", ["", "octocat", f"-x/{GIST}/HEAD", "octocat/not-hex/HEAD", f"octocat/{GIST}/a/b",

@@ -148,7 +148,7 @@ def remote(request, make_config, bare_repo):
 ])
 def test_resolve(remote, bare_repo, ref, expected):
     url, config = remote
-    sha = GitProvider(spec_for(url, ref), config).resolve_ref()
+    sha = GitProvider(spec_for(url, ref), config).resolve().ref
     assert sha == bare_repo.shas[expected]
     assert sha != bare_repo.shas["v1.0-object"]
 
@@ -156,14 +156,14 @@ def test_resolve(remote, bare_repo, ref, expected):
 def test_missing_ref_is_not_found(remote):
     url, config = remote
     with pytest.raises(NotFound, match=f"ref no-such-branch not found in {url}") as err:
-        GitProvider(spec_for(url, "no-such-branch"), config).resolve_ref()
+        GitProvider(spec_for(url, "no-such-branch"), config).resolve()
     assert err.value.status_code == 404
 
 
 def test_missing_repository_is_provider_error(remote):
     url, config = remote
     with pytest.raises(ProviderError, match="could not reach"):
-        GitProvider(spec_for(url.replace("repo.git", "missing.git"), "main"), config).resolve_ref()
+        GitProvider(spec_for(url.replace("repo.git", "missing.git"), "main"), config).resolve()
 
 
 def test_full_sha_needs_no_network(config, monkeypatch):
@@ -171,7 +171,7 @@ def test_full_sha_needs_no_network(config, monkeypatch):
         raise AssertionError("git must not run for a full sha")
     monkeypatch.setattr(git_module.subprocess, "Popen", refuse)
     p = GitProvider(spec_for("http://127.0.0.1:1/x.git", "ABCDEF" + "0" * 34), config)
-    assert p.resolve_ref() == "abcdef" + "0" * 34
+    assert p.resolve().ref == "abcdef" + "0" * 34
 
 
 def test_runs_git_without_shell_with_safe_env(make_config, bare_repo, monkeypatch):
@@ -183,20 +183,20 @@ def test_runs_git_without_shell_with_safe_env(make_config, bare_repo, monkeypatc
         return real(args, **kwargs)
     monkeypatch.setattr(git_module.subprocess, "Popen", spy)
     url = bare_repo.path.as_uri()
-    GitProvider(spec_for(url, "main"), make_config(allow_file_urls=True)).resolve_ref()
+    GitProvider(spec_for(url, "main"), make_config(allow_file_urls=True)).resolve()
     assert seen["args"] == ["git", "ls-remote", "--", url, "main", "main^{}"]
     assert not seen.get("shell")
     assert seen["env"]["GIT_TERMINAL_PROMPT"] == "0"
     assert seen["env"]["GIT_ALLOW_PROTOCOL"] == "http:https:git:file"
     with pytest.raises(ProviderError):
-        GitProvider(spec_for("http://127.0.0.1:1/x.git", "main"), make_config()).resolve_ref()
+        GitProvider(spec_for("http://127.0.0.1:1/x.git", "main"), make_config()).resolve()
     assert seen["env"]["GIT_ALLOW_PROTOCOL"] == "http:https:git"
 
 
 def test_unreachable_is_provider_error(config, closed_port):
     url = f"http://127.0.0.1:{closed_port}/x.git"
     with pytest.raises(ProviderError) as err:
-        GitProvider(spec_for(url, "main"), config).resolve_ref()
+        GitProvider(spec_for(url, "main"), config).resolve()
     assert err.value.status_code == 502
     assert err.value.message.startswith(f"could not reach {url}: ")
     assert "127.0.0.1" in err.value.message.split(": ", 1)[1]  # git's own last line
@@ -210,5 +210,5 @@ def test_silent_server_times_out(make_config):
         url = f"http://127.0.0.1:{listener.getsockname()[1]}/x.git"
         started = time.monotonic()
         with pytest.raises(ProviderError, match="no answer within 1"):
-            GitProvider(spec_for(url, "main"), make_config(provider_timeout=1)).resolve_ref()
+            GitProvider(spec_for(url, "main"), make_config(provider_timeout=1)).resolve()
         assert time.monotonic() - started < 5

@@ -86,7 +86,7 @@ def creds(key: str) -> dict[str, Any]:
 def test_without_credentials_is_not_found_at_once(private: Private) -> None:
     started = time.monotonic()
     with pytest.raises(NotFound, match="needs credentials") as err:
-        GitProvider(spec_for(private.url, "main"), config()).resolve_ref()
+        GitProvider(spec_for(private.url, "main"), config()).resolve()
     assert time.monotonic() - started < 10, "no prompt may hang"
     assert err.value.status_code == 404
     assert private.url in err.value.message
@@ -96,11 +96,11 @@ def test_without_credentials_is_not_found_at_once(private: Private) -> None:
 def test_with_credentials_resolves(private: Private, key: str) -> None:
     port = private.server.httpd.server_address[1]
     cfg = config(**creds(key.format(port=port)))
-    assert GitProvider(spec_for(private.url, "main"), cfg).resolve_ref() == private.sha
-    assert GitProvider(spec_for(private.url, "v1"), cfg).resolve_ref() == private.sha
-    assert GitProvider(spec_for(private.url, private.sha), cfg).resolve_ref() == private.sha
+    assert GitProvider(spec_for(private.url, "main"), cfg).resolve().ref == private.sha
+    assert GitProvider(spec_for(private.url, "v1"), cfg).resolve().ref == private.sha
+    assert GitProvider(spec_for(private.url, private.sha), cfg).resolve().ref == private.sha
     with pytest.raises(NotFound, match="ref no-such not found"):
-        GitProvider(spec_for(private.url, "no-such"), cfg).resolve_ref()
+        GitProvider(spec_for(private.url, "no-such"), cfg).resolve()
 
 
 def test_credentials_of_another_prefix_or_host_are_not_used(private: Private) -> None:
@@ -108,14 +108,14 @@ def test_credentials_of_another_prefix_or_host_are_not_used(private: Private) ->
     for key in (f"http://127.0.0.1:{port}/te", f"http://127.0.0.1:{port}/other/", f"127.0.0.1:{free_port()}",
                 f"https://127.0.0.1:{port}"):
         with pytest.raises(NotFound, match="needs credentials"):
-            GitProvider(spec_for(private.url, "main"), config(**creds(key))).resolve_ref()
+            GitProvider(spec_for(private.url, "main"), config(**creds(key))).resolve()
 
 
 def test_wrong_password_never_shows_in_the_message(private: Private) -> None:
     port = private.server.httpd.server_address[1]
     wrong = {"git_credentials": {f"127.0.0.1:{port}": {"username": USER, "password": "wrong-Pass-123"}}}
     with pytest.raises(NotFound) as err:
-        GitProvider(spec_for(private.url, "main"), config(**wrong)).resolve_ref()
+        GitProvider(spec_for(private.url, "main"), config(**wrong)).resolve()
     assert "wrong-Pass-123" not in err.value.message and USER not in err.value.message
 
 
@@ -132,9 +132,9 @@ def test_the_secret_is_in_no_argument_url_message_or_log(private: Private, monke
         return real(args, **kwargs)
     monkeypatch.setattr(git_module.subprocess, "Popen", spy)
     provider = GitProvider(spec_for(private.url, "main"), cfg)
-    assert provider.resolve_ref() == private.sha
+    assert provider.resolve().ref == private.sha
     with pytest.raises(NotFound) as err:
-        GitProvider(spec_for(private.url, "nope"), cfg).resolve_ref()
+        GitProvider(spec_for(private.url, "nope"), cfg).resolve()
     assert SECRET not in err.value.message
     assert len(seen) == 2
     for args, env in seen:
@@ -259,19 +259,19 @@ def test_ssh_is_refused_unless_the_operator_turns_it_on(ssh_server: SshServer) -
 @pytest.mark.parametrize("ref, expected", [("main", "main"), ("HEAD", "main"), ("v1", "v1")])
 def test_ssh_resolves_branch_tag_and_head(ssh_server: SshServer, ref: str, expected: str) -> None:
     provider = get_provider("git", spec_for(ssh_url(ssh_server), ref), ssh_config(ssh_server))
-    assert provider.resolve_ref() == ssh_server.shas[expected]
+    assert provider.resolve().ref == ssh_server.shas[expected]
 
 
 def test_ssh_sha_and_missing_ref(ssh_server: SshServer) -> None:
     sha = ssh_server.shas["main"]
-    assert GitProvider(spec_for(ssh_url(ssh_server), sha.upper()), ssh_config(ssh_server)).resolve_ref() == sha
+    assert GitProvider(spec_for(ssh_url(ssh_server), sha.upper()), ssh_config(ssh_server)).resolve().ref == sha
     with pytest.raises(NotFound, match="ref no-such not found"):
-        GitProvider(spec_for(ssh_url(ssh_server), "no-such"), ssh_config(ssh_server)).resolve_ref()
+        GitProvider(spec_for(ssh_url(ssh_server), "no-such"), ssh_config(ssh_server)).resolve()
 
 
 def test_ssh_without_user_uses_the_workers_login(ssh_server: SshServer) -> None:
     url = f"ssh://127.0.0.1:{ssh_server.port}{ssh_server.repo}"
-    assert GitProvider(spec_for(url, "main"), ssh_config(ssh_server)).resolve_ref() == ssh_server.shas["main"]
+    assert GitProvider(spec_for(url, "main"), ssh_config(ssh_server)).resolve().ref == ssh_server.shas["main"]
 
 
 def test_scp_like_url_resolves(ssh_server: SshServer) -> None:
@@ -280,21 +280,21 @@ def test_scp_like_url_resolves(ssh_server: SshServer) -> None:
     url = f"{getpass.getuser()}@{ssh_server.alias}:{ssh_server.repo}"
     provider = GitProvider(spec_for(url, "main"), ssh_config(ssh_server))
     assert provider.address_url == f"ssh://{ssh_server.alias}/"
-    assert provider.resolve_ref() == ssh_server.shas["main"]
+    assert provider.resolve().ref == ssh_server.shas["main"]
 
 
 def test_ssh_key_not_authorized_is_not_found(ssh_server: SshServer) -> None:
     cfg = ssh_config(ssh_server, git_ssh_key=str(ssh_server.other_key))
     started = time.monotonic()
     with pytest.raises(NotFound, match="needs credentials"):
-        GitProvider(spec_for(ssh_url(ssh_server), "main"), cfg).resolve_ref()
+        GitProvider(spec_for(ssh_url(ssh_server), "main"), cfg).resolve()
     assert time.monotonic() - started < 10
 
 
 def test_unknown_host_key_is_refused_not_accepted(ssh_server: SshServer) -> None:
     cfg = ssh_config(ssh_server, git_ssh_known_hosts=str(ssh_server.wrong_known_hosts))
     with pytest.raises(ProviderError, match="git_ssh_known_hosts"):
-        GitProvider(spec_for(ssh_url(ssh_server), "main"), cfg).resolve_ref()
+        GitProvider(spec_for(ssh_url(ssh_server), "main"), cfg).resolve()
 
 
 def test_repo2docker_clones_over_ssh_with_the_same_environment(ssh_server: SshServer, tmp_path: Path) -> None:

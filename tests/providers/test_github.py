@@ -1,4 +1,4 @@
-"""GitHubProvider: spec parsing and ``resolve_ref`` against a replaying API server.
+"""GitHubProvider: spec parsing and ``resolve`` against a replaying API server.
 
 The real GitHub API is unreachable here, so a threaded HTTP server on 127.0.0.1
 replays the service's documented real reply shapes (recordings/github_*.json:
@@ -77,7 +77,7 @@ def test_get_provider(make_config):
 
 def test_resolve_200_without_token(gh, api_server, recording):
     api_server.queue("/repos/jupyterhub/binderhub/commits/feature%2Fx", recording("github_commit_200"))
-    assert gh("jupyterhub/binderhub/feature/x").resolve_ref() == SHA
+    assert gh("jupyterhub/binderhub/feature/x").resolve().ref == SHA
     _, headers = api_server.requests[0]
     assert headers["accept"] == "application/vnd.github+json"
     assert "authorization" not in headers
@@ -88,12 +88,12 @@ def test_token_sent_as_header_never_in_messages(gh, api_server, recording):
     api_server.queue("/repos/u/r/commits/gone", recording("github_not_found_404"))
     api_server.queue("/repos/u/r/commits/boom", recording("github_server_error_500"))
     p = gh("u/r/main", github_token=TOKEN)
-    assert p.resolve_ref() == SHA
+    assert p.resolve().ref == SHA
     assert api_server.requests[0][1]["authorization"] == f"token {TOKEN}"
     assert all(TOKEN not in path for path, _ in api_server.requests)
     for spec in ("u/r/gone", "u/r/boom"):
         with pytest.raises((NotFound, ProviderError)) as err:
-            gh(spec, github_token=TOKEN).resolve_ref()
+            gh(spec, github_token=TOKEN).resolve()
         assert TOKEN not in str(err.value) and TOKEN not in repr(err.value.to_dict())
 
 
@@ -101,7 +101,7 @@ def test_token_sent_as_header_never_in_messages(gh, api_server, recording):
 def test_not_found(gh, api_server, recording, name):
     api_server.queue("/repos/u/r/commits/no-such-branch", recording(name))
     with pytest.raises(NotFound, match="ref 'no-such-branch' not found in GitHub repository u/r") as err:
-        gh("u/r/no-such-branch").resolve_ref()
+        gh("u/r/no-such-branch").resolve()
     assert err.value.status_code == 404
 
 
@@ -110,7 +110,7 @@ def test_rate_limited_gives_minutes(gh, api_server, recording):
     reply["headers"]["x-ratelimit-reset"] = str(int(time.time()) + 600)
     api_server.queue("/repos/u/r/commits/main", reply)
     with pytest.raises(RateLimited) as err:
-        gh("u/r/main").resolve_ref()
+        gh("u/r/main").resolve()
     assert err.value.status_code == 429
     assert err.value.message == "GitHub API rate limit exceeded, try again in 10 minutes"
     assert len(api_server.requests) == 1  # not retried
@@ -121,20 +121,20 @@ def test_403_without_rate_limit_is_provider_error(gh, api_server, recording):
     reply["headers"]["x-ratelimit-remaining"] = "12"
     api_server.queue("/repos/u/r/commits/main", reply)
     with pytest.raises(ProviderError, match="answered 403"):
-        gh("u/r/main").resolve_ref()
+        gh("u/r/main").resolve()
 
 
 def test_500_twice_then_200_succeeds(gh, api_server, recording):
     error = recording("github_server_error_500")
     api_server.queue("/repos/u/r/commits/main", error, error, recording("github_commit_200"))
-    assert gh("u/r/main").resolve_ref() == SHA
+    assert gh("u/r/main").resolve().ref == SHA
     assert len(api_server.requests) == 3
 
 
 def test_500_always_is_provider_error(gh, api_server, recording):
     api_server.queue("/repos/u/r/commits/main", recording("github_server_error_500"))
     with pytest.raises(ProviderError, match="answered 500 \\(tried 3 times\\)") as err:
-        gh("u/r/main").resolve_ref()
+        gh("u/r/main").resolve()
     assert err.value.status_code == 502
     assert len(api_server.requests) == 3
 
@@ -143,7 +143,7 @@ def test_connection_refused_is_provider_error(make_config, closed_port):
     p = GitHubProvider("u/r/main", make_config(github_api_url=f"http://127.0.0.1:{closed_port}",
                                                github_token=TOKEN))
     with pytest.raises(ProviderError, match="could not reach the GitHub API") as err:
-        p.resolve_ref()
+        p.resolve()
     assert TOKEN not in err.value.message
 
 
@@ -152,25 +152,25 @@ def test_bad_body_is_provider_error(gh, api_server, recording):
     reply["body"] = {"sha": "not-a-sha"}
     api_server.queue("/repos/u/r/commits/main", reply)
     with pytest.raises(ProviderError, match="no commit sha"):
-        gh("u/r/main").resolve_ref()
+        gh("u/r/main").resolve()
 
 
 # --- cache, rate limit, fallback, credentials ---------------------------------------------------
 
 def test_etag_revalidation_304_reuses_the_cached_sha(gh, api_server, recording):
     api_server.queue("/repos/u/r/commits/main", recording("github_commit_200"), recording("github_not_modified_304"))
-    assert gh("u/r/main").resolve_ref() == SHA
-    assert gh("u/r/main").resolve_ref() == SHA
+    assert gh("u/r/main").resolve().ref == SHA
+    assert gh("u/r/main").resolve().ref == SHA
     first, second = (headers for _, headers in api_server.requests)
     assert "if-none-match" not in first
     assert second["if-none-match"] == recording("github_commit_200")["headers"]["etag"]
-    assert github.github_rate_limit_remaining() == 57
+    assert provider_http.github_rate_limit_remaining() == 57
 
 
 def test_cache_is_lru_bounded(gh, api_server, recording):
     for ref in ("a", "b", "c"):
         api_server.queue(f"/repos/u/r/commits/{ref}", recording("github_commit_200"))
-        gh(f"u/r/{ref}", github_cache_size=2).resolve_ref()
+        gh(f"u/r/{ref}", github_cache_size=2).resolve()
     assert github.CACHE.get(f"{api_server.url}/repos/u/r/commits/a") is None
     assert github.CACHE.get(f"{api_server.url}/repos/u/r/commits/c") is not None
 
@@ -179,29 +179,29 @@ def test_misses_are_cached_for_a_while(gh, api_server, recording, monkeypatch):
     api_server.queue("/repos/u/r/commits/gone", recording("github_not_found_404"))
     for _ in range(3):
         with pytest.raises(NotFound):
-            gh("u/r/gone").resolve_ref()
+            gh("u/r/gone").resolve()
     assert len(api_server.requests) == 1, "a miss is remembered"
     later = time.monotonic() + 301
     monkeypatch.setattr(github.time, "monotonic", lambda: later)
     with pytest.raises(NotFound):
-        gh("u/r/gone").resolve_ref()
+        gh("u/r/gone").resolve()
     assert len(api_server.requests) == 2, "and forgotten after github_miss_cache seconds"
 
 
 def test_rate_limit_remaining_is_recorded_from_errors_too(gh, api_server, recording):
     api_server.queue("/repos/u/r/commits/main", recording("github_rate_limit_403"))
     with pytest.raises(RateLimited):
-        gh("u/r/main").resolve_ref()
-    assert github.github_rate_limit_remaining() == 0
+        gh("u/r/main").resolve()
+    assert provider_http.github_rate_limit_remaining() == 0
 
 
 @pytest.mark.parametrize("ref", ["master", "main"])
 def test_missing_master_or_main_falls_back_to_head_with_a_notice(gh, api_server, recording, ref):
     api_server.queue(f"/repos/u/r/commits/{ref}", recording("github_no_commit_422"))
     api_server.queue("/repos/u/r/commits/HEAD", recording("github_commit_200"))
-    p = gh(f"u/r/{ref}")
-    assert p.resolve_ref() == SHA
-    assert p.notice and f"{ref!r} does not exist" in p.notice and "u/r/HEAD" in p.notice
+    found = gh(f"u/r/{ref}").resolve()
+    assert found.ref == SHA
+    assert found.notice and f"{ref!r} does not exist" in found.notice and "u/r/HEAD" in found.notice
 
 
 def test_the_notice_comes_with_the_resolution_not_on_the_provider(gh, api_server, recording):
@@ -212,7 +212,6 @@ def test_the_notice_comes_with_the_resolution_not_on_the_provider(gh, api_server
     assert found.ref == SHA and found.notice and "'master' does not exist" in found.notice
     assert (found.build_slug, found.resolved_spec, found.ref_url) == (
         "u-r", f"u/r/{SHA}", f"https://github.example/u/r/tree/{SHA}")
-    assert p.notice is None
     api_server.replies["/repos/u/r/commits/master"] = [recording("github_commit_200")]  # it exists now
     assert resolve_unchanged(p).notice is None
 
@@ -220,15 +219,13 @@ def test_the_notice_comes_with_the_resolution_not_on_the_provider(gh, api_server
 def test_other_missing_refs_do_not_fall_back(gh, api_server, recording):
     api_server.queue("/repos/u/r/commits/dev", recording("github_no_commit_422"))
     api_server.queue("/repos/u/r/commits/HEAD", recording("github_commit_200"))
-    p = gh("u/r/dev")
     with pytest.raises(NotFound):
-        p.resolve_ref()
-    assert p.notice is None
+        gh("u/r/dev").resolve()
 
 
 def test_client_id_and_secret_are_basic_auth(gh, api_server, recording):
     api_server.queue("/repos/u/r/commits/main", recording("github_commit_200"))
-    gh("u/r/main", github_client_id="Iv1.abc", github_client_secret="s3cret").resolve_ref()
+    gh("u/r/main", github_client_id="Iv1.abc", github_client_secret="s3cret").resolve()
     assert api_server.requests[0][1]["authorization"].startswith("Basic ")
 
 
@@ -244,7 +241,7 @@ def test_enterprise_host(make_config, api_server, recording):
     config = make_config(github_url="https://ghe.example.org", github_api_url=f"{api_server.url}/api/v3")
     api_server.queue("/api/v3/repos/u/r/commits/main", recording("github_commit_200"))
     p = GitHubProvider("u/r/main", config)
-    assert p.resolve_ref() == SHA
+    assert p.resolve().ref == SHA
     assert p.repo_url() == "https://ghe.example.org/u/r"
     assert "ghe\\.example\\.org" in GitHubProvider.display_config(config)["url_regex"]
 

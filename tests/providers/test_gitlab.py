@@ -1,4 +1,4 @@
-"""GitLabProvider: spec parsing and ``resolve_ref`` against a replaying API server.
+"""GitLabProvider: spec parsing and ``resolve`` against a replaying API server.
 
 The real GitLab API is unreachable here, so a threaded HTTP server on 127.0.0.1
 replays the service's documented real reply shapes (recordings/gitlab_*.json:
@@ -66,7 +66,7 @@ def test_bad_specs(gl, spec):
 
 def test_resolve_200_without_token(gl, api_server, recording):
     api_server.queue(PATH + "feature%2Fx", recording("gitlab_commit_200"))
-    assert gl("gitlab-org%2Fgitlab-docs/feature/x").resolve_ref() == SHA
+    assert gl("gitlab-org%2Fgitlab-docs/feature/x").resolve().ref == SHA
     assert "private-token" not in api_server.requests[0][1]
 
 
@@ -74,12 +74,12 @@ def test_token_sent_as_header_never_in_messages(gl, api_server, recording):
     api_server.queue(PATH + "main", recording("gitlab_commit_200"))
     api_server.queue(PATH + "gone", recording("gitlab_commit_not_found_404"))
     api_server.queue(PATH + "boom", recording("gitlab_server_error_500"))
-    assert gl("gitlab-org%2Fgitlab-docs/main", gitlab_token=TOKEN).resolve_ref() == SHA
+    assert gl("gitlab-org%2Fgitlab-docs/main", gitlab_token=TOKEN).resolve().ref == SHA
     assert api_server.requests[0][1]["private-token"] == TOKEN
     assert all(TOKEN not in path for path, _ in api_server.requests)
     for ref in ("gone", "boom"):
         with pytest.raises((NotFound, ProviderError)) as err:
-            gl(f"gitlab-org%2Fgitlab-docs/{ref}", gitlab_token=TOKEN).resolve_ref()
+            gl(f"gitlab-org%2Fgitlab-docs/{ref}", gitlab_token=TOKEN).resolve()
         assert TOKEN not in str(err.value) and TOKEN not in repr(err.value.to_dict())
 
 
@@ -87,7 +87,7 @@ def test_token_sent_as_header_never_in_messages(gl, api_server, recording):
 def test_not_found(gl, api_server, recording, name):
     api_server.queue(PATH + "nope", recording(name))
     with pytest.raises(NotFound, match="ref 'nope' not found in GitLab project gitlab-org/gitlab-docs") as e:
-        gl("gitlab-org%2Fgitlab-docs/nope").resolve_ref()
+        gl("gitlab-org%2Fgitlab-docs/nope").resolve()
     assert e.value.status_code == 404
 
 
@@ -96,7 +96,7 @@ def test_rate_limited_gives_minutes(gl, api_server, recording):
     reply["headers"]["ratelimit-reset"] = str(int(time.time()) + 300)
     api_server.queue(PATH + "main", reply)
     with pytest.raises(RateLimited) as err:
-        gl("gitlab-org%2Fgitlab-docs/main").resolve_ref()
+        gl("gitlab-org%2Fgitlab-docs/main").resolve()
     assert err.value.message == "GitLab API rate limit exceeded, try again in 5 minutes"
     assert len(api_server.requests) == 1
 
@@ -104,14 +104,14 @@ def test_rate_limited_gives_minutes(gl, api_server, recording):
 def test_500_twice_then_200_succeeds(gl, api_server, recording):
     error = recording("gitlab_server_error_500")
     api_server.queue(PATH + "main", error, error, recording("gitlab_commit_200"))
-    assert gl("gitlab-org%2Fgitlab-docs/main").resolve_ref() == SHA
+    assert gl("gitlab-org%2Fgitlab-docs/main").resolve().ref == SHA
     assert len(api_server.requests) == 3
 
 
 def test_500_always_is_provider_error(gl, api_server, recording):
     api_server.queue(PATH + "main", recording("gitlab_server_error_500"))
     with pytest.raises(ProviderError, match=r"GitLab API .* answered 500") as err:
-        gl("gitlab-org%2Fgitlab-docs/main").resolve_ref()
+        gl("gitlab-org%2Fgitlab-docs/main").resolve()
     assert err.value.status_code == 502
     assert len(api_server.requests) == 3
 
@@ -120,5 +120,5 @@ def test_connection_refused_is_provider_error(make_config, closed_port):
     config = make_config(gitlab_url=f"http://127.0.0.1:{closed_port}", gitlab_token=TOKEN)
     p = GitLabProvider("a%2Fb/main", config)
     with pytest.raises(ProviderError, match="could not reach the GitLab API") as err:
-        p.resolve_ref()
+        p.resolve()
     assert TOKEN not in err.value.message

@@ -24,8 +24,9 @@ def hydroshare(api_server, make_config):
 def test_resolve(hydroshare, api_server, recording, spec):
     api_server.queue(f"/hsapi/resource/{RID}/scimeta/elements", recording("hydroshare_scimeta_200"))
     p = hydroshare(spec)
-    assert p.resolve_ref() == f"{RID}.v1557174608"  # 2019-05-06T20:30:08Z
-    assert p.build_slug() == f"hydroshare-{RID}.v1557174608"
+    found = p.resolve()
+    assert found.ref == f"{RID}.v1557174608"  # 2019-05-06T20:30:08Z
+    assert found.build_slug == f"hydroshare-{RID}.v1557174608"
     assert p.repo_url() == f"{api_server.url}/resource/{RID}"
 
 
@@ -41,6 +42,6 @@ def test_resolve_leaves_the_provider(hydroshare, api_server, recording):
 def test_not_found_and_bad_spec(hydroshare, api_server, recording):
     api_server.queue(f"/hsapi/resource/{RID}/scimeta/elements", recording("hydroshare_not_found_404"))
     with pytest.raises(NotFound):
-        hydroshare(RID).resolve_ref()
+        hydroshare(RID).resolve()
     with pytest.raises(SpecError):
         hydroshare("not-a-resource")

@@ -19,7 +19,7 @@ DIGEST = "sha256:" + "a" * 64
 ])
 def test_parse(make_config, spec, ref):
     p = ImageProvider(spec, make_config())
-    assert p.resolve_ref() == ref
+    assert p.resolve().ref == ref
     assert p.prebuilt_image() == spec == p.repo_url()
 
 

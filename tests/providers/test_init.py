@@ -40,8 +40,8 @@ def test_a_spec_is_parsed_once_and_each_caller_gets_a_copy(make_config: Callable
     assert parses == ["u"]
     assert isinstance(first, GitHubProvider) and first is not second
     assert vars(first) == vars(second) and first.config is config
-    first.notice = "only mine"
-    assert get_provider("gh", "u/r/main", config).notice is None
+    first.spec = "only mine"
+    assert get_provider("gh", "u/r/main", config).spec == "u/r/main"
     get_provider("gh", "v/r/main", config)
     assert parses == ["u", "v"]
 

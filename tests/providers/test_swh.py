@@ -14,9 +14,9 @@ HEX = "94a9ed024d3859793618152ea559a168bbcbb5e2"
 @pytest.mark.parametrize("kind", ["rev", "dir"])
 def test_id_is_the_ref(make_config, kind):
     p = SoftwareHeritageProvider(f"swh:1:{kind}:{HEX}", make_config(provider_timeout=1))
-    assert p.resolve_ref() == p.repo_url() == f"swh:1:{kind}:{HEX}"
-    assert p.ref_url(p.resolve_ref()) == f"https://archive.softwareheritage.org/swh:1:{kind}:{HEX}"
-    tag = image_name("bindery-", p.build_slug(), p.resolve_ref()).rsplit(":", 1)[1]
+    assert p.resolve().ref == p.repo_url() == f"swh:1:{kind}:{HEX}"
+    assert p.ref_url(p.resolve().ref) == f"https://archive.softwareheritage.org/swh:1:{kind}:{HEX}"
+    tag = image_name("bindery-", p.build_slug(), p.resolve().ref).rsplit(":", 1)[1]
     assert tag == f"swh-1-{kind}-{HEX}", "a docker tag has no colons"
 
 

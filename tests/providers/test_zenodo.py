@@ -32,8 +32,9 @@ def test_parse_and_resolve(zenodo, api_server, recording, spec):
     api_server.queue(f"/{DOI}", recording("doi_zenodo_302"))
     p = zenodo(spec)
     assert p.doi == DOI and p.repo_url() == f"https://doi.org/{DOI}"
-    assert p.resolve_ref() == "3242074"
-    assert p.build_slug() == "zenodo-3242074"
+    found = p.resolve()
+    assert found.ref == "3242074"
+    assert found.build_slug == "zenodo-3242074"
     assert p.resolved_spec("3242074") == DOI
     assert p.ref_url("3242074") == f"https://doi.org/{DOI}"
 
@@ -51,23 +52,23 @@ def test_concept_doi_pins_the_latest_version(zenodo, api_server, recording):
     reply["headers"]["location"] = "https://zenodo.org/records/3242075"
     api_server.queue("/10.5281/zenodo.3242073", reply)
     p = zenodo("10.5281/zenodo.3242073")
-    assert p.resolve_ref() == "3242075"
+    assert p.resolve().ref == "3242075"
     assert p.resolved_spec("3242075") == "10.5281/zenodo.3242075"
 
 
 def test_missing_doi_and_other_archive(zenodo, api_server, recording):
     api_server.queue(f"/{DOI}", recording("doi_not_found_404"))
     with pytest.raises(NotFound, match="is not registered"):
-        zenodo(DOI).resolve_ref()
+        zenodo(DOI).resolve()
     api_server.queue("/10.6084/m9.figshare.1", recording("doi_figshare_302"))
     with pytest.raises(NotFound, match="does not point to a Zenodo record"):
-        zenodo("10.6084/m9.figshare.1").resolve_ref()
+        zenodo("10.6084/m9.figshare.1").resolve()
 
 
 def test_server_error_is_retried_then_clear(zenodo, api_server, recording):
     api_server.queue(f"/{DOI}", recording("doi_server_error_500"))
     with pytest.raises(ProviderError, match="DOI resolver .* answered 500 \\(tried 3 times\\)"):
-        zenodo(DOI).resolve_ref()
+        zenodo(DOI).resolve()
     assert len(api_server.requests) == 3
 
 
