@@ -477,6 +477,15 @@ class ConfigSchema(Schema):
         metadata=_help("Command that starts the server in the image; port, token and idle options "
                        "are appended."),
     )
+    default_url = fields.String(
+        load_default="/lab",
+        validate=validate.Regexp(r"^/(?!/)[A-Za-z0-9._~!$&'()*+,;=:@%/-]{0,200}$",
+                                 error="must be a path on the server starting with / (e.g. /lab, /tree)"),
+        metadata=_help("Page a launched server opens when the link names none (no urlpath, labpath or "
+                       "filepath), as Jupyter's ServerApp.default_url and BinderHub's singleuser.defaultUrl. "
+                       "/lab falls back to the notebook UI (/tree) where the image has no JupyterLab, and "
+                       "to the server's root where it has neither; / opens the root."),
+    )
     quota_total = fields.Integer(
         load_default=0, validate=validate.Range(0),
         metadata=_help("Servers that may run at once in total (0: no limit)."),
