@@ -8,9 +8,12 @@ is not (about 30-70 ms, and it warms the page the browser loads next), so a usua
 pays one request and a fallback two or three.  The alternatives cost more: image labels
 do not say it for images built elsewhere, ``jupyter server extension list`` or
 ``pip show`` in the image need a container of their own (seconds), and the server's
-``/api`` lists no extensions.  The answer travels in a ``launching`` event
-(``default_url``), so the ``ready`` event stays BinderHub's: its ``url`` is the server's
-base URL, which thebe and BinderHub's client use as is; the loading page adds the path.
+``/api`` lists no extensions.  Where the answer is not the setting (a fallback, or no
+interface at all) it travels in a ``launching`` event (``default_url``), so the ``ready``
+event stays BinderHub's: its ``url`` is the server's base URL, which thebe and BinderHub's
+client use as is, and the loading page adds the path.  Where it is the setting, no event
+is sent: the server's root redirects there (``ServerApp.default_url``, the spawner's
+``default_url``), as on BinderHub.
 """
 
 from __future__ import annotations
@@ -56,15 +59,16 @@ def find_default_url(session: requests.Session, server_url: str, token: str, def
     return "/"
 
 
-def default_url_event(default_url: str, found: str) -> dict[str, Any]:
-    """The ``launching`` event that tells the loading page which page to open.
+def default_url_event(default_url: str, found: str) -> dict[str, Any] | None:
+    """The ``launching`` event that tells the loading page to open ``found``, or None when the
+    server's own root already leads to the setting (no event: the stream stays as it was).
 
     ``no_interface`` marks a server that has none of the interfaces looked for: the page
     says so before it opens the bare root."""
-    event: dict[str, Any] = {"phase": "launching", "default_url": found}
     if found == default_url:
-        event["message"] = f"The server opens at {found}.\n"
-    elif found == "/":
+        return None
+    event: dict[str, Any] = {"phase": "launching", "default_url": found}
+    if found == "/":
         event["no_interface"] = True
         event["message"] = ("This image has neither JupyterLab nor the notebook interface: you get the "
                             "Jupyter server's own page, which only says that it runs. A link with "

@@ -174,7 +174,9 @@ class DockerLauncher:
         session = requests.Session()
         self._wait_ready(container, session, inside, token, emit)
         found = find_default_url(session, inside, token, self.config["default_url"])
-        emit(default_url_event(self.config["default_url"], found))
+        event = default_url_event(self.config["default_url"], found)
+        if event:
+            emit(event)
         return url, token
 
     def _wait_ready(self, container: Any, session: requests.Session, url: str, token: str, emit: Emit) -> None:

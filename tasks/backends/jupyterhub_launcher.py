@@ -142,8 +142,11 @@ class JupyterHubLauncher:
             # reason on the server's progress stream (a `failed` event), so read it there.
             self._follow_progress(server, lambda event: None, deadline, fallback=_hub_message(response))
         url = urllib.parse.urljoin(self.hub_url, self._follow_progress(server, emit, deadline))
-        found = find_default_url(self.session, url, token, self.config["default_url"])
-        emit(default_url_event(self.config["default_url"], found))
+        # a session of its own: the user's token and any cookie of the server stay out of the service's
+        found = find_default_url(requests.Session(), url, token, self.config["default_url"])
+        event = default_url_event(self.config["default_url"], found)
+        if event:
+            emit(event)
         return url, token
 
     def _follow_progress(self, server: str, emit: Emit, deadline: float, fallback: str = "") -> str:

@@ -94,14 +94,15 @@ def test_a_server_that_does_not_answer_keeps_the_setting(serve: Any) -> None:
 
 
 def test_events_say_what_the_page_opens_and_why() -> None:
-    assert default_url_event("/lab", "/lab") == {
-        "phase": "launching", "default_url": "/lab", "message": "The server opens at /lab.\n"}
+    assert default_url_event("/lab", "/lab") is None, "the server's root leads there: nothing to say"
+    assert default_url_event("/", "/") is None
     fallback = default_url_event("/lab", "/tree")
-    assert fallback["default_url"] == "/tree" and "no_interface" not in fallback
-    assert fallback["message"] == "This image has no JupyterLab: opening the notebook interface (/tree) instead.\n"
+    assert fallback == {"phase": "launching", "default_url": "/tree", "message":
+                        "This image has no JupyterLab: opening the notebook interface (/tree) instead.\n"}
+    custom = default_url_event("/voila/tree", "/lab")
+    assert custom is not None and custom["message"].startswith("The server has no page at /voila/tree: opening "
+                                                                "JupyterLab (/lab)")
     bare = default_url_event("/lab", "/")
-    assert bare["default_url"] == "/" and bare["no_interface"] is True
+    assert bare is not None and bare["default_url"] == "/" and bare["no_interface"] is True
     assert "neither JupyterLab nor the notebook interface" in bare["message"]
     assert "urlpath" in bare["message"], "says how a link reaches what the image serves"
-    assert default_url_event("/", "/") == {"phase": "launching", "default_url": "/",
-                                           "message": "The server opens at /.\n"}

@@ -224,7 +224,7 @@ def test_the_spawner_starts_the_server_at_default_url_and_the_launcher_finds_it(
         pytest.fail(f"{LAB_IMAGE} is missing: `make test` builds it (scripts/base-image.sh)")
     events: list[dict[str, Any]] = []
     url, token = JupyterHubLauncher(_config(hub)).launch(_launch(LAB_IMAGE), events.append)
-    assert events[-1] == {"phase": "launching", "default_url": "/lab", "message": "The server opens at /lab.\n"}
+    assert not any("default_url" in event for event in events), "the root leads to /lab: nothing to tell"
     headers = {"Authorization": f"token {token}"}
     root = requests.get(url, headers=headers, timeout=10, allow_redirects=False)
     assert root.status_code == 302 and root.headers["Location"].split("?")[0] == urllib.parse.urlsplit(
