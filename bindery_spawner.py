@@ -3,9 +3,9 @@
 Bindery's ``jupyterhub`` launcher starts named servers with ``user_options``
 ``{image, token, repo_url, binder_ref_url, default_url, ...}``; ``default_url`` (Bindery's
 setting of that name, e.g. ``/lab``) becomes the spawner's ``default_url``, the page the
-server's root redirects to, as BinderHub's ``singleuser.defaultUrl`` does.  Mix this in front of any
-spawner that has an ``image`` trait (KubeSpawner, DockerSpawner) in the hub's
-config::
+server's root redirects to, as BinderHub's ``singleuser.defaultUrl`` does.  Mix this in
+front of any spawner that has an ``image`` trait (KubeSpawner, DockerSpawner) in the
+hub's config::
 
     from bindery_spawner import BinderSpawnerMixin
     from kubespawner import KubeSpawner
