@@ -551,6 +551,15 @@ class ConfigSchema(Schema):
         load_default=["jupyter", "server"],
         metadata=LAUNCH("Command that starts the server in the image; port, token and idle options are appended."),
     )
+    default_url = fields.String(
+        load_default="/lab",
+        validate=validate.Regexp(r"^/(?!/)[A-Za-z0-9._~!$&'()*+,;=:@%/-]{0,200}$",
+                                 error="must be a path on the server starting with / (e.g. /lab, /tree)"),
+        metadata=LAUNCH("Page a launched server opens when the link names none (no urlpath, labpath or "
+                        "filepath), as Jupyter's ServerApp.default_url and BinderHub's singleuser.defaultUrl. "
+                        "/lab falls back to the notebook UI (/tree) where the image has no JupyterLab, and "
+                        "to the server's root where it has neither; / opens the root."),
+    )
     launch_timeout = fields.Integer(
         load_default=120, validate=validate.Range(5, 3600),
         metadata=LAUNCH("Seconds for a launched server to answer before the launch fails."),

@@ -5,6 +5,8 @@
 #   localhost/bindery-jupyter:bookworm  FROM the base: user jovyan (1000), a venv at
 #                                       /opt/venv (on PATH) with jupyter-server and
 #                                       jupyterhub; tests/images/jupyter/Dockerfile
+#   localhost/bindery-jupyterlab:bookworm FROM the jupyter image, with JupyterLab and
+#                                       Notebook 7 (PyPI, pinned); tests/images/jupyterlab/
 # Each image is made only when missing. The debootstrap tree is cached under
 # /var/cache/bindery/ so a rerun after `podman rmi` is fast.
 # Needs root on Debian (debootstrap, podman; installed here when missing).
@@ -18,6 +20,8 @@ TREE="$CACHE_DIR/rootfs-$SUITE"
 INCLUDE=python3,python3-venv,python3-pip,git,ca-certificates
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 JUPYTER_CONTEXT="$HERE/../tests/images/jupyter"
+LAB_IMAGE=localhost/bindery-jupyterlab:bookworm
+LAB_CONTEXT="$HERE/../tests/images/jupyterlab"
 
 log() { printf 'base-image.sh: %s\n' "$*" >&2; }
 die() { printf 'base-image.sh: ERROR: %s\n' "$*" >&2; exit 1; }
@@ -120,5 +124,18 @@ if ! podman image exists "$JUPYTER_IMAGE"; then
             -t "$JUPYTER_IMAGE" "$JUPYTER_CONTEXT" >"$buildlog" 2>&1; then
         tail -n 30 "$buildlog" >&2
         die "podman build of $JUPYTER_IMAGE failed (full log: $buildlog)"
+    fi
+fi
+
+# --- jupyterlab image --------------------------------------------------------
+if ! podman image exists "$LAB_IMAGE"; then
+    [ -f "$LAB_CONTEXT/Dockerfile" ] || die "missing $LAB_CONTEXT/Dockerfile"
+    log "building $LAB_IMAGE (pip install jupyterlab notebook)"
+    buildlog="$CACHE_DIR/jupyterlab-build.log"
+    mkdir -p "$CACHE_DIR"
+    if ! podman build --network host --pull=never --build-arg "BASE=$JUPYTER_IMAGE" \
+            -t "$LAB_IMAGE" "$LAB_CONTEXT" >"$buildlog" 2>&1; then
+        tail -n 30 "$buildlog" >&2
+        die "podman build of $LAB_IMAGE failed (full log: $buildlog)"
     fi
 fi

@@ -1,9 +1,11 @@
 """A JupyterHub spawner mixin: the image comes from ``user_options``, as BinderHub's does.
 
 Bindery's ``jupyterhub`` launcher starts named servers with ``user_options``
-``{image, token, repo_url, binder_ref_url, ...}``.  Mix this in front of any
-spawner that has an ``image`` trait (KubeSpawner, DockerSpawner) in the hub's
-config, with this file's directory on the hub's ``PYTHONPATH``::
+``{image, token, repo_url, binder_ref_url, default_url, ...}``; ``default_url`` (Bindery's
+setting of that name, e.g. ``/lab``) becomes the spawner's ``default_url``, the page the
+server's root redirects to, as BinderHub's ``singleuser.defaultUrl`` does.  Mix this in
+front of any spawner that has an ``image`` trait (KubeSpawner, DockerSpawner) in the
+hub's config, with this file's directory on the hub's ``PYTHONPATH``::
 
     from bindery_spawner import BinderSpawnerMixin
     from kubespawner import KubeSpawner
@@ -23,6 +25,8 @@ import re
 from typing import Any
 
 _IMAGE = re.compile(r"\A[a-zA-Z0-9][a-zA-Z0-9._/:@-]{0,511}\Z")
+# a path on the server, as Bindery's default_url setting allows (no braces: the spawner formats it)
+_PATH = re.compile(r"\A/(?!/)[A-Za-z0-9._~!$&'()*+,;=:@%/-]{0,200}\Z")
 # user_options keys passed to the server as BINDER_* variables (what BinderHub's spawner sets)
 _ENV_KEYS = ("repo_url", "binder_ref_url", "binder_launch_host", "binder_request",
              "binder_persistent_request")
@@ -33,6 +37,7 @@ class BinderSpawnerMixin:
 
     user_options: dict[str, Any]
     image: str
+    default_url: str
 
     def start(self) -> Any:
         image = self.user_options.get("image")
@@ -40,6 +45,11 @@ class BinderSpawnerMixin:
             if not isinstance(image, str) or not _IMAGE.match(image):
                 raise ValueError("user_options['image'] is not an image name")
             self.image = image
+        default_url = self.user_options.get("default_url")
+        if default_url:
+            if not isinstance(default_url, str) or not _PATH.match(default_url):
+                raise ValueError("user_options['default_url'] is not a path on the server")
+            self.default_url = default_url
         return super().start()  # type: ignore[misc]
 
     async def check_allowed(self, image: str) -> str:

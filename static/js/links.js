@@ -194,9 +194,11 @@ export function badges(baseUrl, link) {
   };
 }
 
-// The ready event -> the URL to open: labpath -> doc/tree/X, filepath -> tree/X, else urlpath;
-// the token is added as a query parameter. The result always stays on the server's origin.
-export function serverUrl(url, token, params) {
+// The ready event -> the URL to open: labpath -> doc/tree/X, filepath -> tree/X, else urlpath
+// (BinderHub's meanings), else the launcher's default page (`default_url` of a launching event,
+// e.g. /lab); the token is added as a query parameter. The result always stays on the server's
+// origin.
+export function serverUrl(url, token, params, defaultUrl = "") {
   const server = new URL(url);
   const base = server.pathname.endsWith("/") ? server.pathname : `${server.pathname}/`;
   const labpath = params.get("labpath");
@@ -206,7 +208,13 @@ export function serverUrl(url, token, params) {
   if (labpath) rest = `doc/tree/${encodePathish(labpath.replace(/^\/+/, ""))}`;
   else if (filepath) rest = `tree/${encodePathish(filepath.replace(/^\/+/, ""))}`;
   else if (urlpath) rest = urlpath.replace(/^\/+/, "");
+  else if (defaultUrl) rest = String(defaultUrl).replace(/^\/+/, "").replace(/[?#].*$/, "");
   const target = new URL(server.origin + base + rest);
   if (token) target.searchParams.set("token", token);
   return target.href;
+}
+
+// Whether the link itself says what to open (then the launcher's default page does not matter).
+export function namesAPage(params) {
+  return Boolean(params.get("labpath") || params.get("filepath") || params.get("urlpath"));
 }

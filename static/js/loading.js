@@ -5,7 +5,7 @@
 // Last-Event-ID header itself).
 import { AnsiRenderer } from "./ansi.js";
 import { failedIcon, progressIcon, readyIcon, setFavicon } from "./favicon.js";
-import { serverUrl } from "./links.js";
+import { namesAPage, serverUrl } from "./links.js";
 
 const $ = (id) => document.getElementById(id);
 const config = JSON.parse($("launch-config").textContent);
@@ -23,6 +23,8 @@ const LABELS = {
   failed: "Failed",
 };
 const POSITION_POLL_MS = 2000;
+// How long the page shows why the server has no notebook interface before it opens the bare server.
+const NO_INTERFACE_PAUSE_MS = 5000;
 
 const log = $("log");
 const renderer = new AnsiRenderer();
@@ -36,6 +38,10 @@ let source = null;
 let pollTimer = null;
 let etaDeadline = null;
 let etaTimer = null;
+// The page the launcher found the server serves (a launching event's default_url), and its word
+// when the image has no notebook interface at all.
+let defaultUrl = "";
+let noInterface = null;
 
 function storage() {
   try {
@@ -180,7 +186,16 @@ function onReady(event) {
     $("status").textContent = `Ready: image ${event.imageName || ""} is built.`;
     return;
   }
-  const target = serverUrl(event.url, event.token, params);
+  const target = serverUrl(event.url, event.token, params, defaultUrl);
+  if (noInterface && !namesAPage(params)) {
+    // Say why the page will be bare before going there; the link skips the wait.
+    $("status").textContent = "Ready, but there is no notebook interface to open.";
+    $("notice-text").textContent = noInterface;
+    $("open-now").href = target;
+    $("notice").hidden = false;
+    setTimeout(() => window.location.assign(target), NO_INTERFACE_PAUSE_MS);
+    return;
+  }
   $("status").textContent = "Ready! Opening your server…";
   window.location.assign(target);
 }
@@ -205,6 +220,10 @@ function onFailed(event, keepResume = false) {
 
 function onEvent(event) {
   if (event.message && event.phase !== "ready") appendLog(event.message);
+  if (event.phase === "launching" && typeof event.default_url === "string") {
+    defaultUrl = event.default_url;
+    noInterface = event.no_interface ? event.message : null;
+  }
   if (event.phase === "ready") return onReady(event);
   if (event.phase === "failed") return onFailed(event);
   const known = PHASES[event.phase];

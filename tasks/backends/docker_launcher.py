@@ -5,6 +5,11 @@ Containers use host networking and listen on a port from ``launch_ports``
 Labels record launch id, repository and start time: quotas are counted and
 old servers removed from them.  Servers stop themselves when idle (Jupyter's
 own idle shutdown); the cleanup beat task removes what is left.
+
+The page a server opens (``default_url``) is picked twice, cheaply: inside the container
+before the server starts (a shell looks up ``jupyter-lab`` / ``jupyter-notebook`` on the
+image's PATH, so the server's own root redirects to an interface the image has), and
+after it answers (one request, tasks/backends/default_url.py) for the loading page.
 """
 
 from __future__ import annotations
@@ -25,12 +30,33 @@ from flask import current_app
 from app import keys
 from app.errors import LaunchError, QuotaExceeded
 from app.extensions import engine_unreachable, engine_url
+from tasks.backends.default_url import candidates, default_url_event, find_default_url
 
 log = logging.getLogger(__name__)
 
 LABEL = "org.bindery.launch"
 INSTANCE = "org.bindery.instance"
 Emit = Callable[[dict[str, Any]], None]
+
+# Run in the container in front of launch_command: the server's --ServerApp.default_url is the
+# first of $BINDERY_DEFAULT_URLS the image can serve (JupyterLab and the notebook UI are looked
+# up as commands on its PATH; any other page is taken as it is), else the root.  `command -v` is
+# a shell builtin: no Python start, no second container, no engine call.  The pages arrive in the
+# environment and the command as arguments ("$@"), so nothing is ever spliced into the script;
+# `set -f` keeps a * in a page from being expanded.
+PICK_DEFAULT_URL = """set -f
+url=/
+for page in $BINDERY_DEFAULT_URLS; do
+  case $page in
+    /lab|/lab/*) command -v jupyter-lab >/dev/null 2>&1 || continue ;;
+    /tree|/tree/*) command -v jupyter-notebook >/dev/null 2>&1 \\
+        || command -v jupyter-nbclassic >/dev/null 2>&1 || continue ;;
+  esac
+  url=$page
+  break
+done
+exec "$@" "--ServerApp.default_url=$url"
+"""
 
 
 def repo_label(repo_url: str) -> str:
@@ -96,6 +122,7 @@ class DockerLauncher:
         raise QuotaExceeded(f"No free port in {low}-{high} for a new server; please try again later.")
 
     def _command(self, port: int) -> list[str]:
+        """launch_command with the server's options; behind PICK_DEFAULT_URL unless the root is wanted."""
         idle = self.config["launch_idle_timeout"]
         command = [*self.config["launch_command"], f"--ServerApp.ip={self.config['launch_host']}",
                    f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
@@ -104,7 +131,16 @@ class DockerLauncher:
             command += [f"--ServerApp.shutdown_no_activity_timeout={idle}",
                         f"--MappingKernelManager.cull_idle_timeout={idle}",
                         "--MappingKernelManager.cull_interval=60"]
-        return command
+        if not candidates(self.config["default_url"]):
+            return [*command, "--ServerApp.default_url=/"]
+        return ["/bin/sh", "-c", PICK_DEFAULT_URL, "bindery-start", *command]
+
+    def _environment(self, token: str) -> dict[str, str]:
+        environment = {"JUPYTER_TOKEN": token}
+        pages = candidates(self.config["default_url"])
+        if pages:
+            environment["BINDERY_DEFAULT_URLS"] = " ".join(pages)
+        return environment
 
     # --- launch --------------------------------------------------------------------------
     def launch(self, launch: dict[str, Any], emit: Emit) -> tuple[str, str]:
@@ -123,7 +159,7 @@ class DockerLauncher:
         try:
             container = self.client.containers.run(
                 launch["image"], self._command(port), detach=True, network_mode="host",
-                environment={"JUPYTER_TOKEN": token}, name=f"bindery-{launch['id']}",
+                environment=self._environment(token), name=f"bindery-{launch['id']}",
                 labels={LABEL: launch["id"], INSTANCE: self.config["instance_name"],
                         "org.bindery.repo": repo_label(launch["repo_url"]),
                         "org.bindery.ref": launch["resolved_ref"], "org.bindery.port": str(port),
@@ -134,13 +170,18 @@ class DockerLauncher:
             raise LaunchError(f"The container engine could not start the server: "
                               f"{getattr(exc, 'explanation', None) or type(exc).__name__}") from exc
         url = self.config["launch_public_url"].format(host=self.config["launch_host"], port=port)
-        self._wait_ready(container, f"http://{self.config['launch_host']}:{port}/", token, emit)
+        inside = f"http://{self.config['launch_host']}:{port}/"
+        session = requests.Session()
+        self._wait_ready(container, session, inside, token, emit)
+        found = find_default_url(session, inside, token, self.config["default_url"])
+        event = default_url_event(self.config["default_url"], found)
+        if event:
+            emit(event)
         return url, token
 
-    def _wait_ready(self, container: Any, url: str, token: str, emit: Emit) -> None:
+    def _wait_ready(self, container: Any, session: requests.Session, url: str, token: str, emit: Emit) -> None:
         deadline = time.monotonic() + self.config["launch_timeout"]
         next_notice = time.monotonic() + 5
-        session = requests.Session()
         pause = 0.05
         while time.monotonic() < deadline:
             try:

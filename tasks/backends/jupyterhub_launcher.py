@@ -2,8 +2,11 @@
 
 Per launch: a temporary user (``hub_user_prefix`` + a random part), a token of
 that user that opens only the new server, and a named server started with
-``user_options`` {image, token, repo_url, binder_ref_url, ...}; the hub's spawner
-takes the image from there (``bindery_spawner.BinderSpawnerMixin``).  The
+``user_options`` {image, token, repo_url, binder_ref_url, default_url, ...}; the
+hub's spawner takes the image and the server's default page from there
+(``bindery_spawner.BinderSpawnerMixin``).  Once the server is ready, one request
+through the hub finds whether the image serves that page (tasks/backends/default_url.py);
+a fallback reaches the loading page in a ``launching`` event.  The
 server's progress stream becomes ``launching`` events.  A failed spawn is
 retried with a new user after a growing pause.  The service token needs the
 scopes ``admin:users``, ``admin:servers``, ``access:servers`` and ``tokens``.
@@ -23,6 +26,7 @@ from typing import Any
 import requests
 
 from app.errors import LaunchError, QuotaExceeded
+from tasks.backends.default_url import default_url_event, find_default_url
 
 log = logging.getLogger(__name__)
 
@@ -129,15 +133,21 @@ class JupyterHubLauncher:
         }).json()["token"]
         options = {"image": launch["image"], "token": token, "repo_url": launch["repo_url"],
                    "binder_ref_url": launch.get("ref_url") or "",
-                   "binder_launch_host": launch.get("origin") or ""}
+                   "binder_launch_host": launch.get("origin") or "",
+                   "default_url": self.config["default_url"]}
         server = f"/users/{quoted}/servers/{SERVER_NAME}"
         response = self._call("POST", server, json=options, ok=(201, 202, 400, 500))
         if response.status_code in (400, 500):
             # A spawn that fails fast answers 500 "Internal Server Error"; the hub tells the
             # reason on the server's progress stream (a `failed` event), so read it there.
             self._follow_progress(server, lambda event: None, deadline, fallback=_hub_message(response))
-        url = self._follow_progress(server, emit, deadline)
-        return urllib.parse.urljoin(self.hub_url, url), token
+        url = urllib.parse.urljoin(self.hub_url, self._follow_progress(server, emit, deadline))
+        # a session of its own: the user's token and any cookie of the server stay out of the service's
+        found = find_default_url(requests.Session(), url, token, self.config["default_url"])
+        event = default_url_event(self.config["default_url"], found)
+        if event:
+            emit(event)
+        return url, token
 
     def _follow_progress(self, server: str, emit: Emit, deadline: float, fallback: str = "") -> str:
         """Re-emit the hub's progress events; the server's URL once it is ready."""

@@ -236,6 +236,14 @@ def test_explicit_bindery_settings_win_over_translated_ones(tmp_path: Path) -> N
     assert config["image_prefix"] == "binderbot/other-" and config["launcher"] == "docker"
 
 
+def test_singleuser_default_url_is_the_page_a_launch_opens(tmp_path: Path) -> None:
+    assert bindery_config(render(), tmp_path)["default_url"] == "/lab"
+    config = bindery_config(render({"jupyterhub": {"singleuser": {"defaultUrl": "/tree"}}}), tmp_path)
+    assert config["default_url"] == "/tree"
+    explicit = {"jupyterhub": {"singleuser": {"defaultUrl": "/tree"}}, "config": {"default_url": "/"}}
+    assert bindery_config(render(explicit), tmp_path)["default_url"] == "/"
+
+
 SECRET_VALUES: dict[str, Any] = {
     "github_token": "ghp_chart_token_1", "github_client_secret": "gh-client-secret-2",
     "gitlab_token": "glpat-chart-token-3", "registry_password": "registry-password-4",

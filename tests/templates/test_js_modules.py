@@ -95,6 +95,32 @@ def test_server_url_from_ready_event(blank: Any, url: str, query: str, expected:
     assert result == expected
 
 
+@pytest.mark.parametrize(("url", "query", "default_url", "expected"), [
+    # a plain link opens the page the launcher found; the token stays a query parameter
+    ("http://127.0.0.1:9000/", "", "/lab", "http://127.0.0.1:9000/lab?token=t0k"),
+    ("http://127.0.0.1:9000/user/x/binder/", "", "/tree", "http://127.0.0.1:9000/user/x/binder/tree?token=t0k"),
+    ("http://127.0.0.1:9000/", "", "/", "http://127.0.0.1:9000/?token=t0k"),
+    ("http://127.0.0.1:9000/", "", "", "http://127.0.0.1:9000/?token=t0k"),  # no word from the launcher
+    # what the link names wins, with BinderHub's meanings
+    ("http://127.0.0.1:9000/", "?labpath=index.ipynb", "/tree", "http://127.0.0.1:9000/doc/tree/index.ipynb?token=t0k"),
+    ("http://127.0.0.1:9000/", "?filepath=index.ipynb", "/lab", "http://127.0.0.1:9000/tree/index.ipynb?token=t0k"),
+    ("http://127.0.0.1:9000/", "?urlpath=rstudio", "/lab", "http://127.0.0.1:9000/rstudio?token=t0k"),
+    ("http://127.0.0.1:9000/", "?urlpath=voila/render/app.ipynb", "/lab",
+     "http://127.0.0.1:9000/voila/render/app.ipynb?token=t0k"),
+    ("http://127.0.0.1:9000/", "?urlpath=tree", "/lab", "http://127.0.0.1:9000/tree?token=t0k"),
+    # the page stays on the server's origin whatever the event says
+    ("http://127.0.0.1:9000/", "", "//evil.example/x", "http://127.0.0.1:9000/evil.example/x?token=t0k"),
+    ("http://127.0.0.1:9000/", "", "/lab?token=other#x", "http://127.0.0.1:9000/lab?token=t0k"),
+])
+def test_server_url_opens_the_default_page_unless_the_link_names_one(
+        blank: Any, url: str, query: str, default_url: str, expected: str) -> None:
+    result = call(blank, "links.js", "m.serverUrl(args[0], 't0k', new URLSearchParams(args[1]), args[2])",
+                  url, query, default_url)
+    assert result == expected
+    names = call(blank, "links.js", "m.namesAPage(new URLSearchParams(args[0]))", query)
+    assert names is bool(query)
+
+
 def test_specs_for_each_kind(blank: Any, live_app: str) -> None:
     providers = blank.evaluate("fetch('/api/repoproviders').then(r => r.json())")
     by_id = {p["id"]: p for p in providers}

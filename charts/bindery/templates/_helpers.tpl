@@ -123,6 +123,8 @@ Zero to BinderHub layout say. Explicit lower-case settings win over translated o
 {{- $ghToken := get $gh "access_token" | default (dig "accessToken" "" ($v.github | default dict)) -}}
 {{- with $ghToken }}{{- $_ := set $s "github_token" . -}}{{- end -}}
 {{- with $v.flower.basicAuth }}{{- $_ := set $s "flower_basic_auth" . -}}{{- end -}}
+{{- /* the page a launched server opens: Zero to JupyterHub's singleuser.defaultUrl, as BinderHub reads it */ -}}
+{{- with dig "singleuser" "defaultUrl" "" ($v.jupyterhub | default dict) }}{{- $_ := set $s "default_url" . -}}{{- end -}}
 {{- range $key, $value := $cfg -}}
 {{- if regexMatch "^[a-z][a-z0-9_]*$" $key }}{{- $_ := set $s $key $value -}}{{- end -}}
 {{- end -}}

@@ -1,7 +1,9 @@
-"""The docker launcher against the real engine: quotas from labels, cleanup, the server command."""
+"""The docker launcher against the real engine: quotas from labels, cleanup, the server command,
+the page a server opens (its image's JupyterLab, notebook UI or bare root)."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -9,15 +11,29 @@ from typing import Any
 
 import docker
 import pytest
+import requests
 from flask import Flask
 
 from app import create_app
+from app.config import load_config
 from app.errors import QuotaExceeded
 from app.redis_server import EmbeddedRedis
 from tasks.backends.docker_launcher import INSTANCE, LABEL, DockerLauncher, repo_label
 from tests.conftest import JUPYTER_IMAGE
 
 pytestmark = pytest.mark.engine
+
+# JupyterLab and Notebook 7 on top of JUPYTER_IMAGE (tests/images/jupyterlab, scripts/base-image.sh)
+LAB_IMAGE = "localhost/bindery-jupyterlab:bookworm"
+
+
+@pytest.fixture(scope="session")
+def lab_image(engine: docker.DockerClient) -> str:
+    try:
+        engine.images.get(LAB_IMAGE)
+    except docker.errors.ImageNotFound:
+        pytest.fail(f"{LAB_IMAGE} is missing: `make test` builds it (scripts/base-image.sh)")
+    return LAB_IMAGE
 
 
 @pytest.fixture
@@ -111,7 +127,88 @@ def test_stop_removes_only_that_launch_s_server_and_frees_its_port(
 
 def test_server_command_sets_port_and_idle_shutdown(app: Flask, engine: docker.DockerClient) -> None:
     command = DockerLauncher(engine, {**app.config["BINDERY"], "launch_idle_timeout": 300})._command(19650)
-    assert command[:2] == ["jupyter", "server"]
+    assert command[:2] == ["/bin/sh", "-c"] and command[3:6] == ["bindery-start", "jupyter", "server"]
     assert "--ServerApp.port=19650" in command and "--ServerApp.ip=127.0.0.1" in command
     assert "--ServerApp.shutdown_no_activity_timeout=300" in command
     assert not any("token" in part.lower() for part in command), "the token travels in the environment"
+
+
+def _run_command(tmp_path: Any, default_url: str, on_path: set[str]) -> list[str]:
+    """Run the launcher's command with the host's /bin/sh: PATH holds only stubs of the commands
+    ``on_path`` and a ``jupyter`` that prints its arguments. Returns them."""
+    stubs = tmp_path / "-".join(sorted(on_path) or ["none"])
+    stubs.mkdir()
+    for name in {"jupyter", *on_path}:
+        (stubs / name).write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+        (stubs / name).chmod(0o755)
+    config = load_config({"default_url": default_url, "launch_idle_timeout": 0}, environ={})
+    launcher = DockerLauncher(None, config)  # type: ignore[arg-type]  # no engine: the command only
+    command = launcher._command(19650)
+    env = {**launcher._environment("t0k"), "PATH": str(stubs)}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=True, timeout=10)
+    return done.stdout.splitlines()
+
+
+@pytest.mark.parametrize(("default_url", "on_path", "picked"), [
+    ("/lab", {"jupyter-lab", "jupyter-notebook"}, "/lab"),
+    ("/lab", {"jupyter-notebook"}, "/tree"),
+    ("/lab", {"jupyter-nbclassic"}, "/tree"),
+    ("/lab", set(), "/"),
+    ("/tree", {"jupyter-lab"}, "/lab"),
+    ("/lab/tree/README.md", {"jupyter-lab"}, "/lab/tree/README.md"),
+    ("/voila/render/app.ipynb", set(), "/voila/render/app.ipynb"),  # not a UI it can look up: as is
+    ("/*", set(), "/*"),  # a page is never a glob
+    ("/", {"jupyter-lab"}, "/"),
+])
+def test_the_container_picks_the_default_url_from_what_its_image_has(
+        tmp_path: Any, default_url: str, on_path: set[str], picked: str) -> None:
+    args = _run_command(tmp_path, default_url, on_path)
+    assert args[:2] == ["server", "--ServerApp.ip=127.0.0.1"], "launch_command and its options, unchanged"
+    assert "--ServerApp.port=19650" in args
+    assert args[-1] == f"--ServerApp.default_url={picked}"
+    assert sum(a.startswith("--ServerApp.default_url=") for a in args) == 1
+
+
+def test_the_root_is_passed_as_is_without_a_shell() -> None:
+    launcher = DockerLauncher(None, load_config({"default_url": "/"}, environ={}))  # type: ignore[arg-type]
+    command = launcher._command(19650)
+    assert command[:2] == ["jupyter", "server"] and command[-1] == "--ServerApp.default_url=/"
+    assert "BINDERY_DEFAULT_URLS" not in launcher._environment("t0k")
+
+
+@pytest.mark.parametrize(("image", "default_url", "found"), [
+    (LAB_IMAGE, "/lab", "/lab"),
+    (LAB_IMAGE, "/tree", "/tree"),
+    (LAB_IMAGE, "/voila/tree", "/lab"),  # a page the image lacks: JupyterLab, and the page is told
+    (JUPYTER_IMAGE, "/lab", "/"),
+])
+def test_a_launched_server_opens_an_interface_its_image_has(
+        app: Flask, engine: docker.DockerClient, lab_image: str, image: str, default_url: str,
+        found: str) -> None:
+    launcher = DockerLauncher(engine, {**app.config["BINDERY"], "default_url": default_url,
+                                       "quota_per_repo": 0})
+    launch = {"id": uuid.uuid4().hex, "image": image, "repo_url": "http://127.0.0.1:1/ui.git",
+              "resolved_ref": "abc"}
+    events: list[dict[str, Any]] = []
+    with app.app_context():
+        try:
+            url, token = launcher.launch(launch, events.append)
+            root = requests.get(url, params={"token": token}, timeout=10, allow_redirects=False)
+            page = requests.get(url + found.lstrip("/"), params={"token": token}, timeout=10)
+        finally:
+            launcher.stop(launch["id"])
+    told = [event for event in events if "default_url" in event]
+    if found == "/":
+        # neither interface: the root is Jupyter Server's own page, and an event says why
+        assert root.status_code == 200 and "A Jupyter Server is running" in root.text
+        assert len(told) == 1 and told[0]["phase"] == "launching" and told[0]["default_url"] == "/", events
+        assert told[0]["no_interface"] is True
+        return
+    assert page.status_code == 200, f"the image serves {found}"
+    # the server's own root leads to the setting, token kept
+    assert root.status_code == 302 and root.headers["Location"].startswith(f"{default_url}?"), root.headers
+    if found == default_url:
+        assert told == [], "the root leads there: the loading page needs no word"
+    else:
+        assert [(e["phase"], e["default_url"]) for e in told] == [("launching", found)], events
+        assert "no_interface" not in told[0]

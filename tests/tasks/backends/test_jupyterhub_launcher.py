@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from app.config import load_config
 from app.errors import LaunchError
 from tasks.backends.jupyterhub_launcher import SERVER_NAME, JupyterHubLauncher
 from tests.conftest import JUPYTER_IMAGE
+from tests.tasks.backends.test_docker_launcher import LAB_IMAGE
 
 SPAWNER_DIR = Path(__file__).resolve().parents[3] / "contrib" / "jupyterhub"  # bindery_spawner.py
 
@@ -185,6 +187,8 @@ def test_launch_through_the_hub_ends_ready_and_the_token_opens_the_server(
 
     assert url.startswith(f"{hub.url}user/binder-") and url.endswith(f"/{SERVER_NAME}/")
     assert all(event["phase"] == "launching" for event in events) and events  # the hub's progress
+    # the bare image has neither JupyterLab nor the notebook UI: the page is told so
+    assert events[-1]["default_url"] == "/" and events[-1]["no_interface"] is True, events[-1]
     answer = requests.get(f"{url}api", headers={"Authorization": f"token {token}"}, timeout=10)
     assert answer.status_code == 200, answer.text
     assert "version" in answer.json()
@@ -196,6 +200,7 @@ def test_launch_through_the_hub_ends_ready_and_the_token_opens_the_server(
     assert launcher.running() == 1
     assert [s["user_options"]["repo_url"] for s in servers] == ["https://example.org/repo.git"]
     assert servers[0]["user_options"]["image"] == JUPYTER_IMAGE
+    assert servers[0]["user_options"]["default_url"] == "/lab"
     from app.errors import QuotaExceeded
     with pytest.raises(QuotaExceeded):
         JupyterHubLauncher({**config, "quota_per_repo": 1}).check_quota("https://example.org/repo.git")
@@ -208,6 +213,24 @@ def test_launch_through_the_hub_ends_ready_and_the_token_opens_the_server(
     assert launcher.cleanup(max_age=3600) == 0
     assert launcher.cleanup(max_age=0) == 1
     assert launcher._servers() == []
+
+
+def test_the_spawner_starts_the_server_at_default_url_and_the_launcher_finds_it(
+        hub: Hub, hub_users: None, engine: docker.DockerClient) -> None:
+    """With JupyterLab in the image the server's root leads to /lab, through the hub's proxy."""
+    try:
+        engine.images.get(LAB_IMAGE)
+    except docker.errors.ImageNotFound:
+        pytest.fail(f"{LAB_IMAGE} is missing: `make test` builds it (scripts/base-image.sh)")
+    events: list[dict[str, Any]] = []
+    url, token = JupyterHubLauncher(_config(hub)).launch(_launch(LAB_IMAGE), events.append)
+    assert not any("default_url" in event for event in events), "the root leads to /lab: nothing to tell"
+    headers = {"Authorization": f"token {token}"}
+    root = requests.get(url, headers=headers, timeout=10, allow_redirects=False)
+    assert root.status_code == 302 and root.headers["Location"].split("?")[0] == urllib.parse.urlsplit(
+        url).path + "lab", root.headers
+    lab = requests.get(f"{url}lab", headers=headers, timeout=30)
+    assert lab.status_code == 200 and "<title>JupyterLab</title>" in lab.text
 
 
 def test_stop_deletes_the_launch_s_user_and_server_only(hub: Hub, hub_users: None) -> None:
