@@ -533,6 +533,29 @@ class ConfigSchema(Schema):
         metadata=_help("Log lines as JSON (with launch id and image) or plain text."),
     )
 
+    # --- `make run`'s supervision (issue 14) -------------------------------------------------
+    runner_restart_delay = fields.Float(
+        load_default=1.0, validate=validate.Range(0.1, 300),
+        metadata=_help("Seconds before `make run`'s runner starts a process that exited again; doubles "
+                       "with each further crash within runner_restart_window, up to "
+                       "runner_restart_max_delay (systemd units: RestartSec)."),
+    )
+    runner_restart_max_delay = fields.Float(
+        load_default=30.0, validate=validate.Range(0.1, 3600),
+        metadata=_help("Longest wait before the runner starts a crashed process again."),
+    )
+    runner_restart_limit = fields.Integer(
+        load_default=5, validate=validate.Range(1, 1000),
+        metadata=_help("Crashes of one process within runner_restart_window after which the runner stops "
+                       "the whole service, naming the process and printing its last log lines "
+                       "(systemd units: StartLimitBurst)."),
+    )
+    runner_restart_window = fields.Float(
+        load_default=60.0, validate=validate.Range(1, 86400),
+        metadata=_help("Seconds over which the runner counts a process's crashes "
+                       "(systemd units: StartLimitIntervalSec)."),
+    )
+
     # --- cluster (issue 5) -----------------------------------------------------------------
     kubernetes_namespace = fields.String(
         load_default=None, allow_none=True, validate=validate.Regexp(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"),
