@@ -59,8 +59,11 @@ TAIL_KEPT = 200
 TAIL_SHOWN = 20
 #: Seconds a process gets to stop on SIGTERM before its whole group is killed.
 STOP_TIMEOUT = 15.0
-#: Start order; the stop order is the reverse, so the web stops taking launches first and Redis goes last.
+#: Start order: Redis first, since everyone else needs it.
 ORDER = ("redis", "build-worker", "launch-worker", "beat", "web", "flower")
+#: Stop order, a stage at a time: the web stops taking launches and beat stops queueing work first,
+#: then the workers finish (or give back) what they hold, and Redis, which they need for that, goes last.
+STOP_STAGES = (("web", "flower", "beat"), ("launch-worker", "build-worker"), ("redis",))
 POLL_SECONDS = 0.2
 
 
@@ -150,6 +153,9 @@ class Child:
         return self.process.pid if self.process else None
 
     def start(self) -> None:
+        for relay in self._relays:  # the previous run's output is all read: the tail is of this run
+            relay.join(2)
+        self.tail.clear()
         self.process = subprocess.Popen(self.command, env=self.env, stdin=subprocess.DEVNULL,
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                         start_new_session=True)
@@ -199,17 +205,19 @@ class Child:
             except (ProcessLookupError, PermissionError):
                 pass
 
-    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
-        """SIGTERM the main process (it stops its own children), then kill the group."""
+    def terminate(self) -> None:
+        """Ask the main process to stop (it stops its own children: gunicorn's workers, the pool)."""
+        if self.process is not None and self.running():
+            self.process.send_signal(signal.SIGTERM)
+
+    def wait_stopped(self, deadline: float) -> None:
+        """Wait for it until ``deadline`` (monotonic), then kill whatever is left of its group."""
         if self.process is None or self.process.returncode is not None:
             return
-        if self.running():
-            self.process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
         while self.running() and time.monotonic() < deadline:
             time.sleep(0.05)
         if self.running():
-            say(f"{self.role} did not stop within {timeout:g} s; killing it")
+            say(f"{self.role} did not stop within {STOP_TIMEOUT:g} s; killing it")
         self.reap()
 
     def last_lines(self, count: int = TAIL_SHOWN) -> list[str]:
@@ -282,9 +290,17 @@ class Supervisor:
 
     def stop_all(self) -> None:
         self.stopping = True
-        for child in reversed(self.children):
+        for child in self.children:
             child.restart_at = None
-            child.stop()
+        staged = {role for stage in STOP_STAGES for role in stage}
+        stages = [*STOP_STAGES, tuple(c.role for c in self.children if c.role not in staged)]
+        for stage in stages:
+            members = [child for child in self.children if child.role in stage]
+            for child in members:
+                child.terminate()
+            deadline = time.monotonic() + STOP_TIMEOUT
+            for child in members:
+                child.wait_stopped(deadline)
 
 
 def children_for(config: dict[str, Any], env: dict[str, str]) -> list[Child]:
