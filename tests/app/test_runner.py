@@ -20,7 +20,6 @@ from app.redis_server import free_port
 from app.runner import Child, Crashes, RestartPolicy, Supervisor, commands, describe_exit
 from tests.stack import ROOT
 
-
 # --- the restart policy ----------------------------------------------------------------------------
 
 def test_restart_delay_doubles_and_the_limit_counts_crashes_within_the_window() -> None:
