@@ -9,8 +9,8 @@ event streams survive it), after a delay that starts at
 ``runner_restart_window`` up to ``runner_restart_max_delay``.  A process that
 crashes ``runner_restart_limit`` times inside the window stops the whole
 service, with a message naming it and its last lines of output.  SIGINT
-(Ctrl-C) and SIGTERM stop everything in order, and nothing is restarted once
-stopping began.
+(Ctrl-C), SIGTERM and SIGHUP stop everything in order, and nothing is restarted
+once stopping began.
 
 These are the semantics of systemd's ``Restart=always`` with ``StartLimitBurst``
 / ``StartLimitIntervalSec`` and of supervisor's ``startretries`` (every role is
@@ -168,18 +168,28 @@ class Child:
             relay.start()
 
     def _relay(self, pipe: IO[bytes], out: IO[str]) -> None:
-        """Copy the process's output to ours unchanged, keeping its last lines."""
+        """Copy the process's output to ours unchanged, keeping its last lines.
+
+        If our own output goes away (a closed terminal or pipe), the lines are still read and
+        kept, so the process never blocks on a full pipe.
+        """
         target = out.buffer if hasattr(out, "buffer") else None
+        writing = True
         with pipe:
             for line in iter(lambda: pipe.readline(65536), b""):
                 self.tail.append(line.decode(errors="replace").rstrip("\n"))
-                with _OUTPUT_LOCK:
-                    if target is not None:
-                        target.write(line)
-                        target.flush()
-                    else:  # a text stream without bytes (tests capturing output)
-                        out.write(line.decode(errors="replace"))
-                        out.flush()
+                if not writing:
+                    continue
+                try:
+                    with _OUTPUT_LOCK:
+                        if target is not None:
+                            target.write(line)
+                            target.flush()
+                        else:  # a text stream without bytes (tests capturing output)
+                            out.write(line.decode(errors="replace"))
+                            out.flush()
+                except (OSError, ValueError):
+                    writing = False
 
     def running(self) -> bool:
         """Whether the main process is still alive (it is not reaped here; see ``reap``)."""
@@ -233,9 +243,11 @@ _OUTPUT_LOCK = threading.Lock()
 class Supervisor:
     """Start the children in order, start again the ones that exit, stop all in reverse order."""
 
-    def __init__(self, children: Iterable[Child], clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, children: Iterable[Child], clock: Callable[[], float] = time.monotonic,
+                 started: Callable[[], None] | None = None) -> None:
         self.children = list(children)
         self.clock = clock
+        self.started = started  # called once everything has been started
         self.stopping = False
         self.gave_up: Child | None = None
 
@@ -281,6 +293,8 @@ class Supervisor:
         """Supervise until stopped; 0 after Ctrl-C/SIGTERM, 1 when a process kept crashing."""
         try:
             self.start_all()
+            if self.started and not self.stopping:
+                self.started()
             while not self.stopping:
                 self.check()
                 time.sleep(POLL_SECONDS)
@@ -332,11 +346,11 @@ def main() -> int:
     shutil.rmtree(metrics_dir, ignore_errors=True)
     metrics_dir.mkdir(parents=True)
     env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir.resolve())
-    supervisor = Supervisor(children_for(config, env))
-    signal.signal(signal.SIGINT, supervisor.stop)
-    signal.signal(signal.SIGTERM, supervisor.stop)
-    say(f"starting on http://127.0.0.1:{config['port']}/ (Flower on http://127.0.0.1:{config['flower_port']}/); "
-        "a process that stops is started again; Ctrl-C stops everything")
+    supervisor = Supervisor(children_for(config, env), started=lambda: say(
+        f"serving on http://127.0.0.1:{config['port']}/ (Flower on http://127.0.0.1:{config['flower_port']}/); "
+        "a process that stops is started again; Ctrl-C stops everything"))
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # (SIGHUP: its terminal closed)
+        signal.signal(signum, supervisor.stop)
     try:
         return supervisor.run()
     except RuntimeError as err:  # the embedded Redis did not come up

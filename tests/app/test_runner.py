@@ -163,8 +163,9 @@ def test_runner_serves_with_embedded_redis_and_stops_everything_on_sigint(tmp_pa
     env.update({"PORT": str(port), "BINDERY_FLOWER_PORT": str(flower), "BINDERY_DATA_DIR": str(tmp_path),
                 "BINDERY_LAUNCHER": "bench", "BINDERY_LAUNCH_CONCURRENCY": "20",
                 "BINDERY_FLOWER_BASIC_AUTH": "operator:flower-secret"})
+    log = open(tmp_path / "runner.log", "wb")  # a pipe nobody reads would fill and block the service
     runner = subprocess.Popen([sys.executable, "-m", "app.runner"], cwd=ROOT, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                              stdout=log, stderr=subprocess.STDOUT)
     try:
         _wait(f"http://127.0.0.1:{port}/versions")
         _wait(f"http://127.0.0.1:{flower}/healthcheck")
@@ -181,9 +182,12 @@ def test_runner_serves_with_embedded_redis_and_stops_everything_on_sigint(tmp_pa
         assert runner.wait(60) == 0
         _, alive = psutil.wait_procs(children, timeout=30)
         assert not alive, f"still running after Ctrl-C: {[p.pid for p in alive]}"
+        output = (tmp_path / "runner.log").read_text(errors="replace")
+        assert f"bindery: serving on http://127.0.0.1:{port}/" in output
+        assert "celery@" in output or "ready." in output, "the children's output is relayed"
+        assert "flower-secret" not in output
     finally:
         if runner.poll() is None:
             runner.kill()
             runner.wait()
-        if runner.stdout:
-            runner.stdout.close()
+        log.close()

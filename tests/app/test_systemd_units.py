@@ -51,8 +51,8 @@ def test_each_role_runs_the_runners_command_under_its_restart_policy() -> None:
 
 
 def test_an_older_systemd_gets_the_growing_delay_as_comments_only() -> None:
-    text = units(load_config(environ={"REDIS_URL": "redis://127.0.0.1:6379/0"}),
-                 Install(directory="/opt/bindery", python="/usr/bin/python3", systemd_version=252))["bindery-web.service"]
+    install = Install(directory="/opt/bindery", python="/usr/bin/python3", systemd_version=252)
+    text = units(load_config(environ={"REDIS_URL": "redis://127.0.0.1:6379/0"}), install)["bindery-web.service"]
     assert "RestartSteps=5" not in settings(text) and "# RestartSteps=5" in text
     assert "bindery-redis.service" not in text, "Redis is the operator's (redis_url)"
 
