@@ -241,7 +241,7 @@ _OUTPUT_LOCK = threading.Lock()
 
 
 class Supervisor:
-    """Start the children in order, start again the ones that exit, stop all in reverse order."""
+    """Start the children in order, start again the ones that exit, stop them all in stages."""
 
     def __init__(self, children: Iterable[Child], clock: Callable[[], float] = time.monotonic,
                  started: Callable[[], None] | None = None) -> None:

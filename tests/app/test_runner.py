@@ -136,6 +136,30 @@ def test_stop_means_stop_no_restart_during_shutdown() -> None:
     assert result == [0] and crasher.starts == 1, "not started again once stopping began"
 
 
+def test_stop_goes_in_stages_web_first_redis_last(tmp_path: Path) -> None:
+    record = tmp_path / "stopped"
+    code = ("import signal, sys, time\n"
+            "def stop(*_):\n"
+            f"    open({str(record)!r}, 'a').write(sys.argv[1] + '\\n'); time.sleep(0.3); sys.exit(0)\n"
+            "signal.signal(signal.SIGTERM, stop)\n"
+            "print('ready', flush=True)\n"
+            "while True: time.sleep(1)\n")
+    children = [Child(role, [*python(code), role], dict(os.environ), FAST)
+                for role in ("redis", "build-worker", "launch-worker", "beat", "web")]
+    supervisor = Supervisor(children)
+    thread, result = run_in_thread(supervisor)
+    deadline = time.monotonic() + 20
+    while not all("ready" in child.tail for child in children):  # each has its SIGTERM handler
+        assert time.monotonic() < deadline, [list(child.tail) for child in children]
+        time.sleep(0.05)
+    supervisor.stop()
+    thread.join(30)
+    assert result == [0]
+    stopped = record.read_text().split()
+    assert set(stopped[:2]) == {"beat", "web"} and set(stopped[2:4]) == {"build-worker", "launch-worker"}, stopped
+    assert stopped[4:] == ["redis"], "Redis goes last: the others need it to stop cleanly"
+
+
 def test_roles_and_queues() -> None:
     roles = commands(load_config(environ={}), python="python")
     assert set(roles) == {"build-worker", "launch-worker", "beat", "web", "flower"}
