@@ -32,7 +32,7 @@ test: test-setup
 	  $(PY) -m pytest $(PYTEST_ARGS); status=$$?; \
 	  if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$status
 
-# `make bench`: the issue figures (loopback only; several minutes, the machine busy meanwhile).
+# `make bench`: the figures quoted in bench/README.md (loopback only; several minutes, the machine busy meanwhile).
 bench: test-setup
 	@set -e; engine=$$(scripts/engine.sh); export "$$engine"; \
 	  $(PY) bench/streams.py --k 2000; \

@@ -795,6 +795,27 @@ class ConfigSchema(Schema):
         load_default=60, validate=validate.Range(5, 86400),
         metadata=OPERATIONS("Seconds between runs of the cleanup beat task."),
     )
+    runner_restart_delay = fields.Float(
+        load_default=1.0, validate=validate.Range(0.1, 300),
+        metadata=OPERATIONS("Seconds before `make run`'s runner starts a process that exited again; doubles "
+                            "with each further crash within runner_restart_window, up to "
+                            "runner_restart_max_delay (systemd units: RestartSec)."),
+    )
+    runner_restart_max_delay = fields.Float(
+        load_default=30.0, validate=validate.Range(0.1, 3600),
+        metadata=OPERATIONS("Longest wait before the runner starts a crashed process again."),
+    )
+    runner_restart_limit = fields.Integer(
+        load_default=5, validate=validate.Range(1, 1000),
+        metadata=OPERATIONS("Crashes of one process within runner_restart_window after which the runner stops "
+                            "the whole service, naming the process and printing its last log lines "
+                            "(systemd units: StartLimitBurst)."),
+    )
+    runner_restart_window = fields.Float(
+        load_default=60.0, validate=validate.Range(1, 86400),
+        metadata=OPERATIONS("Seconds over which the runner counts a process's crashes "
+                            "(systemd units: StartLimitIntervalSec)."),
+    )
 
 
 # Plain environment names BinderHub and twelve-factor tooling already use.

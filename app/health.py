@@ -12,6 +12,10 @@ GitHub's ``/rate_limit`` (which does not count against the limit) whether it
 is back; a good answer clears the mark (a resolve never does, so launches pay
 nothing for this).  The chart's probes use ``/versions``,
 so an outage elsewhere never takes Bindery's pods out of service.
+
+The build and launch workers are checked by their heartbeats (tasks/worker_heartbeat.py):
+a queue with no worker heard from lately makes ``/health`` 503 with that check named, so a
+monitor sees a dead worker before users do.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from app import keys
 from app.extensions import redis_client
 from app.outages import clear_outage, has_outage
 from providers.http import github_headers
-from tasks import backends
+from tasks import backends, worker_heartbeat
 
 bp = Blueprint("health", __name__)
 
@@ -81,6 +85,11 @@ def _github(config: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
+def _workers(queue: str) -> dict[str, Any]:
+    workers = worker_heartbeat.alive(redis_client.client, queue)
+    return {"workers": workers, "ok": workers > 0}
+
+
 def run_checks() -> dict[str, Any]:
     config = current_app.config["BINDERY"]
     checks = [
@@ -88,6 +97,8 @@ def run_checks() -> dict[str, Any]:
         _check("Registry" if config["registry_url"] else "Engine image store", lambda: _registry(config)),
         _check("Launcher", lambda: backends.launcher(config).ping()),
         _check("Server quota", lambda: _quota(config)),
+        _check("Build worker", lambda: _workers("build")),
+        _check("Launch worker", lambda: _workers("launch")),
     ]
     if "gh" in config["enabled_providers"]:
         checks.append(_check("GitHub API", lambda: _github(config)))

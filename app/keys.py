@@ -94,6 +94,9 @@ STREAMS = Key("bindery:streams:{client}", "sorted set", "app/stream_limit.py", "
               "Open event streams of one client address (max_streams_per_ip), as leases.")
 BUILD_TOKEN_KEY = Key("bindery:build-token-key", "string", "app/build_tokens.py", "none",
                       "The signing key of build tokens when build_token_secret is not set.")
+WORKERS = Key("bindery:workers:{queue}", "sorted set", "tasks/worker_heartbeat.py",
+              "members pruned 10 heartbeat ages after their last beat",
+              "Live Celery workers of a queue (build, launch), scored by their last heartbeat; read by /health.")
 OUTAGE = Key("bindery:outage:{provider}", "string", "app/outages.py", "1 hour, or until /health sees it back",
              "A provider API that failed: /health probes it until it answers.")
 

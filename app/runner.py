@@ -1,8 +1,38 @@
-"""``make run``: the whole service on one machine, stopped together by Ctrl-C.
+"""``make run``: the whole service on one machine, kept running until Ctrl-C.
 
-Starts the embedded Redis (unless REDIS_URL is set), the build worker (prefork),
-the launch worker (gevent), beat, gunicorn (gevent) and Flower, and stops them
-all when any of them exits or on SIGINT/SIGTERM.
+Starts the embedded Redis (unless ``redis_url`` is set), the build worker
+(prefork), the launch worker (gevent), beat, gunicorn (gevent) and Flower, and
+supervises them: a process that exits while the service runs is started again
+with the same command (Redis on the same port and data, so queued launches and
+event streams survive it), after a delay that starts at
+``runner_restart_delay`` and doubles with each crash inside
+``runner_restart_window`` up to ``runner_restart_max_delay``.  A process that
+crashes ``runner_restart_limit`` times inside the window stops the whole
+service, with a message naming it and its last lines of output.  SIGINT
+(Ctrl-C), SIGTERM and SIGHUP stop everything in order, and nothing is restarted
+once stopping began.
+
+These are the semantics of systemd's ``Restart=always`` with ``StartLimitBurst``
+/ ``StartLimitIntervalSec`` and of supervisor's ``startretries`` (every role is
+a long-running service, so any exit, even status 0, is unexpected here).  A
+loop of our own instead of supervisor or circus, because what we need from one
+is small and specific: the children share environment the runner computes at
+start (the embedded Redis's URL, the metrics directory), Redis must be up
+before the others start and stopped after them, their output must still reach
+this terminal unchanged, and each process's recent output must be at hand for
+the message that ends the service.  supervisor would need a generated config
+file, its own daemon and ``supervisorctl`` for all that; circus adds ZeroMQ and
+its own process model; both are dependencies an operator then has to learn
+for a single machine.  Where a machine runs systemd, ``python -m app.cli
+systemd`` writes unit files with the same policy instead
+(docs/operating-systemd.md).
+
+Each process runs in its own session (Ctrl-C reaches only the runner), and when
+its main process dies, whatever it left in its process group (gunicorn's
+workers, the prefork pool) is killed before it starts again, so a restarted
+gunicorn finds its port free and no orphan keeps building.  The group is
+killed while the dead main process is still an unreaped zombie, so its id
+cannot have been reused by anyone else.
 """
 
 from __future__ import annotations
@@ -12,12 +42,29 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 
 from app.config import load_config
 from app.errors import ConfigError
 from app.redis_server import EmbeddedRedis
+
+#: Lines of recent output kept per process, and how many of them the stopping message shows.
+TAIL_KEPT = 200
+TAIL_SHOWN = 20
+#: Seconds a process gets to stop on SIGTERM before its whole group is killed.
+STOP_TIMEOUT = 15.0
+#: Start order: Redis first, since everyone else needs it.
+ORDER = ("redis", "build-worker", "launch-worker", "beat", "web", "flower")
+#: Stop order, a stage at a time: the web stops taking launches and beat stops queueing work first,
+#: then the workers finish (or give back) what they hold, and Redis, which they need for that, goes last.
+STOP_STAGES = (("web", "flower", "beat"), ("launch-worker", "build-worker"), ("redis",))
+POLL_SECONDS = 0.2
 
 
 def commands(config: dict, python: str = sys.executable) -> dict[str, list[str]]:
@@ -35,6 +82,258 @@ def commands(config: dict, python: str = sys.executable) -> dict[str, list[str]]
     }
 
 
+@dataclass(frozen=True)
+class RestartPolicy:
+    """When a process that exited is started again, and when the runner gives up on it."""
+
+    delay: float = 1.0
+    max_delay: float = 30.0
+    limit: int = 5
+    window: float = 60.0
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> RestartPolicy:
+        return cls(delay=config["runner_restart_delay"], max_delay=config["runner_restart_max_delay"],
+                   limit=config["runner_restart_limit"], window=config["runner_restart_window"])
+
+
+class Crashes:
+    """The recent crashes of one process: the wait before its next start, or None to give up."""
+
+    def __init__(self, policy: RestartPolicy) -> None:
+        self.policy = policy
+        self.times: deque[float] = deque()
+
+    def record(self, now: float) -> float | None:
+        """Count a crash at ``now``; return seconds to wait before starting again, None past the limit."""
+        self.times.append(now)
+        while self.times and self.times[0] <= now - self.policy.window:
+            self.times.popleft()
+        if len(self.times) >= self.policy.limit:
+            return None
+        return min(self.policy.delay * 2 ** (len(self.times) - 1), self.policy.max_delay)
+
+    @property
+    def recent(self) -> int:
+        return len(self.times)
+
+
+def describe_exit(code: int) -> str:
+    """``killed by SIGKILL`` or ``exited with status 1``, as a log line should say it."""
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with status {code}"
+
+
+def say(message: str) -> None:
+    print(f"bindery: {message}", file=sys.stderr, flush=True)
+
+
+class Child:
+    """One supervised process: started in its own session, its output relayed and its tail kept."""
+
+    def __init__(self, role: str, command: list[str], env: dict[str, str], policy: RestartPolicy,
+                 ready: Callable[[Child], None] | None = None) -> None:
+        self.role = role
+        self.command = command
+        self.env = env
+        self.ready = ready  # called after the first start; raises if the process does not come up
+        self.crashes = Crashes(policy)
+        self.tail: deque[str] = deque(maxlen=TAIL_KEPT)
+        self.process: subprocess.Popen[bytes] | None = None
+        self.restart_at: float | None = None
+        self.starts = 0
+        self._relays: list[threading.Thread] = []
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def start(self) -> None:
+        for relay in self._relays:  # the previous run's output is all read: the tail is of this run
+            relay.join(2)
+        self.tail.clear()
+        self.process = subprocess.Popen(self.command, env=self.env, stdin=subprocess.DEVNULL,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        start_new_session=True)
+        self.starts += 1
+        assert self.process.stdout and self.process.stderr
+        self._relays = [threading.Thread(target=self._relay, args=(pipe, out), daemon=True,
+                                         name=f"relay-{self.role}")
+                        for pipe, out in ((self.process.stdout, sys.stdout), (self.process.stderr, sys.stderr))]
+        for relay in self._relays:
+            relay.start()
+
+    def _relay(self, pipe: IO[bytes], out: IO[str]) -> None:
+        """Copy the process's output to ours unchanged, keeping its last lines.
+
+        If our own output goes away (a closed terminal or pipe), the lines are still read and
+        kept, so the process never blocks on a full pipe.
+        """
+        target = out.buffer if hasattr(out, "buffer") else None
+        writing = True
+        with pipe:
+            for line in iter(lambda: pipe.readline(65536), b""):
+                self.tail.append(line.decode(errors="replace").rstrip("\n"))
+                if not writing:
+                    continue
+                try:
+                    with _OUTPUT_LOCK:
+                        if target is not None:
+                            target.write(line)
+                            target.flush()
+                        else:  # a text stream without bytes (tests capturing output)
+                            out.write(line.decode(errors="replace"))
+                            out.flush()
+                except (OSError, ValueError):
+                    writing = False
+
+    def running(self) -> bool:
+        """Whether the main process is still alive (it is not reaped here; see ``reap``)."""
+        if self.process is None or self.process.returncode is not None:
+            return False
+        try:
+            info = os.waitid(os.P_PID, self.process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return False
+        return info is None
+
+    def reap(self) -> int:
+        """The main process has exited: kill what it left in its group, then collect its status."""
+        assert self.process is not None
+        self._kill_group()  # while it is an unreaped zombie, its id (the group's) is still ours
+        return self.process.wait()
+
+    def _kill_group(self) -> None:
+        assert self.process is not None
+        if self.process.returncode is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def terminate(self) -> None:
+        """Ask the main process to stop (it stops its own children: gunicorn's workers, the pool)."""
+        if self.process is not None and self.running():
+            self.process.send_signal(signal.SIGTERM)
+
+    def wait_stopped(self, deadline: float) -> None:
+        """Wait for it until ``deadline`` (monotonic), then kill whatever is left of its group."""
+        if self.process is None or self.process.returncode is not None:
+            return
+        while self.running() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self.running():
+            say(f"{self.role} did not stop within {STOP_TIMEOUT:g} s; killing it")
+        self.reap()
+
+    def last_lines(self, count: int = TAIL_SHOWN) -> list[str]:
+        """Its last lines of output, once what it wrote before it died has been read."""
+        for relay in self._relays:
+            relay.join(2)
+        return list(self.tail)[-count:]
+
+
+_OUTPUT_LOCK = threading.Lock()
+
+
+class Supervisor:
+    """Start the children in order, start again the ones that exit, stop them all in stages."""
+
+    def __init__(self, children: Iterable[Child], clock: Callable[[], float] = time.monotonic,
+                 started: Callable[[], None] | None = None) -> None:
+        self.children = list(children)
+        self.clock = clock
+        self.started = started  # called once everything has been started
+        self.stopping = False
+        self.gave_up: Child | None = None
+
+    def stop(self, *_: object) -> None:
+        """Signal handler: stop means stop, nothing is started again from here on."""
+        self.stopping = True
+
+    def start_all(self) -> None:
+        for child in self.children:
+            if self.stopping:
+                return
+            child.start()
+            if child.ready:
+                child.ready(child)
+
+    def check(self) -> None:
+        """One round: notice exits, schedule restarts, start the ones whose wait is over."""
+        for child in self.children:
+            if self.stopping:
+                return
+            now = self.clock()
+            if child.restart_at is None and child.process is not None and not child.running():
+                code = child.reap()
+                delay = child.crashes.record(now)
+                if delay is None:
+                    self.gave_up = child
+                    self.stopping = True
+                    lines = "\n".join(f"    {line}" for line in child.last_lines()) or "    (no output)"
+                    say(f"{child.role} (pid {child.pid}) {describe_exit(code)}; it stopped "
+                        f"{child.crashes.recent} times within {child.crashes.policy.window:g} s, so the "
+                        f"service stops. Last lines of {child.role}:\n{lines}")
+                    return
+                child.restart_at = now + delay
+                say(f"{child.role} (pid {child.pid}) {describe_exit(code)}; starting it again in {delay:g} s "
+                    f"(crash {child.crashes.recent} of {child.crashes.policy.limit} allowed within "
+                    f"{child.crashes.policy.window:g} s)")
+            elif child.restart_at is not None and now >= child.restart_at:
+                child.restart_at = None
+                child.start()
+                say(f"{child.role} started again (pid {child.pid})")
+
+    def run(self) -> int:
+        """Supervise until stopped; 0 after Ctrl-C/SIGTERM, 1 when a process kept crashing."""
+        try:
+            self.start_all()
+            if self.started and not self.stopping:
+                self.started()
+            while not self.stopping:
+                self.check()
+                time.sleep(POLL_SECONDS)
+        finally:
+            self.stop_all()
+        return 1 if self.gave_up else 0
+
+    def stop_all(self) -> None:
+        self.stopping = True
+        for child in self.children:
+            child.restart_at = None
+        staged = {role for stage in STOP_STAGES for role in stage}
+        stages = [*STOP_STAGES, tuple(c.role for c in self.children if c.role not in staged)]
+        for stage in stages:
+            members = [child for child in self.children if child.role in stage]
+            for child in members:
+                child.terminate()
+            deadline = time.monotonic() + STOP_TIMEOUT
+            for child in members:
+                child.wait_stopped(deadline)
+
+
+def children_for(config: dict[str, Any], env: dict[str, str]) -> list[Child]:
+    """The supervised processes of ``config``, in start order; sets REDIS_URL in ``env``."""
+    policy = RestartPolicy.from_config(config)
+    found: dict[str, Child] = {}
+    if not config["redis_url"]:
+        # Redis logs to our output (so its last lines are at hand); same port and data on every start.
+        embedded = EmbeddedRedis(Path(config["data_dir"]) / "redis", logfile="")
+        embedded.directory.mkdir(parents=True, exist_ok=True)
+        env["REDIS_URL"] = embedded.url
+        say(f"embedded Redis at {embedded.url} (data in {embedded.directory})")
+        found["redis"] = Child("redis", embedded.command(), env, policy,
+                               ready=lambda child: embedded.wait_ready(child.running))
+    for role, command in commands(config).items():
+        found[role] = Child(role, command, env, policy)
+    return [found[role] for role in ORDER if role in found]
+
+
 def main() -> int:
     try:
         config = load_config()
@@ -42,50 +341,21 @@ def main() -> int:
         print(err, file=sys.stderr)
         return 2
     env = dict(os.environ)
-    embedded = None
-    if not config["redis_url"]:
-        embedded = EmbeddedRedis(Path(config["data_dir"]) / "redis", port=int(env.get("BINDERY_REDIS_PORT", 0)) or None)
-        embedded.start()
-        env["REDIS_URL"] = embedded.url
-        print(f"bindery: embedded Redis at {embedded.url} (data in {embedded.directory})", flush=True)
     # Web and workers record metrics into one directory, so the web's /metrics shows them all.
     metrics_dir = Path(config["data_dir"]) / "prometheus"
     shutil.rmtree(metrics_dir, ignore_errors=True)
     metrics_dir.mkdir(parents=True)
     env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir.resolve())
-    procs: dict[str, subprocess.Popen[bytes]] = {}
-    stopping = False
-
-    def stop(*_: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+    supervisor = Supervisor(children_for(config, env), started=lambda: say(
+        f"serving on http://127.0.0.1:{config['port']}/ (Flower on http://127.0.0.1:{config['flower_port']}/); "
+        "a process that stops is started again; Ctrl-C stops everything"))
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # (SIGHUP: its terminal closed)
+        signal.signal(signum, supervisor.stop)
     try:
-        for role, command in commands(config).items():
-            # Own sessions: Ctrl-C reaches only the runner, which stops everyone in order.
-            procs[role] = subprocess.Popen(command, env=env, start_new_session=True)
-        print(f"bindery: serving on http://127.0.0.1:{config['port']}/ "
-              f"(Flower on http://127.0.0.1:{config['flower_port']}/); Ctrl-C stops everything", flush=True)
-        while not stopping:
-            for role, proc in procs.items():
-                if proc.poll() is not None:
-                    print(f"bindery: {role} exited with {proc.returncode}; stopping", file=sys.stderr)
-                    stopping = True
-            time.sleep(0.5)
-    finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in procs.values():
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        if embedded:
-            embedded.stop()
-    return 0
+        return supervisor.run()
+    except RuntimeError as err:  # the embedded Redis did not come up
+        say(str(err))
+        return 1
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-# configurable-http-proxy (npm) for the real JupyterHub of the jupyterhub launcher tests (issue 5)
+# configurable-http-proxy (npm) for the real JupyterHub of the jupyterhub launcher tests
 if ! command -v configurable-http-proxy >/dev/null 2>&1; then
     if ! command -v npm >/dev/null 2>&1; then
         echo "test-setup: installing nodejs npm" >&2

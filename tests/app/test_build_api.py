@@ -113,7 +113,7 @@ def test_launch_builds_pushes_and_serves_then_reuses_the_image(
     again = collect(build_url(stack, repo_url, sha), timeout=300)
     launched_containers.append(launch_id_of(again))
     # the steps' events; the launcher's own launching lines (a slow server's "Waiting for the server
-    # to answer", the word that this bare image has no notebook UI, issue 18) come between
+    # to answer", the word that this bare image has no notebook UI) come between
     again_phases = [data["phase"] for _, data in again
                     if data["phase"] != "launching" or data["message"] == "Launching server...\n"]
     assert again_phases == ["waiting", "built", "launching", "ready"], again

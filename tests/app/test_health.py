@@ -1,7 +1,9 @@
-"""/health against real dependencies: a real registry stopped and started again, the real engine."""
+"""/health against real dependencies: a real registry stopped and started again, the real engine,
+workers' heartbeats in a real Redis."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,7 @@ import redis
 
 from app import create_app, keys
 from app.redis_server import EmbeddedRedis, free_port
+from tasks import worker_heartbeat
 from tests.stack import LocalRegistry
 
 pytestmark = [pytest.mark.integration, pytest.mark.engine]
@@ -21,12 +24,14 @@ def test_health_turns_503_when_the_registry_stops_and_recovers(
                       "registry_url": registry.url, "health_cache_seconds": 0})
     client = app.test_client()
     redis.Redis.from_url(redis_server.url).delete(keys.OUTAGE("gh"))  # no GitHub outage marked
+    worker_heartbeat.beat(redis.Redis.from_url(redis_server.url), ["build", "launch"], "health-test@host")
     try:
         healthy = client.get("/health")
         assert healthy.status_code == 200, healthy.json
         services = {check["service"]: check for check in healthy.json["checks"]}
         # GitHub is asked only after a resolve failed to reach it (tests/app/test_outages.py)
-        assert set(services) == {"Redis", "Registry", "Launcher", "Server quota", "GitHub API"}
+        assert set(services) == {"Redis", "Registry", "Launcher", "Server quota", "Build worker",
+                                 "Launch worker", "GitHub API"}
         assert all(check["ok"] for check in services.values())
         assert isinstance(services["Server quota"]["servers"], int)
 
@@ -51,6 +56,7 @@ def test_health_is_cached_so_probes_do_not_hammer_dependencies(
     from app import health
 
     health._cache["result"] = None
+    worker_heartbeat.beat(redis.Redis.from_url(redis_server.url), ["build", "launch"], "health-test@host")
     try:
         assert client.get("/health").status_code == 200
         registry.stop()
@@ -66,3 +72,34 @@ def test_versions_is_open_to_other_origins(redis_server: EmbeddedRedis) -> None:
     assert response.status_code == 200
     assert response.headers["Access-Control-Allow-Origin"] == "*"
     assert response.json["builder"] == "repo2docker 2024.7.0"
+
+
+def test_a_worker_that_is_gone_makes_health_503_with_its_check_named(tmp_path: Path, docker_host: str) -> None:
+    server = EmbeddedRedis(tmp_path / "redis").start()  # a Redis of its own: no other test's heartbeats
+    try:
+        client = create_app({"redis_url": server.url, "docker_host": docker_host, "launcher": "bench",
+                             "enabled_providers": ["git"], "health_cache_seconds": 0}).test_client()
+        store = redis.Redis.from_url(server.url)
+
+        def failing() -> list[str]:
+            response = client.get("/health")
+            failed = [c["service"] for c in response.json["checks"] if not c["ok"]]
+            assert (response.status_code == 503) == bool(failed), response.json
+            return failed
+
+        assert failing() == ["Build worker", "Launch worker"], "no worker has ever beaten"
+        worker_heartbeat.beat(store, ["launch"], "launch@host")
+        assert failing() == ["Build worker"]
+        worker_heartbeat.beat(store, ["build"], "build@host")
+        assert failing() == []
+        assert client.get("/versions").status_code == 200
+
+        # the build worker stops beating (killed): once its last beat is too old, /health says so
+        worker_heartbeat.beat(store, ["build"], "build@host", now=time.time() - worker_heartbeat.MAX_AGE - 1)
+        assert failing() == ["Build worker"]
+        assert client.get("/versions").status_code == 200, "/versions (the chart's probe) stays 200"
+        worker_heartbeat.beat(store, ["build"], "build@host")
+        worker_heartbeat.forget(store, ["launch"], "launch@host")  # a clean shutdown says so at once
+        assert failing() == ["Launch worker"]
+    finally:
+        server.stop()

@@ -192,7 +192,7 @@ def test_archive_providers_resolve_through_replays_and_launch(
     events = collect(f"{stack.url}/build/{prefix}/{spec}", timeout=300)
     launched_containers.append(launch_id_of(events))
     # the steps' events; the launcher's own launching lines (a slow server's "Waiting for the server
-    # to answer", the word that this bare image has no notebook UI, issue 18) come between
+    # to answer", the word that this bare image has no notebook UI) come between
     phases = [data["phase"] for _, data in events
               if data["phase"] != "launching" or data["message"] == "Launching server...\n"]
     assert phases == ["waiting", "built", "launching", "ready"], events

@@ -1,4 +1,5 @@
-"""`make run`'s runner: everything starts, answers, and stops together on Ctrl-C (SIGINT)."""
+"""`make run`'s runner: everything starts, answers, and stops together on Ctrl-C (SIGINT); the
+supervision's restart policy and process handling, on real short-lived processes."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -15,10 +17,147 @@ import requests
 
 from app.config import load_config
 from app.redis_server import free_port
-from app.runner import commands
+from app.runner import Child, Crashes, RestartPolicy, Supervisor, commands, describe_exit
 from tests.stack import ROOT
 
-pytestmark = pytest.mark.integration
+# --- the restart policy ----------------------------------------------------------------------------
+
+def test_restart_delay_doubles_and_the_limit_counts_crashes_within_the_window() -> None:
+    crashes = Crashes(RestartPolicy(delay=1, max_delay=30, limit=5, window=60))
+    assert [crashes.record(t) for t in (0, 2, 5, 10)] == [1, 2, 4, 8]
+    assert crashes.record(19) is None, "the fifth crash within 60 s gives up"
+
+    spread = Crashes(RestartPolicy(delay=1, max_delay=30, limit=5, window=60))
+    assert [spread.record(t) for t in (0, 50, 100, 150, 200, 250)] == [1, 2, 2, 2, 2, 2], \
+        "crashes a minute apart never reach the limit; only the ones within the window count"
+
+
+def test_restart_delay_stops_growing_at_the_maximum() -> None:
+    crashes = Crashes(RestartPolicy(delay=1, max_delay=30, limit=100, window=3600))
+    assert [crashes.record(t) for t in range(8)] == [1, 2, 4, 8, 16, 30, 30, 30]
+
+
+def test_policy_comes_from_the_config_schema() -> None:
+    config = load_config(environ={"BINDERY_RUNNER_RESTART_LIMIT": "3", "BINDERY_RUNNER_RESTART_WINDOW": "20"})
+    assert RestartPolicy.from_config(config) == RestartPolicy(delay=1.0, max_delay=30.0, limit=3, window=20)
+
+
+def test_exit_statuses_read_as_a_log_line_should_say_them() -> None:
+    assert describe_exit(-signal.SIGKILL) == "was killed by SIGKILL"
+    assert describe_exit(3) == "exited with status 3"
+
+
+# --- supervising real processes -------------------------------------------------------------------
+
+FAST = RestartPolicy(delay=0.05, max_delay=0.2, limit=3, window=60)
+
+
+def python(code: str) -> list[str]:
+    return [sys.executable, "-c", code]
+
+
+def run_in_thread(supervisor: Supervisor) -> tuple[threading.Thread, list[int]]:
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(supervisor.run()), daemon=True)
+    thread.start()
+    return thread, result
+
+
+def test_a_process_that_keeps_crashing_stops_the_service_naming_it_and_its_last_lines(
+        capfd: pytest.CaptureFixture[str]) -> None:
+    crasher = Child("crasher", python("import sys; print('line one'); print('boom: bad setting', "
+                                      "file=sys.stderr); sys.exit(3)"), dict(os.environ), FAST)
+    steady = Child("steady", python("import time; time.sleep(60)"), dict(os.environ), FAST)
+    supervisor = Supervisor([steady, crasher])
+    started = time.monotonic()
+    assert supervisor.run() == 1
+    assert time.monotonic() - started < 10
+    assert supervisor.gave_up is crasher and crasher.starts == FAST.limit and steady.starts == 1
+    assert steady.process is not None and steady.process.returncode == -signal.SIGTERM, "the rest was stopped"
+    err = capfd.readouterr().err
+    assert err.count("crasher (pid") == FAST.limit
+    assert "exited with status 3; starting it again in 0.05 s (crash 1 of 3" in err
+    assert "starting it again in 0.1 s (crash 2 of 3" in err
+    final = err[err.rindex("bindery: crasher"):]
+    assert "it stopped 3 times within 60 s, so the service stops. Last lines of crasher:" in final
+    assert "line one" in final and "boom: bad setting" in final, "its last lines, stdout and stderr"
+
+
+def test_output_is_relayed_unchanged_and_its_tail_kept(capfd: pytest.CaptureFixture[str]) -> None:
+    child = Child("talker", python("import sys\nfor i in range(300): print(f'out {i}')\n"
+                                   "print('to stderr', file=sys.stderr)"), dict(os.environ), FAST)
+    child.start()
+    assert child.process is not None
+    child.process.wait(10)
+    lines = child.last_lines(1000)
+    assert len(lines) == 200 and lines[-1] in ("to stderr", "out 299"), "a bounded ring of recent lines"
+    out, err = capfd.readouterr()
+    assert out.splitlines() == [f"out {i}" for i in range(300)]
+    assert err == "to stderr\n"
+
+
+def test_a_dead_process_leaves_nothing_behind_in_its_group(tmp_path: Path) -> None:
+    pidfile = tmp_path / "grandchild"
+    leader = Child("leader", ["sh", "-c", f"sleep 60 & echo $! > {pidfile}; exec sleep 60"], dict(os.environ), FAST)
+    supervisor = Supervisor([leader])
+    thread, result = run_in_thread(supervisor)
+    try:
+        deadline = time.monotonic() + 10
+        while not pidfile.exists() or not pidfile.read_text().strip():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        grandchild = psutil.Process(int(pidfile.read_text()))
+        first = leader.pid
+        assert first is not None
+        os.kill(first, signal.SIGKILL)  # as the OOM killer would: the leader only
+        grandchild.wait(10)  # the leader's orphan was killed with its group, not left running
+        deadline = time.monotonic() + 10
+        while leader.pid == first or not leader.running():
+            assert time.monotonic() < deadline, "started again"
+            time.sleep(0.05)
+        assert leader.crashes.recent == 1
+    finally:
+        supervisor.stop()
+        thread.join(30)
+    assert result == [0], "Ctrl-C/SIGTERM ends with status 0"
+
+
+def test_stop_means_stop_no_restart_during_shutdown() -> None:
+    crasher = Child("crasher", python("import time; time.sleep(0.3)"), dict(os.environ),
+                    RestartPolicy(delay=0.5, max_delay=1, limit=100, window=60))
+    supervisor = Supervisor([crasher])
+    thread, result = run_in_thread(supervisor)
+    deadline = time.monotonic() + 10
+    while crasher.restart_at is None:  # it exited and waits for its restart
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    supervisor.stop()
+    thread.join(10)
+    assert result == [0] and crasher.starts == 1, "not started again once stopping began"
+
+
+def test_stop_goes_in_stages_web_first_redis_last(tmp_path: Path) -> None:
+    record = tmp_path / "stopped"
+    code = ("import signal, sys, time\n"
+            "def stop(*_):\n"
+            f"    open({str(record)!r}, 'a').write(sys.argv[1] + '\\n'); time.sleep(0.3); sys.exit(0)\n"
+            "signal.signal(signal.SIGTERM, stop)\n"
+            "print('ready', flush=True)\n"
+            "while True: time.sleep(1)\n")
+    children = [Child(role, [*python(code), role], dict(os.environ), FAST)
+                for role in ("redis", "build-worker", "launch-worker", "beat", "web")]
+    supervisor = Supervisor(children)
+    thread, result = run_in_thread(supervisor)
+    deadline = time.monotonic() + 20
+    while not all("ready" in child.tail for child in children):  # each has its SIGTERM handler
+        assert time.monotonic() < deadline, [list(child.tail) for child in children]
+        time.sleep(0.05)
+    supervisor.stop()
+    thread.join(30)
+    assert result == [0]
+    stopped = record.read_text().split()
+    assert set(stopped[:2]) == {"beat", "web"} and set(stopped[2:4]) == {"build-worker", "launch-worker"}, stopped
+    assert stopped[4:] == ["redis"], "Redis goes last: the others need it to stop cleanly"
 
 
 def test_roles_and_queues() -> None:
@@ -41,14 +180,16 @@ def _wait(url: str, timeout: float = 60) -> None:
     raise AssertionError(f"{url} did not answer")
 
 
+@pytest.mark.integration
 def test_runner_serves_with_embedded_redis_and_stops_everything_on_sigint(tmp_path: Path) -> None:
     port, flower = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("BINDERY_") and k != "REDIS_URL"}
     env.update({"PORT": str(port), "BINDERY_FLOWER_PORT": str(flower), "BINDERY_DATA_DIR": str(tmp_path),
                 "BINDERY_LAUNCHER": "bench", "BINDERY_LAUNCH_CONCURRENCY": "20",
                 "BINDERY_FLOWER_BASIC_AUTH": "operator:flower-secret"})
+    log = open(tmp_path / "runner.log", "wb")  # a pipe nobody reads would fill and block the service
     runner = subprocess.Popen([sys.executable, "-m", "app.runner"], cwd=ROOT, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                              stdout=log, stderr=subprocess.STDOUT)
     try:
         _wait(f"http://127.0.0.1:{port}/versions")
         _wait(f"http://127.0.0.1:{flower}/healthcheck")
@@ -65,9 +206,12 @@ def test_runner_serves_with_embedded_redis_and_stops_everything_on_sigint(tmp_pa
         assert runner.wait(60) == 0
         _, alive = psutil.wait_procs(children, timeout=30)
         assert not alive, f"still running after Ctrl-C: {[p.pid for p in alive]}"
+        output = (tmp_path / "runner.log").read_text(errors="replace")
+        assert f"bindery: serving on http://127.0.0.1:{port}/" in output
+        assert "celery@" in output or "ready." in output, "the children's output is relayed"
+        assert "flower-secret" not in output
     finally:
         if runner.poll() is None:
             runner.kill()
             runner.wait()
-        if runner.stdout:
-            runner.stdout.close()
+        log.close()

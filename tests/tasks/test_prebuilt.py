@@ -63,7 +63,7 @@ def test_prebuilt_image_launches_without_a_build(stack: Stack, pushed_image: str
     events = collect(f"{stack.url}/build/image/{pushed_image}", timeout=300)
     launched_containers.append(launch_id_of(events))
     # the steps' events; the launcher's own launching lines (a slow server's "Waiting for the server
-    # to answer", the word that this bare image has no notebook UI, issue 18) come between
+    # to answer", the word that this bare image has no notebook UI) come between
     phases = [data["phase"] for _, data in events
               if data["phase"] != "launching" or data["message"] == "Launching server...\n"]
     assert phases == ["waiting", "built", "launching", "ready"], events

@@ -1,4 +1,4 @@
-"""What a person sees after a launch (issue 18), in real headless Chromium against a real Bindery.
+"""What a person sees after a launch, in real headless Chromium against a real Bindery.
 
 Real: gunicorn + Celery workers + embedded Redis (tests.stack.Stack), the reference registry,
 repo2docker building through the Podman engine FROM localhost/bindery-jupyterlab:bookworm
