@@ -7,7 +7,7 @@ from typing import Any
 imports = (
     "tasks.steps.resolve_ref", "tasks.steps.check_registry", "tasks.steps.attach", "tasks.steps.build",
     "tasks.steps.push", "tasks.steps.launch",
-    "tasks.beat.cleanup", "tasks.beat.cleanup_build_pods", "tasks.beat.abandon",
+    "tasks.beat.cleanup", "tasks.beat.cleanup_build_pods", "tasks.beat.abandon", "tasks.beat.stranded",
 )
 
 # Builds run on their own prefork queue so long builds never starve launches;
@@ -61,6 +61,10 @@ def from_settings(settings: dict[str, Any]) -> dict[str, Any]:
             **({"abandon-launches": {"task": "bindery.abandon_launches",
                                      "schedule": abandon_check_interval(settings["abandon_timeout"])}}
                if settings["abandon_timeout"] else {}),
+            # Launches whose message a dying worker took are queued again (tasks/beat/stranded.py).
+            **({"requeue-stranded": {"task": "bindery.requeue_stranded",
+                                     "schedule": min(10.0, max(1.0, settings["launch_pickup_timeout"] / 3))}}
+               if settings["launch_pickup_timeout"] else {}),
             **({"cleanup-build-pods": {"task": "bindery.cleanup_build_pods",
                                        "schedule": float(settings["cleanup_interval"])}}
                if settings["builder"] == "kubernetes" else {}),

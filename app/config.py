@@ -611,6 +611,12 @@ class ConfigSchema(Schema):
         metadata=LAUNCH("Times a launch is retried after its launch worker died mid-launch; after that it fails with "
                         "a message and its server is removed."),
     )
+    launch_pickup_timeout = fields.Float(
+        load_default=30.0, validate=validate.Range(0, 3600),
+        metadata=LAUNCH("Seconds a queued launch may wait, while the launch queue is empty, before it is queued "
+                        "again (a worker killed just as it took the message loses it; only one copy ever runs). "
+                        "0: never; each launch then costs two Redis commands less."),
+    )
     bench_launch_delay = fields.Float(
         load_default=0.0, validate=validate.Range(0, 600),
         metadata=LAUNCH("Seconds the `bench` launcher waits before it reports ready (benchmarks only)."),

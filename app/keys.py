@@ -58,6 +58,13 @@ LAUNCH_REQUEST = Key("bindery:launch:{launch_id}", "string", "tasks/launch_recor
 LAUNCHES_ACTIVE = Key("bindery:launches:active", "sorted set", "tasks/launch_record.py",
                       "members pruned after event_ttl",
                       "Launches that may still run, scored by when they were last known to be watched.")
+LAUNCH_PAYLOAD = Key("bindery:launch:{launch_id}:payload", "string (JSON)", "tasks/launch_record.py", "event_ttl",
+                     "The launch as the web queued it, so a launch whose message was lost can be queued again.")
+LAUNCHES_PENDING = Key("bindery:launches:pending", "sorted set", "tasks/launch_record.py",
+                       "a member leaves when a worker picks the launch up",
+                       "Launches queued but not yet picked up by a launch worker, scored by when they were queued.")
+LAUNCH_PICKED = Key("bindery:picked:{launch_id}", "string", "tasks/worker_lease.py", "event_ttl",
+                    "That a worker picked the launch up: a second copy of its message does nothing.")
 LAUNCH_END = Key("bindery:end:{launch_id}", "string", "tasks/launch_record.py", "event_ttl",
                  "How a launch ended (ready, failed, cancelled): taken once, by SET NX.")
 REDELIVERED = Key("bindery:redelivered:{launch_id}", "string (counter)", "tasks/worker_lease.py", "event_ttl",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
 from app.extensions import events
@@ -12,9 +13,10 @@ from tasks.launch_record import open_record
 def start(provider: str, spec: str, *, build_only: bool, origin: str) -> str:
     """Queue the chain for a spec already validated by its provider; returns the launch id (its event channel)."""
     launch_id = uuid.uuid4().hex
-    created = open_record(launch_id, provider, spec)
+    launch = {"id": launch_id, "provider": provider, "spec": spec, "build_only": build_only,
+              "origin": origin, "created": time.time()}
+    open_record(launch)
     events.publish({"phase": "waiting", "message": "Waiting for a worker to pick up the launch...\n"},
                    channel=launch_id)
-    chain.start({"id": launch_id, "provider": provider, "spec": spec, "build_only": build_only,
-                 "origin": origin, "created": created}).apply_async()
+    chain.start(launch).apply_async()
     return launch_id

@@ -31,7 +31,8 @@ from flask import current_app
 from app import keys
 from app.errors import LaunchError
 from app.extensions import events, redis_client
-from tasks.launch_record import claim_end, ended
+from tasks import chain
+from tasks.launch_record import claim_end, ended, pick_up
 from tasks.outcomes import launch_failed, stop_servers
 
 log = logging.getLogger(__name__)
@@ -106,12 +107,21 @@ def keep_leases(celery_app: Celery) -> threading.Thread:
 
 
 def may_run(request: Any, launch: dict[str, Any]) -> bool:
-    """Whether a launch-queue step should run: not when its launch has ended or crashed too often."""
-    outcome = ended(launch["id"])
+    """Whether a launch-queue step should run: not when its launch has ended, another copy of its first
+    message was picked up already, or it crashed its worker too often."""
+    delivery = getattr(request, "delivery_info", None) or {}
+    redelivered = bool(delivery.get("redelivered"))
+    if delivery and getattr(request, "task", None) == chain.RESOLVE_REF:  # a launch's first message
+        may, outcome = pick_up(launch["id"], redelivered=redelivered)
+        if not may:
+            log.info("launch %s was picked up already: this copy is skipped", launch["id"])
+            return False
+    else:
+        outcome = ended(launch["id"])
     if outcome:
         log.info("launch %s already ended (%s): step skipped", launch["id"], outcome)
         return False
-    if not (getattr(request, "delivery_info", None) or {}).get("redelivered"):
+    if not redelivered:
         return True
     config = current_app.config["BINDERY"]
     key = keys.REDELIVERED(launch["id"])

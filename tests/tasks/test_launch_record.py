@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -23,7 +24,8 @@ def app(redis_server: EmbeddedRedis) -> Iterator[Flask]:
 
 def test_opening_records_the_request_and_that_it_runs(app: Flask) -> None:
     launch_id = uuid.uuid4().hex
-    created = launch_record.open_record(launch_id, "gh", "org/repo/HEAD")
+    created = time.time()
+    launch_record.open_record({"id": launch_id, "provider": "gh", "spec": "org/repo/HEAD", "created": created})
     client = redis_client.client
     assert client.get(keys.LAUNCH_REQUEST(launch_id)) == "gh/org/repo/HEAD"
     assert 590 < client.ttl(keys.LAUNCH_REQUEST(launch_id)) <= 600
@@ -35,13 +37,13 @@ def test_opening_records_the_request_and_that_it_runs(app: Flask) -> None:
 def test_without_the_abandon_sweep_nothing_is_tracked_as_running(app: Flask) -> None:
     app.config["BINDERY"] = {**app.config["BINDERY"], "abandon_timeout": 0}
     launch_id = uuid.uuid4().hex
-    launch_record.open_record(launch_id, "gh", "org/repo/HEAD")
+    launch_record.open_record({"id": launch_id, "provider": "gh", "spec": "org/repo/HEAD", "created": time.time()})
     assert redis_client.client.zscore(keys.LAUNCHES_ACTIVE(), launch_id) is None
 
 
 def test_a_client_resumes_only_its_own_launch_while_it_has_events(app: Flask) -> None:
     launch_id = uuid.uuid4().hex
-    launch_record.open_record(launch_id, "gh", "org/repo/HEAD")
+    launch_record.open_record({"id": launch_id, "provider": "gh", "spec": "org/repo/HEAD", "created": time.time()})
     assert not launch_record.belongs_to(launch_id, "gh", "org/repo/HEAD"), "no events yet: nothing to resume"
     events.publish({"phase": "waiting", "message": "w\n"}, channel=launch_id)
     assert launch_record.belongs_to(launch_id, "gh", "org/repo/HEAD")
@@ -54,3 +56,24 @@ def test_a_launch_ends_once(app: Flask) -> None:
     assert launch_record.claim_end(launch_id, "ready")
     assert not launch_record.claim_end(launch_id, launch_record.CANCELLED), "the sweep came too late"
     assert launch_record.ended(launch_id) == "ready"
+
+
+def test_a_queued_launch_is_pending_until_one_copy_is_picked_up(app: Flask) -> None:
+    launch = {"id": uuid.uuid4().hex, "provider": "gh", "spec": "org/repo/HEAD", "created": time.time() - 100}
+    launch_record.open_record(launch)
+    assert launch_record.queued_payload(launch["id"]) == launch
+    assert launch["id"] in launch_record.pending_since(time.time() - 50)
+    assert launch_record.pick_up(launch["id"], redelivered=False) == (True, None), "the first copy runs"
+    assert launch["id"] not in launch_record.pending_since(time.time())
+    assert launch_record.pick_up(launch["id"], redelivered=False) == (False, None), "a second copy does not"
+    assert launch_record.pick_up(launch["id"], redelivered=True)[0], "a copy re-delivered after a crash does"
+    assert launch_record.claim_end(launch["id"], "ready")
+    assert launch_record.pick_up(launch["id"], redelivered=True) == (True, "ready"), "and hears it ended"
+
+
+def test_without_pickup_timeout_nothing_is_kept_for_requeueing(app: Flask) -> None:
+    app.config["BINDERY"] = {**app.config["BINDERY"], "launch_pickup_timeout": 0}
+    launch = {"id": uuid.uuid4().hex, "provider": "gh", "spec": "org/repo/HEAD", "created": time.time() - 100}
+    launch_record.open_record(launch)
+    assert launch_record.queued_payload(launch["id"]) is None
+    assert launch["id"] not in launch_record.pending_since(time.time())
