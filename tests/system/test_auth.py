@@ -248,3 +248,16 @@ def test_the_oauth_state_is_checked_and_used_once(system: System) -> None:
     assert COOKIE not in bogus.text and system.hub.token not in bogus.text
     # another browser (no pending log-in in its cookie) cannot finish it
     assert requests.get(callback, params={"code": "x", "state": state}, allow_redirects=False).status_code == 400
+
+
+def test_no_secret_in_logs_events_or_pages(system: System) -> None:
+    """Run last: the hub's API token (also the OAuth client secret here) and the session key are nowhere."""
+    secret = (system.stack.directory / "session_secret").read_text().strip()
+    places = {role: (system.stack.directory / f"{role}.log").read_text(errors="replace")
+              for role in system.stack.processes}
+    places["launch events"] = (system.stack.directory / "launch-events.jsonl").read_text()
+    for path in ("/about", "/versions", "/health", "/metrics"):
+        places[path] = requests.get(f"{system.stack.url}{path}", timeout=30).text
+    for where, text in places.items():
+        assert system.hub.token not in text, f"hub token in {where}"
+        assert secret not in text, f"session key in {where}"
