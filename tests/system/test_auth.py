@@ -5,8 +5,8 @@ password, as the hub's own tests use), Bindery registered on it as an OAuth serv
 Bindery (gunicorn, both Celery workers, Redis: tests/stack.py) with the jupyterhub launcher;
 repo2docker building through the Podman engine; DockerSpawner starting the user's named server
 from that image; Debian's Chromium driven by Playwright doing the logins and following the
-redirects.  One hub and one Bindery for the module; the hub's servers are stopped with the hub
-and this hub's containers removed by their label.
+redirects.  One hub (configured with the chart's auth.enabled file) and one Bindery for the
+module; the hub's servers are stopped with the hub and this hub's containers removed by their label.
 """
 
 from __future__ import annotations
@@ -38,20 +38,22 @@ pytestmark = [pytest.mark.integration, pytest.mark.engine]
 PASSWORD = secrets.token_urlsafe(12)
 COOKIE = "bindery-session"
 
-# After the launcher tests' hub config: a login with a password, and Bindery as an OAuth client of
-# the hub (what charts/bindery's auth.enabled writes for a hub; docs/authentication.md).
-HUB_AUTH = """
+# After the launcher tests' hub config: a login with a password, then Bindery as an OAuth client
+# of the hub exactly as charts/bindery's auth.enabled writes it (its bindery-hub-auth file).
+HUB_LOGIN = """
 c.JupyterHub.authenticator_class = "dummy"
 c.DummyAuthenticator.password = {password!r}
 c.Authenticator.allow_all = True
-c.JupyterHub.redirect_to_server = False
-c.JupyterHub.services[0].update({{
-    "oauth_client_id": "service-bindery",
-    "oauth_redirect_uri": "{bindery}/oauth_callback",
-    "oauth_no_confirm": True,
-}})
-c.JupyterHub.load_roles.append({{"name": "user", "scopes": ["self", "access:services!service=bindery"]}})
 """
+
+
+def chart_hub_config(bindery_url: str) -> str:
+    """The chart's jupyterhub_config.d file for a Bindery at ``bindery_url`` (service "bindery")."""
+    from tests.charts.test_bindery_chart import find, render
+
+    docs = render({"auth": {"enabled": True, "serviceName": "bindery",
+                            "redirectUrl": f"{bindery_url}/oauth_callback"}})
+    return str(find(docs, "ConfigMap", "bindery-hub-auth")["data"]["bindery-auth.py"])
 
 
 class System:
@@ -79,7 +81,8 @@ def system(tmp_path_factory: pytest.TempPathFactory, docker_host: str,
         "keepalive_interval": 1, "launch_timeout": 120, "image_prefix": f"bindery-auth-{uuid.uuid4().hex[:6]}-",
     })
     (directory / "hub").mkdir()
-    hub = Hub(directory / "hub", docker_host, extra=HUB_AUTH.format(password=PASSWORD, bindery=stack.url))
+    hub = Hub(directory / "hub", docker_host,
+              extra=HUB_LOGIN.format(password=PASSWORD) + chart_hub_config(stack.url))
     try:
         hub.wait()
         stack.settings.update({"hub_url": hub.url, "hub_api_token": hub.token})
@@ -182,6 +185,26 @@ def test_users_log_in_through_the_hub_and_launch_into_their_own_named_servers(
     assert again.url.startswith(f"{system.hub.url}hub/login"), again.url
     alice.close()
     bob.close()
+
+
+def test_max_servers_per_user_counts_the_users_servers_from_bindery(system: System) -> None:
+    """Run after the launch above: alice and bob each have one server that Bindery started."""
+    from app.config import load_config
+    from app.errors import QuotaExceeded
+    from tasks.backends.jupyterhub_launcher import JupyterHubLauncher
+
+    def launcher(**settings: Any) -> JupyterHubLauncher:
+        return JupyterHubLauncher(load_config({"launcher": "jupyterhub", "hub_url": system.hub.url,
+                                               "hub_api_token": system.hub.token, **settings}, environ={}))
+
+    launch = {"id": uuid.uuid4().hex, "user": "alice", "image": JUPYTER_IMAGE, "resolved_ref": "abc",
+              "repo_url": "https://example.org/another.git", "ref_url": "", "origin": system.stack.url}
+    with pytest.raises(QuotaExceeded, match=r"You have 1 servers running .* \(1\)"):
+        launcher(max_servers_per_user=1).launch(launch, lambda event: None)
+    assert launcher().running() == 2, "quota_total and /health count users' servers too"
+    with pytest.raises(QuotaExceeded, match="full"):
+        launcher(quota_total=2).launch(launch, lambda event: None)
+    assert len(system.servers("alice")) == 1, "nothing was started"
 
 
 def _cookie(secret: str, data: dict[str, Any], at: float | None = None) -> str:
