@@ -187,7 +187,7 @@ def test_users_log_in_through_the_hub_and_launch_into_their_own_named_servers(
     bob.close()
 
 
-def test_max_servers_per_user_counts_the_users_servers_from_bindery(system: System) -> None:
+def test_quotas_count_users_servers_and_a_cancelled_launch_removes_only_its_own(system: System) -> None:
     """Run after the launch above: alice and bob each have one server that Bindery started."""
     from app.config import load_config
     from app.errors import QuotaExceeded
@@ -205,6 +205,13 @@ def test_max_servers_per_user_counts_the_users_servers_from_bindery(system: Syst
     with pytest.raises(QuotaExceeded, match="full"):
         launcher(quota_total=2).launch(launch, lambda event: None)
     assert len(system.servers("alice")) == 1, "nothing was started"
+
+    # a cancelled launch (tasks/beat/abandon.py calls stop) removes the server it started, and only that
+    [bobs] = system.servers("bob").values()
+    assert launcher().stop(uuid.uuid4().hex) == 0
+    assert launcher().stop(bobs["user_options"]["bindery_launch"]) == 1
+    assert system.servers("bob") == {} and len(system.servers("alice")) == 1
+    assert system.api("GET", "/users/bob").status_code == 200, "the user stays: only the server goes"
 
 
 def _cookie(secret: str, data: dict[str, Any], at: float | None = None) -> str:
