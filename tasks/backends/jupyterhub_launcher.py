@@ -7,6 +7,10 @@ takes the image from there (``bindery_spawner.BinderSpawnerMixin``).  The
 server's progress stream becomes ``launching`` events.  A failed spawn is
 retried with a new user after a growing pause.  The service token needs the
 scopes ``admin:users``, ``admin:servers``, ``access:servers`` and ``tokens``.
+
+A launch for a logged-in user (``auth_enabled``; the payload's ``user``) starts no
+temporary user and makes no token: it starts, or goes back to, a named server of
+that user (see ``launch_for_user`` and docs/authentication.md).
 """
 
 from __future__ import annotations
