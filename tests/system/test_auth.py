@@ -230,6 +230,11 @@ def _cookie(secret: str, data: dict[str, Any], at: float | None = None) -> str:
         itsdangerous.timed.time.time = original  # type: ignore[assignment]
 
 
+def tamper(value: str) -> str:
+    """The cookie with the first character of its payload changed (the signature no longer fits)."""
+    return ("f" if value[0] != "f" else "g") + value[1:]
+
+
 def test_without_a_good_session_build_fails_403_and_pages_go_to_the_hub(system: System) -> None:
     url = system.stack.url
     spec = urllib.parse.quote("http://127.0.0.1:9/nothing.git", safe="") + "/main"
@@ -244,7 +249,7 @@ def test_without_a_good_session_build_fails_403_and_pages_go_to_the_hub(system: 
     forged = _cookie(secrets.token_urlsafe(48), {"user": "alice"})
     expired = _cookie(secret, {"user": "alice"}, at=time.time() - 9 * 3600)  # session_max_age is 8 h
     page = f"{url}/v2/git/{spec}"
-    for name, cookie in (("forged", forged), ("expired", expired), ("tampered", good[:-2] + "xx")):
+    for name, cookie in (("forged", forged), ("expired", expired), ("tampered", tamper(good))):
         answer = requests.get(page, cookies={COOKIE: cookie}, allow_redirects=False, timeout=10)
         assert answer.status_code == 302, name
         assert answer.headers["Location"].startswith(f"{system.hub.url}hub/api/oauth2/authorize?"), name
@@ -252,6 +257,11 @@ def test_without_a_good_session_build_fails_403_and_pages_go_to_the_hub(system: 
         assert events[0][1]["status_code"] == 403, name
     answer = requests.get(page, cookies={COOKIE: good}, allow_redirects=False, timeout=10)
     assert answer.status_code == 200 and "Logged in as <strong>alice</strong>" in answer.text
+
+
+def other_state(state: str) -> str:
+    """The state with its last character changed (always to another one)."""
+    return state[:-1] + ("A" if state[-1] != "A" else "B")
 
 
 def test_the_oauth_state_is_checked_and_used_once(system: System) -> None:
@@ -263,7 +273,7 @@ def test_the_oauth_state_is_checked_and_used_once(system: System) -> None:
     state = query["state"][0]
     callback = f"{system.stack.url}/oauth_callback"
 
-    wrong = browser.get(callback, params={"code": "x", "state": state[:-1] + "A"}, allow_redirects=False)
+    wrong = browser.get(callback, params={"code": "x", "state": other_state(state)}, allow_redirects=False)
     assert wrong.status_code == 400 and "cannot be checked" in wrong.text
     # the wrong attempt used the pending log-in up: the right state is no good any more either
     late = browser.get(callback, params={"code": "x", "state": state}, allow_redirects=False)
