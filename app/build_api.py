@@ -15,7 +15,7 @@ from flask import Blueprint, Response, current_app, request
 from flask.typing import ResponseReturnValue
 from flask_sse import Message
 
-from app import build_tokens, launches, rate_limit, request_limits, stream_limit
+from app import auth, build_tokens, launches, rate_limit, request_limits, stream_limit
 from app.client_address import client_key
 from app.errors import BinderyError, RateLimited, failed_event
 from app.extensions import events, redis_client
@@ -85,6 +85,7 @@ def build(provider: str, spec: str) -> ResponseReturnValue:
         request_limits.check_url()
         request_limits.check_spec(spec)
         check_client_allowed()
+        user = auth.require_user(f"{request.host_url}v2/{provider}/{spec}")
         resume = parse_event_id(request.headers.get("Last-Event-ID") or request.args.get("lastEventId"))
         if resume and launch_record.belongs_to(resume[0], provider, spec):
             # A reconnect is not a new launch: no token needed, not counted; it is an open stream.
@@ -99,7 +100,7 @@ def build(provider: str, spec: str) -> ResponseReturnValue:
         get_provider(provider, spec, current_app.config["BINDERY"])  # refuses a bad spec now
         launch_id = launches.start(provider, spec,
                                    build_only=request.args.get("build_only", "").lower() in _TRUE,
-                                   origin=request.host_url)
+                                   origin=request.host_url, user=user)
     except BinderyError as error:
         if slot is not None:
             slot.release()

@@ -321,6 +321,58 @@ class ConfigSchema(Schema):
         load_default="", validate=validate.Length(max=5000),
         metadata=FRONT_DOOR("Operator's message shown on /about (plain text; line breaks kept)."),
     )
+    # Authentication (docs/authentication.md): users log in through JupyterHub's OAuth, as with
+    # BinderHub's auth_enabled; each launch is a named server of the logged-in user.
+    auth_enabled = fields.Boolean(
+        load_default=False,
+        metadata=FRONT_DOOR("Users must log in through JupyterHub (Bindery is an OAuth client of the hub, as "
+                            "BinderHub's auth_enabled) before the landing page, /v2/ links and /build serve them; each "
+                            "launch becomes a named server of that user. Needs the `jupyterhub` launcher. Off: "
+                            "anonymous launches, as before."),
+    )
+    hub_oauth_client_id = fields.String(
+        load_default="service-bindery", validate=validate.Regexp(r"^service-[A-Za-z0-9._-]{1,200}$"),
+        metadata=FRONT_DOOR("OAuth client id of Bindery's service on the hub: the service's oauth_client_id "
+                            "(JupyterHub's default is service-<service name>)."),
+    )
+    hub_oauth_client_secret = fields.String(
+        load_default=None, allow_none=True,
+        metadata=FRONT_DOOR("OAuth client secret: the hub uses its service's API token as the client secret. "
+                            "Unset: hub_api_token. Never logged.", secret=True),
+    )
+    hub_oauth_redirect_url = fields.String(
+        load_default=None, allow_none=True, validate=validate.Regexp(r"^https?://[^\s]+/oauth_callback$"),
+        metadata=FRONT_DOOR("Where the hub sends users back after logging in: the service's oauth_redirect_uri, "
+                            "ending in /oauth_callback. Unset: this Bindery's own URL as the request names it "
+                            "+ oauth_callback."),
+    )
+    session_secret = fields.String(
+        load_default=None, allow_none=True, validate=validate.Length(min=32),
+        metadata=FRONT_DOOR("Key that signs session cookies (at least 32 characters); every web process needs the "
+                            "same one. Unset: created once in <data_dir>/session_secret (one machine). Never "
+                            "logged.", secret=True),
+    )
+    session_max_age = fields.Integer(
+        load_default=8 * 3600, validate=validate.Range(60, 30 * 86400),
+        metadata=FRONT_DOOR("Seconds a login lasts; an older session cookie is refused and the user is sent to the "
+                            "hub again (usually without a password, the hub remembers them)."),
+    )
+    max_servers_per_user = fields.Integer(
+        load_default=0, validate=validate.Range(0, 1000),
+        metadata=FRONT_DOOR("Servers one logged-in user may have running from Bindery at once, on top of the "
+                            "per-repository quotas; a launch over it fails with 429 (0: no limit)."),
+    )
+
+    @validates_schema
+    def _check_auth(self, data: Mapping[str, Any], **kwargs: Any) -> None:
+        if not data.get("auth_enabled"):
+            return
+        if data.get("launcher") != "jupyterhub":
+            raise ValidationError("needs launcher: jupyterhub (users log in through the hub and launch into their "
+                                  "own named servers)", "auth_enabled")
+        if not data.get("hub_url") or not (data.get("hub_oauth_client_secret") or data.get("hub_api_token")):
+            raise ValidationError("needs hub_url and hub_api_token (or hub_oauth_client_secret)", "auth_enabled")
+
 
     # --- providers ----------------------------------------------------------------------------
     enabled_providers = StringList(

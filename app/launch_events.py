@@ -41,6 +41,8 @@ class LaunchEventSchema(Schema):
     status = fields.String(required=True, validate=validate.OneOf(["success", "failure"]))
     build_token = fields.Boolean(load_default=False)
     origin = fields.String(required=True)
+    authenticated = fields.Boolean(metadata={"help": "present (true) when the launch was for a logged-in user "
+                                                     "(auth_enabled); never who"})
 
 
 def make_event(launch: dict[str, Any], status: str) -> dict[str, Any]:
@@ -52,6 +54,8 @@ def make_event(launch: dict[str, Any], status: str) -> dict[str, Any]:
         "provider": PROVIDER_NAMES.get(launch["provider"], "Git"), "spec": launch["spec"],
         "ref": launch.get("resolved_ref") or "", "status": status, "origin": origin,
     }
+    if launch.get("user"):
+        event["authenticated"] = True
     return LaunchEventSchema().load(event)
 
 

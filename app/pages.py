@@ -12,6 +12,7 @@ from flask.typing import ResponseReturnValue
 from werkzeug.http import HTTP_STATUS_CODES
 
 from app import build_tokens, request_limits
+from app.auth import login_required
 from app.errors import BinderyError
 from app.health import VERSION
 from app.network_bans import check_client_allowed
@@ -25,6 +26,7 @@ BADGE_MAX_AGE = 86400
 
 
 @bp.route("/")
+@login_required
 def index() -> ResponseReturnValue:
     return render_template("index.html")
 
@@ -45,6 +47,7 @@ def _build_token(provider: str, spec: str) -> str | None:
 
 
 @bp.route("/v2/<provider>/<path:spec>")
+@login_required
 def loading(provider: str, spec: str) -> ResponseReturnValue:
     spec = raw_spec(f"/v2/{provider}/", spec)
     try:

@@ -30,6 +30,9 @@ class LaunchSchema(Schema):
     quota = fields.Integer(load_default=None, allow_none=True,
                            metadata={"help": "servers of this repository that may run at once (0: no limit); "
                                              "from quota_per_repo, high_quota_specs and spec_config"})
+    user = fields.String(load_default=None, allow_none=True, validate=validate.Regexp(r"\A[^/\x00-\x1f\x7f]{1,255}\Z"),
+                         metadata={"help": "the logged-in JupyterHub user the server is for (auth_enabled); "
+                                           "None: an anonymous launch"})
     log_path = fields.String(load_default=None, allow_none=True,
                              metadata={"help": "where this image's build log is served"})
 

@@ -10,12 +10,18 @@ a fallback reaches the loading page in a ``launching`` event.  The
 server's progress stream becomes ``launching`` events.  A failed spawn is
 retried with a new user after a growing pause.  The service token needs the
 scopes ``admin:users``, ``admin:servers``, ``access:servers`` and ``tokens``.
+
+A launch for a logged-in user (``auth_enabled``; the payload's ``user``) starts no
+temporary user and makes no token: it starts, or goes back to, a named server of
+that user (see ``launch_for_user`` and docs/authentication.md).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import re
 import secrets
 import time
 import urllib.parse
@@ -73,8 +79,8 @@ class JupyterHubLauncher:
         users = self._call("GET", "/users?state=active&limit=10000").json()
         if isinstance(users, dict):  # paginated answer
             users = users.get("items", [])
-        return [server for user in users if user["name"].startswith(self.config["hub_user_prefix"])
-                for server in (user.get("servers") or {}).values()]
+        return [server for user in users for server in (user.get("servers") or {}).values()
+                if user["name"].startswith(self.config["hub_user_prefix"]) or _started_by_bindery(server)]
 
     def ping(self) -> None:
         """Raises LaunchError when the hub's API does not answer (for /health)."""
@@ -101,6 +107,8 @@ class JupyterHubLauncher:
     # --- launch --------------------------------------------------------------------------
     def launch(self, launch: dict[str, Any], emit: Emit) -> tuple[str, str]:
         """Start a server through the hub; returns (url, token) when it is ready."""
+        if launch.get("user"):
+            return self.launch_for_user(launch, emit)
         self.check_quota(launch["repo_url"], launch.get("quota"))
         deadline = time.monotonic() + self.config["launch_timeout"]
         attempts = self.config["hub_launch_retries"] + 1
@@ -149,7 +157,8 @@ class JupyterHubLauncher:
             emit(event)
         return url, token
 
-    def _follow_progress(self, server: str, emit: Emit, deadline: float, fallback: str = "") -> str:
+    def _follow_progress(self, server: str, emit: Emit, deadline: float, fallback: str = "",
+                         name: str = SERVER_NAME) -> str:
         """Re-emit the hub's progress events; the server's URL once it is ready."""
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -182,8 +191,8 @@ class JupyterHubLauncher:
         if time.monotonic() > deadline:
             raise LaunchError(f"The server did not start within {self.config['launch_timeout']} s.")
         # The stream ended without a verdict: ask the hub directly.
-        state = self._call("GET", server.replace(f"/servers/{SERVER_NAME}", "")).json()
-        info = (state.get("servers") or {}).get(SERVER_NAME) or {}
+        state = self._call("GET", server.replace(f"/servers/{name}", "")).json()
+        info = (state.get("servers") or {}).get(name) or {}
         if info.get("ready"):
             return str(info["url"])
         raise SpawnFailed("the server stopped while starting")
@@ -215,7 +224,7 @@ class JupyterHubLauncher:
         names = [user["name"] for user in self._users() if user["name"].startswith(prefix)]
         for name in names:
             self._delete_user(name)
-        return len(names)
+        return len(names) + self._stop_user_servers(launch_id)
 
     def cleanup(self, max_age: float) -> int:
         """Delete Bindery's users whose server stopped, or that are older than ``max_age``."""
@@ -232,6 +241,127 @@ class JupyterHubLauncher:
                 self._delete_user(user["name"])
                 removed += 1
         return removed
+
+    # --- logged-in users (auth_enabled) --------------------------------------------------
+    def launch_for_user(self, launch: dict[str, Any], emit: Emit) -> tuple[str, str]:
+        """A named server of the logged-in user, one per repository and ref (see user_server_name).
+
+        A second launch of the same link goes back to the running server.  No token is made: the
+        user's own hub login opens their server, and nobody else's.
+        """
+        user = launch["user"]
+        name = user_server_name(launch["repo_url"], launch.get("resolved_ref") or "")
+        server = f"/users/{urllib.parse.quote(user, safe='')}/servers/{name}"
+        deadline = time.monotonic() + self.config["launch_timeout"]
+        existing = self._user_servers(user)
+        current = existing.get(name)
+        if current and current.get("ready"):
+            emit({"phase": "launching", "message": "Your server for this repository is already running; "
+                                                   "going back to it.\n"})
+            return urllib.parse.urljoin(self.hub_url, current["url"]), ""
+        if current is None:
+            self.check_quota(launch["repo_url"], launch.get("quota"))
+            self._check_user_quota(existing)
+        attempts = self.config["hub_launch_retries"] + 1
+        reason = ""
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._start_user_server(user, name, server, launch, emit, deadline), ""
+            except SpawnFailed as exc:
+                reason = str(exc)
+                self._remove_user_server(server)
+            except BaseException:
+                self._remove_user_server(server, only_launch=launch["id"])
+                raise
+            if attempt < attempts:
+                pause = self.config["hub_retry_delay"] * 2 ** (attempt - 1)
+                if time.monotonic() + pause >= deadline:
+                    break
+                emit({"phase": "launching", "message": f"Launch attempt {attempt} failed ({reason}); "
+                                                       f"retrying in {pause:g} s...\n"})
+                time.sleep(pause)
+        raise LaunchError(f"Launching your server failed after {attempt} attempts: {reason}")
+
+    def _user_servers(self, user: str) -> dict[str, dict[str, Any]]:
+        """The user's running or starting servers, by name."""
+        answer = self._call("GET", f"/users/{urllib.parse.quote(user, safe='')}", ok=(200, 404))
+        if answer.status_code == 404:
+            raise LaunchError("Your JupyterHub user does not exist (any more): log out, log in again and "
+                              "relaunch.", 403)
+        return dict(answer.json().get("servers") or {})
+
+    def _check_user_quota(self, existing: dict[str, dict[str, Any]]) -> None:
+        limit = self.config["max_servers_per_user"]
+        mine = sum(1 for server in existing.values() if _started_by_bindery(server))
+        if limit and mine >= limit:
+            raise QuotaExceeded(f"You have {mine} servers running from this Bindery, the most one user may have "
+                                f"({limit}). Stop one on your JupyterHub home page ({self.hub_url}hub/home) and "
+                                "launch again.")
+
+    def _start_user_server(self, user: str, name: str, server: str, launch: dict[str, Any], emit: Emit,
+                           deadline: float) -> str:
+        options = {"image": launch["image"], "repo_url": launch["repo_url"],
+                   "binder_ref_url": launch.get("ref_url") or "",
+                   "binder_launch_host": launch.get("origin") or "", "bindery_launch": launch["id"],
+                   "default_url": self.config["default_url"]}  # (the server's root opens it: no token to check it)
+        response = self._call("POST", server, json=options, ok=(201, 202, 400, 500))
+        if response.status_code == 400:  # already running (a launch of the same link got there first)
+            info = self._user_servers(user).get(name) or {}
+            if info.get("ready"):
+                return urllib.parse.urljoin(self.hub_url, info["url"])
+            if info.get("pending") != "spawn":
+                raise SpawnFailed(_hub_message(response))
+        if response.status_code == 500:  # the reason is on the progress stream, as in _launch_once
+            self._follow_progress(server, lambda event: None, deadline, fallback=_hub_message(response), name=name)
+        return urllib.parse.urljoin(self.hub_url, self._follow_progress(server, emit, deadline, name=name))
+
+    def _remove_user_server(self, server: str, only_launch: str | None = None, wait: float = 60) -> None:
+        """Stop and forget one named server of a user (never the user); ``only_launch``: if that launch started it."""
+        try:
+            if only_launch is not None:
+                info = self._call("GET", server, ok=(200, 404))
+                options = (info.json().get("user_options") or {}) if info.status_code == 200 else {}
+                if options.get("bindery_launch") != only_launch:
+                    return
+            stop = self._call("DELETE", server, ok=(202, 204, 400, 404), json={"remove": True}, timeout=wait)
+            deadline = time.monotonic() + wait
+            while stop.status_code == 202 and time.monotonic() < deadline:
+                if self._call("GET", server, ok=(200, 404)).status_code == 404:
+                    break
+                time.sleep(0.5)
+        except LaunchError as exc:
+            log.warning("could not remove a user's server: %s", exc.message)
+
+    def _stop_user_servers(self, launch_id: str) -> int:
+        """Remove the logged-in users' servers this launch started (a cancelled launch); others stay."""
+        users = self._call("GET", "/users?state=active&limit=10000").json()
+        if isinstance(users, dict):
+            users = users.get("items", [])
+        found = [f"/users/{urllib.parse.quote(user['name'], safe='')}/servers/{name}"
+                 for user in users for name, server in (user.get("servers") or {}).items()
+                 if (server.get("user_options") or {}).get("bindery_launch") == launch_id]
+        for server in found:
+            self._remove_user_server(server)
+        return len(found)
+
+
+def user_server_name(repo_url: str, ref: str) -> str:
+    """The name of a user's server for a repository at a ref: the same link, the same server.
+
+    A valid JupyterHub server name (a safe slug: 1-30 characters of a-z, 0-9 and single
+    hyphens, starting with a letter): the repository's name, then a hash of the
+    repository URL and the ref, so different repositories with one name do not meet.
+    """
+    path = urllib.parse.urlsplit(repo_url).path if "://" in repo_url else repo_url
+    last = [part for part in path.lower().removesuffix(".git").split("/") if part][-1:] or [""]
+    tail = re.sub(r"^[^a-z]+", "", "-".join(re.findall(r"[a-z0-9]+", last[0])))[:21].strip("-") or "repo"
+    digest = hashlib.sha256(f"{repo_url}\n{ref}".encode()).hexdigest()[:8]
+    return f"{tail}-{digest}"
+
+
+def _started_by_bindery(server: dict[str, Any]) -> bool:
+    """A logged-in user's server that a Bindery launch started (its user_options name the launch)."""
+    return bool((server.get("user_options") or {}).get("bindery_launch"))
 
 
 def _hub_message(response: requests.Response) -> str:

@@ -57,6 +57,8 @@ SECRET = {
     "build_token_secret": f"SECRET-build-token-key-{MARK}",
     "git_ssh_key": f"SECRET-ssh-key-{MARK}",  # a file name: the path is what is secret here
     "git_credentials": f"SECRET-git-credential-{MARK}",
+    "hub_oauth_client_secret": f"SECRET-hub-oauth-client-{MARK}",
+    "session_secret": f"SECRET-session-cookie-key-{MARK}-{MARK}",
 }
 CLIENT_ID = "bindery-client-id"
 
@@ -73,6 +75,7 @@ def secret_settings(directory: Path) -> dict[str, Any]:
         "registry_username": REGISTRY_USER, "registry_password": SECRET["registry_password"],
         "hub_api_token": SECRET["hub_api_token"], "flower_basic_auth": SECRET["flower_basic_auth"],
         "build_token_secret": SECRET["build_token_secret"],
+        "hub_oauth_client_secret": SECRET["hub_oauth_client_secret"], "session_secret": SECRET["session_secret"],
         "git_ssh_key": str(key), "git_ssh_known_hosts": str(known),
         "git_credentials": {"https://git.example.org/": {"username": "bot", "password": SECRET["git_credentials"]}},
     }

@@ -250,6 +250,7 @@ SECRET_VALUES: dict[str, Any] = {
     "hub_api_token": "hub-api-token-5", "flower_basic_auth": "admin:flower-password-6",
     "git_credentials": {"https://git.example.org/team/": {"username": "bot", "password": "git-password-7"}},
     "git_ssh_key": "/etc/bindery/ssh/id-ed25519-8", "build_token_secret": "build-token-secret-9-xxxxxxxx",
+    "hub_oauth_client_secret": "hub-oauth-client-secret-10", "session_secret": "session-secret-11-" + "x" * 20,
 }
 
 
@@ -276,10 +277,82 @@ def test_behind_the_charts_ingress_one_proxy_hop_is_trusted(tmp_path: Path) -> N
     assert bindery_config(render(explicit), tmp_path)["trusted_proxy_hops"] == 2
 
 
+# --- authentication (auth.enabled) -------------------------------------------------------------
+
+AUTH = {"auth": {"enabled": True}, "ingress": {"enabled": True, "host": "binder.example.org",
+                                                 "tlsSecretName": "binder-tls"},
+        "config": {"BinderHub": {"hub_url": "https://hub.example.org/"}},
+        "jupyterhub": {"hub": {"services": {"binder": {"apiToken": "hub-token-for-auth-0123"}}}}}
+
+
+def hub_auth_config(docs: list[dict[str, Any]], services: list[dict[str, Any]],
+                    roles: list[dict[str, Any]]) -> Any:
+    """The hub's config after the chart's jupyterhub_config.d file ran on top of ``services`` and ``roles``
+    (what zero-to-jupyterhub's config set from hub.services and hub.loadRoles)."""
+    from traitlets.config import Config
+
+    c = Config()
+    c.JupyterHub.services = services
+    c.JupyterHub.load_roles = roles
+    code = find(docs, "ConfigMap", "bindery-hub-auth")["data"]["bindery-auth.py"]
+    exec(compile(code, "bindery-auth.py", "exec"), {"c": c})
+    return c.JupyterHub
+
+
+def test_one_switch_makes_bindery_a_hub_oauth_client(tmp_path: Path) -> None:
+    docs = render(AUTH)
+    config = bindery_config(docs, tmp_path)
+    assert config["auth_enabled"] and config["launcher"] == "jupyterhub"
+    assert config["hub_oauth_client_id"] == "service-binder"
+    assert config["hub_oauth_redirect_url"] == "https://binder.example.org/oauth_callback"
+    assert len(config["session_secret"]) == 48  # made at install, in the Secret only
+    assert config["session_secret"] not in json.dumps(find(docs, "ConfigMap", "bindery"))
+    assert "BINDERY_SESSION_SECRET" in secret_env(docs)
+
+    hub = hub_auth_config(docs, [{"name": "binder", "api_token": "hub-token-for-auth-0123"}],
+                          [{"name": "user", "scopes": ["self", "read:users:name"]}])
+    assert hub.allow_named_servers is True
+    assert hub.services == [{"name": "binder", "api_token": "hub-token-for-auth-0123",
+                             "oauth_client_id": "service-binder", "oauth_no_confirm": True,
+                             "oauth_redirect_uri": "https://binder.example.org/oauth_callback"}]
+    roles = {role["name"]: role for role in hub.load_roles}
+    assert roles["user"]["scopes"] == ["access:services!service=binder", "read:users:name", "self"]
+    assert roles["bindery-service"] == {"name": "bindery-service", "services": ["binder"],
+                                        "scopes": ["admin:users", "admin:servers", "access:servers", "tokens"]}
+    # the API token never reaches the hub's file: it stays in the hub's own config
+    assert "hub-token-for-auth-0123" not in json.dumps(find(docs, "ConfigMap", "bindery-hub-auth"))
+    # the bundled hub loads the file; without auth.enabled there is no file, so nothing changes
+    values = helm.Chart.load(CHART).merge_values({})
+    mount = values["jupyterhub"]["hub"]["extraVolumeMounts"][0]
+    assert mount["mountPath"] == "/usr/local/etc/jupyterhub/jupyterhub_config.d"
+    assert values["jupyterhub"]["hub"]["extraVolumes"][0]["configMap"] == {"name": "bindery-hub-auth",
+                                                                          "optional": True}
+    assert not [d for d in render() if d["metadata"]["name"] == "bindery-hub-auth"]
+    assert not bindery_config(render(), tmp_path)["auth_enabled"]
+
+
+def test_auth_settings_and_a_hub_without_the_service(tmp_path: Path) -> None:
+    values = merge(AUTH, {"auth": {"serviceName": "bindery", "redirectUrl": "https://b.example.org/oauth_callback",
+                                   "sessionSecret": "k" * 40, "maxServersPerUser": 3}})
+    docs = render(values)
+    config = bindery_config(docs, tmp_path)
+    assert (config["hub_oauth_client_id"], config["hub_oauth_redirect_url"], config["session_secret"],
+            config["max_servers_per_user"]) == ("service-bindery", "https://b.example.org/oauth_callback",
+                                                "k" * 40, 3)
+    hub = hub_auth_config(docs, [], [])
+    assert [s["name"] for s in hub.services] == ["bindery"] and hub.services[0]["oauth_client_id"] == "service-bindery"
+    assert {role["name"] for role in hub.load_roles} == {"user", "bindery-service"}
+
+
+def test_auth_without_a_redirect_url_is_refused_with_a_message() -> None:
+    with pytest.raises(Exception, match="auth.enabled needs auth.redirectUrl"):
+        render({"auth": {"enabled": True}})
+
+
 # --- lint and schema ---------------------------------------------------------------------------
 
 def test_lint_is_clean() -> None:
-    for values in ({}, guide("gcr-secret.yaml", "gcr-config.yaml"), {"builder": {"engine": "podman"}}):
+    for values in ({}, guide("gcr-secret.yaml", "gcr-config.yaml"), {"builder": {"engine": "podman"}}, AUTH):
         report = helm.lint(CHART, values, strict=False)
         assert report["errors"] == []
         problems = [m for m in report["messages"] if m["severity"] >= 2]
@@ -296,6 +369,8 @@ def test_lint_is_clean() -> None:
     {"flower": {"basicAuth": "no-colon"}},
     {"registry": {"password": 42}},
     {"unknownTopLevel": True},
+    {"auth": {"enabled": True, "redirectUrl": "https://b.example.org/elsewhere"}},
+    {"auth": {"enabled": True, "sessionSecret": "too-short"}},
 ])
 def test_values_that_violate_the_schema_are_refused(values: dict[str, Any]) -> None:
     chart = helm.Chart.load(CHART)

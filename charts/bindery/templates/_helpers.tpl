@@ -66,7 +66,7 @@ The registry, as Zero to BinderHub describes it, resolved once:
 
 {{/* Settings whose values are secrets: they go to the Secret (as BINDERY_* variables), never the ConfigMap. */}}
 {{- /* Every setting app/config.py marks secret (tests/charts checks the two lists agree). */ -}}
-{{- define "bindery.secretNames" -}}github_token github_client_secret gitlab_token registry_password hub_api_token flower_basic_auth git_credentials git_ssh_key build_token_secret{{- end -}}
+{{- define "bindery.secretNames" -}}github_token github_client_secret gitlab_token registry_password hub_api_token flower_basic_auth git_credentials git_ssh_key build_token_secret hub_oauth_client_secret session_secret{{- end -}}
 
 {{/*
 Bindery's settings: every lower-case key of .Values.config, then what the chart and the
@@ -120,6 +120,13 @@ Zero to BinderHub layout say. Explicit lower-case settings win over translated o
 {{- end -}}
 {{- $hubToken := dig "hub" "services" "binder" "apiToken" "" ($v.jupyterhub | default dict) -}}
 {{- with $hubToken }}{{- $_ := set $s "hub_api_token" . -}}{{- end -}}
+{{- if $v.auth.enabled -}}
+{{- $_ := set $s "auth_enabled" true -}}
+{{- $_ := set $s "hub_oauth_client_id" (printf "service-%s" $v.auth.serviceName) -}}
+{{- $_ := set $s "hub_oauth_redirect_url" (include "bindery.authRedirectUrl" .) -}}
+{{- $_ := set $s "session_secret" (include "bindery.sessionSecret" .) -}}
+{{- with $v.auth.maxServersPerUser }}{{- $_ := set $s "max_servers_per_user" (int .) -}}{{- end -}}
+{{- end -}}
 {{- $ghToken := get $gh "access_token" | default (dig "accessToken" "" ($v.github | default dict)) -}}
 {{- with $ghToken }}{{- $_ := set $s "github_token" . -}}{{- end -}}
 {{- with $v.flower.basicAuth }}{{- $_ := set $s "flower_basic_auth" . -}}{{- end -}}
@@ -129,6 +136,28 @@ Zero to BinderHub layout say. Explicit lower-case settings win over translated o
 {{- if regexMatch "^[a-z][a-z0-9_]*$" $key }}{{- $_ := set $s $key $value -}}{{- end -}}
 {{- end -}}
 {{- toJson $s -}}
+{{- end -}}
+
+{{/* auth.enabled: where the hub sends users back after they log in (the service's oauth_redirect_uri). */}}
+{{- define "bindery.authRedirectUrl" -}}
+{{- $v := .Values -}}
+{{- if $v.auth.redirectUrl -}}{{ $v.auth.redirectUrl }}
+{{- else if and $v.ingress.enabled $v.ingress.host -}}
+{{ ternary "https" "http" (not (empty $v.ingress.tlsSecretName)) }}://{{ $v.ingress.host }}/oauth_callback
+{{- else -}}
+{{- fail "auth.enabled needs auth.redirectUrl (or the chart's ingress with a host): the hub sends users back there after they log in" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* auth.enabled: the key that signs session cookies; auth.sessionSecret, else the one this release's
+Secret already holds (kept on upgrade, so logins survive), else a new one. */}}
+{{- define "bindery.sessionSecret" -}}
+{{- if .Values.auth.sessionSecret -}}{{ .Values.auth.sessionSecret }}
+{{- else -}}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "bindery.fullname" .) | default dict -}}
+{{- $kept := dig "data" "BINDERY_SESSION_SECRET" "" $existing -}}
+{{- if $kept }}{{ $kept | b64dec }}{{ else }}{{ randAlphaNum 48 }}{{ end -}}
+{{- end -}}
 {{- end -}}
 
 {{/* The ConfigMap's settings: everything but secrets. */}}

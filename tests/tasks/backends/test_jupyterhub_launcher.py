@@ -92,7 +92,8 @@ def _free_port() -> int:
 
 
 class Hub:
-    def __init__(self, tmp: Path, docker_host: str) -> None:
+    def __init__(self, tmp: Path, docker_host: str, extra: str = "") -> None:
+        """``extra``: more hub config, after (so overriding) the lines above (tests/system/test_auth.py)."""
         chp = shutil.which("configurable-http-proxy")
         if not chp:
             pytest.fail("configurable-http-proxy is missing: `make test` installs it (scripts/test-setup.sh)")
@@ -102,7 +103,7 @@ class Hub:
         self.tmp = tmp
         config = HUB_CONFIG.format(spawner_dir=str(SPAWNER_DIR), proxy_port=self.proxy_port, hub_port=_free_port(),
                                    proxy_api_port=_free_port(), chp=chp, tmp=tmp, docker_host=docker_host,
-                                   image=JUPYTER_IMAGE, token=self.token, run_id=self.run_id)
+                                   image=JUPYTER_IMAGE, token=self.token, run_id=self.run_id) + extra
         (tmp / "jupyterhub_config.py").write_text(config)
         env = {**os.environ, "CONFIGPROXY_AUTH_TOKEN": secrets.token_hex(16)}
         env.pop("JUPYTERHUB_API_TOKEN", None)
