@@ -7,6 +7,11 @@ these headers is tests/system/test_cross_origin.py.
 
 from __future__ import annotations
 
+import json
+import re
+import sys
+import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -106,3 +111,105 @@ def test_pages_stay_closed_when_the_api_is_open(redis_server: EmbeddedRedis) -> 
 def test_a_value_that_is_not_one_origin_or_star_stops_the_start(redis_server: EmbeddedRedis, value: str) -> None:
     with pytest.raises(ConfigError, match="cors_allow_origin"):
         create_app({"redis_url": redis_server.url, "launcher": "bench", "cors_allow_origin": value})
+
+
+# --- the front door keeps working for cross-origin pages -------------------------------------
+
+BAD_SPEC = "/build/gh/org/only-a-user"  # refused by the provider (400) after the limit is counted
+
+
+def _final(response: Any) -> dict[str, Any]:
+    lines = [line for line in response.get_data(as_text=True).splitlines() if line.startswith("data:")]
+    return dict(json.loads(lines[-1][5:]))
+
+
+def _visitor() -> str:
+    """An address of a /64 no other test uses, so counts never carry over."""
+    return f"2001:db8:{uuid.uuid4().hex[:4]}:{uuid.uuid4().hex[:4]}::1"
+
+
+def test_a_docs_site_s_launches_are_limited_per_visitor_not_per_site(redis_server: EmbeddedRedis) -> None:
+    client = create_app({"redis_url": redis_server.url, "launcher": "bench", "cors_allow_origin": "*",
+                         "rate_limit": 2, "rate_limit_period": 3600, "trusted_proxy_hops": 1}).test_client()
+    site = {**SSE, "Origin": "https://docs.example.org"}  # every visitor's browser sends the site's origin
+    first, second = _visitor(), _visitor()
+    answers = [client.get(BAD_SPEC, headers={**site, "X-Forwarded-For": first}) for _ in range(3)]
+    assert [_final(r)["status_code"] for r in answers] == [400, 400, 429]
+    refused = answers[2]
+    assert refused.headers["Access-Control-Allow-Origin"] == "*", "the page can read why it was refused"
+    assert "retry-after" in refused.headers["Access-Control-Expose-Headers"]
+    assert _final(client.get(BAD_SPEC, headers={**site, "X-Forwarded-For": second}))["status_code"] == 400, \
+        "another visitor of the same site has an allowance of its own"
+
+
+def test_a_build_token_from_bindery_s_page_is_refused_on_another_site(redis_server: EmbeddedRedis) -> None:
+    client = create_app({"redis_url": redis_server.url, "launcher": "bench", "cors_allow_origin": "*",
+                         "enabled_providers": ["gh"]}).test_client()
+    page = client.get("/v2/gh/org/repo/HEAD").get_data(as_text=True)
+    config = re.search(r'<script type="application/json" id="launch-config">(.*?)</script>', page)
+    assert config, "the loading page embeds its launch config"
+    token = json.loads(config.group(1))["buildToken"]
+    answer = client.get(f"{BUILD}?build_token={token}", headers=SSE)  # SSE carries Origin: PAGE
+    event = _final(answer)
+    assert event["status_code"] == 403 and "another site" in event["message"], event
+
+
+# --- launched servers trust the same origin --------------------------------------------------
+
+@pytest.mark.parametrize("setting, expected", [
+    ("", []),
+    (PAGE, [f"--ServerApp.allow_origin={PAGE}"]),
+    ("*", ["--ServerApp.allow_origin=*", "--ServerApp.allow_origin_pat=.*"]),  # as BinderHub's spawner
+])
+def test_the_docker_launcher_passes_the_setting_to_the_server(setting: str, expected: list[str]) -> None:
+    from app.config import load_config
+    from tasks.backends.docker_launcher import DockerLauncher
+
+    for command in (["jupyter", "server"], ["/opt/own/start-server", "--debug"]):  # an operator's own command
+        config = load_config({"cors_allow_origin": setting, "launch_command": command, "default_url": "/"},
+                             environ={})
+        args = DockerLauncher(None, config)._command(19650)  # type: ignore[arg-type]
+        assert args[:len(command)] == command, "launch_command is kept as it is"
+        assert [a for a in args if "allow_origin" in a] == expected
+
+
+class _Spawner:
+    """The part of a JupyterHub spawner the mixin builds on (the real hub is in
+    tests/tasks/backends/test_jupyterhub_launcher.py)."""
+
+    def __init__(self, user_options: dict[str, Any]) -> None:
+        self.user_options = user_options
+
+    def get_args(self) -> list[str]:
+        return ["--port=8888"]
+
+
+def _mixed() -> type:
+    """BinderSpawnerMixin in front of the stand-in spawner (the mixin is a hub-side file)."""
+    contrib = str(Path(__file__).resolve().parents[2] / "contrib" / "jupyterhub")
+    if contrib not in sys.path:
+        sys.path.insert(0, contrib)
+    from bindery_spawner import BinderSpawnerMixin
+
+    return type("Spawner", (BinderSpawnerMixin, _Spawner), {})
+
+
+@pytest.mark.parametrize("origin, expected", [
+    (None, []),
+    ("", []),
+    (PAGE, [f"--NotebookApp.allow_origin={PAGE}", f"--ServerApp.allow_origin={PAGE}"]),
+    ("*", ["--NotebookApp.allow_origin=*", "--NotebookApp.allow_origin_pat=.*",
+           "--ServerApp.allow_origin=*", "--ServerApp.allow_origin_pat=.*"]),
+])
+def test_the_spawner_mixin_passes_user_options_origin_in_both_spellings(origin: str | None,
+                                                                        expected: list[str]) -> None:
+    Spawner = _mixed()
+    options = {} if origin is None else {"cors_allow_origin": origin}
+    assert Spawner(options).get_args() == ["--port=8888", *expected]
+
+
+@pytest.mark.parametrize("origin", ["https://a.org/x", "--ServerApp.token=", "* ", 5])
+def test_the_spawner_mixin_refuses_what_is_not_an_origin(origin: Any) -> None:
+    Spawner = _mixed()
+    with pytest.raises(ValueError, match="cors_allow_origin"):
+        Spawner({"cors_allow_origin": origin}).get_args()
