@@ -33,16 +33,25 @@ from werkzeug.serving import make_server
 
 from app import create_app
 from app.redis_server import EmbeddedRedis
-from tests.conftest import GitServer
+from tasks.backends.jupyterhub_launcher import JupyterHubLauncher
+from tests.conftest import JUPYTER_IMAGE, GitServer
 from tests.stack import ROOT, Stack, collect
+from tests.tasks.backends import test_jupyterhub_launcher as hub_tests
 
 pytestmark = [pytest.mark.integration, pytest.mark.engine]
+
+# a real JupyterHub with DockerSpawner and the spawner mixin, as the launcher's own tests start it
+hub = hub_tests.hub
+hub_users = hub_tests.hub_users
 
 NPM = ROOT / "var" / "test-npm"
 LAB_IMAGE = "localhost/bindery-jupyterlab:bookworm"  # has ipykernel: thebe needs a kernel
 CHROMIUM = "/usr/bin/chromium"
+# Nothing leaves loopback (thebe would fetch MathJax or require.js from CDNs only for output that needs
+# them): names do not resolve.  Not Playwright's request routing: with it, Chromium lets Playwright answer
+# CORS preflights itself, and these tests are about who answers them.
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update"]
+                 "--disable-component-update", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"]
 BLOCKED = "blocked by CORS policy"
 
 
@@ -146,12 +155,10 @@ def browser() -> Iterator[Any]:
 
 
 class Page:
-    """A fresh browser context (no saved sessions) whose console is kept; nothing leaves loopback."""
+    """A fresh browser context (no saved sessions) whose console is kept."""
 
     def __init__(self, browser: Any) -> None:
         self.context = browser.new_context()
-        self.context.route("**/*", lambda route: route.continue_()
-                           if urllib.parse.urlsplit(route.request.url).hostname == "127.0.0.1" else route.abort())
         self.page = self.context.new_page()
         self.console: list[str] = []
         self.page.on("console", lambda message: self.console.append(message.text))
@@ -330,3 +337,22 @@ def test_the_browser_refuses_when_the_page_s_origin_is_not_allowed(
         page.page.wait_for_timeout(100)
     assert any("/build/git/" in line for line in page.blocked()), page.console
     assert page.page.evaluate("!(window.thebe && window.thebe.session)"), "no kernel without Bindery's answer"
+
+
+def test_a_server_launched_through_jupyterhub_trusts_the_page_s_origin(
+        hub: Any, hub_users: None, sites: tuple[StaticSite, StaticSite], page: Page) -> None:
+    """The jupyterhub launcher's user_options -> the spawner mixin -> the server's allow_origin."""
+    trusted = sites[0]
+    config = hub_tests._config(hub, cors_allow_origin=trusted.origin)
+    url, token = JupyterHubLauncher(config).launch(hub_tests._launch(JUPYTER_IMAGE), lambda event: None)
+    trusted.pages["/hub.html"] = "<!doctype html><title>hub</title>"
+    page.page.goto(f"{trusted.origin}/hub.html")
+    # a header of its own makes this a preflighted request, as thebe's kernel calls are
+    answer = page.page.evaluate("""async ([url, token]) => {
+        try {
+            const r = await fetch(url + "api/kernelspecs", {headers: {Authorization: "token " + token}});
+            return {status: r.status, body: await r.json()};
+        } catch (error) { return {error: String(error)}; }  // refused: the server does not trust the page
+    }""", [url, token])
+    assert answer["status"] == 200 and "kernelspecs" in answer["body"], answer
+    assert not page.blocked(), page.console
