@@ -239,7 +239,11 @@ def test_a_thebe_page_on_another_origin_runs_a_cell_on_a_server_bindery_launched
     started = time.monotonic()
     page.page.goto(f"{trusted.origin}/thebe.html")
     # thebe renders the cell with a run button, then asks Bindery for a server and starts a kernel
-    page.page.wait_for_function("() => window.thebe && window.thebe.session", timeout=120_000)
+    deadline = started + 120
+    while not page.page.evaluate("!!(window.thebe && window.thebe.session)"):
+        assert not page.blocked(), page.blocked()  # e.g. the server was not told to trust the page
+        assert time.monotonic() < deadline, f"no kernel within 120 s: {page.console[-10:]}"
+        page.page.wait_for_timeout(100)
     kernel_ready = time.monotonic() - started
     page.page.locator(".thebe-run-button").first.click()
     output = page.page.locator(".jp-OutputArea-output").first
