@@ -5,8 +5,8 @@ Bindery's ``jupyterhub`` launcher starts named servers with ``user_options``
 (Bindery's setting of that name, e.g. ``/lab``) becomes the spawner's ``default_url``, the page the
 server's root redirects to, as BinderHub's ``singleuser.defaultUrl`` does; ``cors_allow_origin``
 (Bindery's setting) becomes the server's ``allow_origin``, as BinderHub's
-``BinderSpawner.cors_allow_origin`` does, so one setting opens Bindery and the servers it launches.  Mix this in
-front of any spawner that has an ``image`` trait (KubeSpawner, DockerSpawner) in the
+``BinderSpawner.cors_allow_origin`` does, so one setting opens Bindery and the servers it
+launches.  Mix this in front of any spawner that has an ``image`` trait (KubeSpawner, DockerSpawner) in the
 hub's config, with this file's directory on the hub's ``PYTHONPATH``::
 
     from bindery_spawner import BinderSpawnerMixin
