@@ -304,6 +304,19 @@ class ConfigSchema(Schema):
         metadata=FRONT_DOOR("Refuse a build token sent from another origin than the one it was issued to (the Origin "
                             "header, else Host)."),
     )
+    cors_allow_origin = fields.String(
+        load_default="",
+        validate=validate.Regexp(r"^(|\*|https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?)\Z",
+                                 error="must be empty (off), * (any origin) or one origin such as "
+                                       "https://docs.example.org (scheme, host and port; no path)"),
+        metadata=FRONT_DOOR("Origin whose pages may use this Bindery's API from the browser (BinderHub's setting of "
+                            "this name): thebe, Jupyter Book and BinderHub's JS client on a documentation site. "
+                            "One origin (https://docs.example.org) or * (any). Sent as Access-Control-Allow-Origin "
+                            "on /build, /api/*, /health, /versions and /logs, which then answer preflight requests, "
+                            "and passed to every launched server (--ServerApp.allow_origin) so the page can run "
+                            "its kernel. Empty: off, the browser refuses cross-origin use (/versions alone answers "
+                            "*). See docs/cross-origin.md."),
+    )
     keepalive_interval = fields.Float(
         load_default=25.0, validate=validate.Range(0.05, 300),
         metadata=FRONT_DOOR("Seconds between `:keepalive` comments on an event stream."),

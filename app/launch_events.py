@@ -40,7 +40,9 @@ class LaunchEventSchema(Schema):
     ref = fields.String(required=True)
     status = fields.String(required=True, validate=validate.OneOf(["success", "failure"]))
     build_token = fields.Boolean(load_default=False)
-    origin = fields.String(required=True)
+    origin = fields.String(required=True, metadata={"help": "the Bindery host that served the launch"})
+    request_origin = fields.String(load_default="", metadata={"help": "the requesting page's Origin header, "
+                                                                      "else Sec-Fetch-Site, else empty"})
     authenticated = fields.Boolean(metadata={"help": "present (true) when the launch was for a logged-in user "
                                                      "(auth_enabled); never who"})
 
@@ -53,6 +55,7 @@ def make_event(launch: dict[str, Any], status: str) -> dict[str, Any]:
         "timestamp": datetime.datetime.now(datetime.UTC).isoformat(),
         "provider": PROVIDER_NAMES.get(launch["provider"], "Git"), "spec": launch["spec"],
         "ref": launch.get("resolved_ref") or "", "status": status, "origin": origin,
+        "request_origin": launch.get("request_origin") or "",
     }
     if launch.get("user"):
         event["authenticated"] = True

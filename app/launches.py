@@ -10,14 +10,17 @@ from tasks import chain
 from tasks.launch_record import open_record
 
 
-def start(provider: str, spec: str, *, build_only: bool, origin: str, user: str | None = None) -> str:
+def start(provider: str, spec: str, *, build_only: bool, origin: str, request_origin: str = "",
+          user: str | None = None) -> str:
     """Queue the chain for a spec already validated by its provider; returns the launch id (its event channel).
 
-    ``user``: the logged-in hub user the server is for (auth_enabled), else None (an anonymous launch).
+    ``request_origin``: the page that asked (launch events record it); ``user``: the logged-in hub
+    user the server is for (auth_enabled), else None (an anonymous launch).
     """
     launch_id = uuid.uuid4().hex
     launch = {"id": launch_id, "provider": provider, "spec": spec, "build_only": build_only,
-              "origin": origin, "created": time.time(), **({"user": user} if user else {})}
+              "origin": origin, "request_origin": request_origin, "created": time.time(),
+              **({"user": user} if user else {})}
     open_record(launch)
     events.publish({"phase": "waiting", "message": "Waiting for a worker to pick up the launch...\n"},
                    channel=launch_id)

@@ -18,6 +18,7 @@ class LaunchSchema(Schema):
     spec = fields.String(required=True)
     build_only = fields.Boolean(load_default=False)
     origin = fields.String(load_default="")
+    request_origin = fields.String(load_default="", metadata={"help": "the page's Origin header (launch events)"})
     created = fields.Float(required=True, metadata={"help": "time.time() when the request arrived"})
     repo_url = fields.String(load_default=None, allow_none=True)
     ref_url = fields.String(load_default=None, allow_none=True)

@@ -2,8 +2,8 @@
 
 Per launch: a temporary user (``hub_user_prefix`` + a random part), a token of
 that user that opens only the new server, and a named server started with
-``user_options`` {image, token, repo_url, binder_ref_url, default_url, ...}; the
-hub's spawner takes the image and the server's default page from there
+``user_options`` {image, token, repo_url, binder_ref_url, default_url, cors_allow_origin, ...};
+the hub's spawner takes the image, the server's default page and the origins it trusts from there
 (``bindery_spawner.BinderSpawnerMixin``).  Once the server is ready, one request
 through the hub finds whether the image serves that page (tasks/backends/default_url.py);
 a fallback reaches the loading page in a ``launching`` event.  The
@@ -142,7 +142,8 @@ class JupyterHubLauncher:
         options = {"image": launch["image"], "token": token, "repo_url": launch["repo_url"],
                    "binder_ref_url": launch.get("ref_url") or "",
                    "binder_launch_host": launch.get("origin") or "",
-                   "default_url": self.config["default_url"]}
+                   "default_url": self.config["default_url"],
+                   "cors_allow_origin": self.config["cors_allow_origin"]}
         server = f"/users/{quoted}/servers/{SERVER_NAME}"
         response = self._call("POST", server, json=options, ok=(201, 202, 400, 500))
         if response.status_code in (400, 500):
