@@ -43,6 +43,9 @@ class LaunchEventSchema(Schema):
     origin = fields.String(required=True)
 
 
+_SCHEMA = LaunchEventSchema()  # one per process: making a Schema costs more than a load
+
+
 def make_event(launch: dict[str, Any], status: str) -> dict[str, Any]:
     """A validated event for a launch payload (raises ValidationError on a bad one)."""
     origin = (launch.get("origin") or "").split("://", 1)[-1].rstrip("/")
@@ -52,7 +55,7 @@ def make_event(launch: dict[str, Any], status: str) -> dict[str, Any]:
         "provider": PROVIDER_NAMES.get(launch["provider"], "Git"), "spec": launch["spec"],
         "ref": launch.get("resolved_ref") or "", "status": status, "origin": origin,
     }
-    return LaunchEventSchema().load(event)
+    return _SCHEMA.load(event)
 
 
 def event_file(config: dict[str, Any]) -> Path:
