@@ -10,13 +10,22 @@ a fallback reaches the loading page in a ``launching`` event.  The
 server's progress stream becomes ``launching`` events.  A failed spawn is
 retried with a new user after a growing pause.  The service token needs the
 scopes ``admin:users``, ``admin:servers``, ``access:servers`` and ``tokens``.
+
+The token is asked of the hub (one call per launch more than BinderHub, which makes its
+token itself): BinderHub's spawner can take a token of its own only by running the server
+without the hub's authentication (``auth_enabled`` off: ``--ServerApp.token=<token>``
+instead of jupyterhub-singleuser), so the hub no longer decides who opens it nor sees its
+activity.  A hub token keeps both, opens only this one server and expires with
+``launch_max_age``; the price is one hub round trip per launch.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import secrets
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -26,6 +35,7 @@ from typing import Any
 import requests
 
 from app.errors import LaunchError, QuotaExceeded
+from providers.http import new_session, proxies_for
 from tasks.backends.default_url import default_url_event, find_default_url
 
 log = logging.getLogger(__name__)
@@ -36,6 +46,31 @@ SERVER_NAME = "binder"
 
 class SpawnFailed(Exception):
     """One spawn attempt failed; the message is the hub's reason."""
+
+
+_pools: dict[tuple[int, str], tuple[requests.Session, requests.Session]] = {}
+_pools_lock = threading.Lock()
+
+
+def pooled_sessions(hub_url: str) -> tuple[requests.Session, requests.Session]:
+    """This process's two sessions for one hub: the service's API calls, and requests to new servers.
+
+    Made once per process (a forked child makes its own) from providers.http.new_session:
+    connections stay open across launches, no cookie is kept, and the environment (proxy,
+    CA bundle) is read here once instead of on every call.  The servers' session is apart so
+    the service's token header never rides along; each of its requests carries its own.
+    """
+    key = (os.getpid(), hub_url)
+    found = _pools.get(key)
+    if found is None:
+        with _pools_lock:
+            found = _pools.get(key)
+            if found is None:
+                found = (new_session(), new_session())
+                for session in found:
+                    session.proxies = proxies_for(hub_url)
+                _pools[key] = found
+    return found
 
 
 def _created(user: dict[str, Any]) -> float:
@@ -52,7 +87,9 @@ class JupyterHubLauncher:
         self.config = config
         self.hub_url = config["hub_url"].rstrip("/") + "/"
         self.api_url = (config.get("hub_api_url") or urllib.parse.urljoin(self.hub_url, "hub/api")).rstrip("/")
-        self.session = session or requests.Session()
+        self.session, self.server_session = pooled_sessions(self.api_url)
+        if session is not None:
+            self.session = session
         self.headers = {"Authorization": f"token {config['hub_api_token']}"}
 
     # --- HTTP ----------------------------------------------------------------------------
@@ -142,8 +179,8 @@ class JupyterHubLauncher:
             # reason on the server's progress stream (a `failed` event), so read it there.
             self._follow_progress(server, lambda event: None, deadline, fallback=_hub_message(response))
         url = urllib.parse.urljoin(self.hub_url, self._follow_progress(server, emit, deadline))
-        # a session of its own: the user's token and any cookie of the server stay out of the service's
-        found = find_default_url(requests.Session(), url, token, self.config["default_url"])
+        # not the service's session: the user's token goes on each request; no cookie is kept
+        found = find_default_url(self.server_session, url, token, self.config["default_url"])
         event = default_url_event(self.config["default_url"], found)
         if event:
             emit(event)
