@@ -37,6 +37,25 @@ _EVENT_ID = re.compile(r"^([0-9a-f]{32})_(\d{1,20}-\d{1,20})$")
 
 
 
+#: SET NX the claim; only if it was free: XADD the event, EXPIRE the stream, PUBLISH the wake-up.
+_CLAIM_AND_PUBLISH = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return false end
+local id = redis.call('XADD', KEYS[2], '*', 'data', ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+redis.call('PUBLISH', ARGV[4], '1')
+return id
+"""
+
+
+def _claim_and_publish(client: redis.Redis) -> Any:
+    """The registered script (EVALSHA, loaded on first use by redis-py), one per client."""
+    script = getattr(client, "_bindery_claim_and_publish", None)
+    if script is None:
+        script = client.register_script(_CLAIM_AND_PUBLISH)
+        client._bindery_claim_and_publish = script  # type: ignore[attr-defined]
+    return script
+
+
 def parse_event_id(value: str | None) -> tuple[str, str] | None:
     """``Last-Event-ID`` → (channel, stream entry id), or None when absent or not ours."""
     match = _EVENT_ID.match(value or "")
@@ -124,6 +143,27 @@ class EventStream(ServerSentEventsBlueprint):
         pipe.publish(keys.NOTIFY(channel), "1")
         entry_id, _, _ = pipe.execute()
         return str(entry_id)
+
+    def queue_publish(self, pipe: Any, data: Any, channel: str) -> None:
+        """Add :meth:`publish`'s commands to the caller's pipeline, to go with its own in one round trip."""
+        key = keys.EVENTS(channel)
+        pipe.xadd(key, {"data": json.dumps(data)})
+        pipe.expire(key, current_app.config["BINDERY"]["event_ttl"])
+        pipe.publish(keys.NOTIFY(channel), "1")
+
+    def publish_if_claimed(self, data: Any, channel: str, claim_key: str, claim_value: str,
+                           pipe: Any = None) -> Any:
+        """Take ``claim_key`` (SET NX, ``event_ttl``) and publish only if it was ours: one round trip.
+
+        Returns True/False, or, given a pipeline, adds the script to it and returns the pipeline
+        (its result is then the entry id, or None when the claim was someone else's).
+        """
+        ttl = current_app.config["BINDERY"]["event_ttl"]
+        script = _claim_and_publish(self.redis)
+        args = (claim_value, ttl, json.dumps(data), keys.NOTIFY(channel))
+        if pipe is not None:
+            return script(keys=[claim_key, keys.EVENTS(channel)], args=args, client=pipe)
+        return script(keys=[claim_key, keys.EVENTS(channel)], args=args) is not None
 
     def exists(self, channel: str) -> bool:
         return bool(self.redis.exists(keys.EVENTS(channel)))
