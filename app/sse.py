@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import redis
-from flask import Response, current_app, stream_with_context
+from flask import Response, current_app
 from flask_sse import Message, ServerSentEventsBlueprint
 
 from app import keys
@@ -185,11 +185,35 @@ class EventStream(ServerSentEventsBlueprint):
         entries: Any = self.redis.xrevrange(keys.EVENTS(channel), count=look_back)
         return next((fields["source"] for _, fields in entries if "source" in fields), None)
 
-    def _ended_at(self, channel: str, entry_id: str) -> bool:
-        """Whether the channel's last event is terminal and is the one at ``entry_id``."""
-        last: Any = self.redis.xrevrange(keys.EVENTS(channel), count=1)
-        return bool(last) and last[0][0] == entry_id and \
-            json.loads(last[0][1]["data"]).get("phase") in TERMINAL_PHASES
+    def _open(self, channel: str, after: str) -> tuple[bool, list[tuple[str, dict[str, Any]]] | None]:
+        """A stream opens: in one round trip, whether a resumed one already saw the end (the
+        channel's last event is the terminal one at ``after``), the reader mark, and the first read.
+
+        Returns (ended, events after ``after``); events are None when the read must be done again.
+        """
+        settings = current_app.config["BINDERY"]
+        key = keys.EVENTS(channel)
+        pipe = self.redis.pipeline(transaction=False)
+        resumed = after != "0-0"
+        if resumed:
+            pipe.xrevrange(key, count=1)
+        if settings["abandon_timeout"]:
+            pipe.set(keys.READER(channel), f"{time.time():.3f}",
+                     ex=int(settings["abandon_timeout"] + settings["keepalive_interval"]) + 5)
+        pipe.xrange(key, min=f"({after}", count=1000)
+        found = pipe.execute(raise_on_error=False)
+        if resumed:
+            last = found[0]
+            if isinstance(last, Exception):
+                raise last
+            if last and last[0][0] == after and json.loads(last[0][1]["data"]).get("phase") in TERMINAL_PHASES:
+                return True, None
+        if settings["abandon_timeout"] and isinstance(found[-2], Exception):
+            log.warning("could not record a reader of %s (%s)", channel, type(found[-2]).__name__)
+        entries = found[-1]
+        if isinstance(entries, Exception):
+            raise entries
+        return False, [(entry_id, json.loads(fields["data"])) for entry_id, fields in entries]
 
     def _mark_read(self, channel: str) -> None:
         """Someone reads this channel now: one SET per stream per keepalive, best effort."""
@@ -213,23 +237,27 @@ class EventStream(ServerSentEventsBlueprint):
         settings = current_app.config["BINDERY"]
         interval = settings["keepalive_interval"]
         idle_limit = settings["stream_idle_timeout"]
-        if after != "0-0" and self._ended_at(channel, after):
-            return  # a client reconnecting after the last event: nothing more will come
-        self._mark_read(channel)
         # The reader mark need only be fresh well within abandon_timeout, not at every keepalive.
         mark_every = max(interval, settings["abandon_timeout"] / 4)
         notifier = self._notifier()
-        waiter = notifier.register(channel)
+        waiter = notifier.register(channel)  # before the first read, so no wake-up falls in between
         try:
+            ended, pending = self._open(channel, after)
+            if ended:
+                return  # a client reconnecting after the last event: nothing more will come
             last_event = last_keepalive = last_read = marked = time.monotonic()
             woken = True
             while True:
                 # Read only when woken (or now and then, in case a wake-up was lost): a stream's
                 # keepalive then costs no Redis round trip.
                 if woken or time.monotonic() - last_read >= SAFETY_READ_SECONDS:
-                    waiter.clear()
+                    if pending is not None:  # the open's read: a wake-up since registering stays set
+                        entries, pending = pending, None
+                    else:
+                        waiter.clear()
+                        entries = self.read(channel, after)
                     last_read = time.monotonic()
-                    for entry_id, data in self.read(channel, after):
+                    for entry_id, data in entries:
                         after = entry_id
                         last_event = time.monotonic()
                         yield Message(data, id=f"{channel}_{entry_id}")
@@ -255,12 +283,16 @@ class EventStream(ServerSentEventsBlueprint):
     def response(self, channel: str, after: str = "0-0") -> Response:
         """The ``text/event-stream`` response for one channel."""
 
-        @stream_with_context
+        # The app context only, not the request's (what stream_with_context keeps for the
+        # stream's whole life): an open stream needs the config and Redis, nothing of its request.
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+
         def generate() -> Iterator[str]:
             yield KEEPALIVE  # flush headers at once so the client knows it is connected
             try:
-                for message in self.messages(channel, after):
-                    yield str(message)
+                with app.app_context():
+                    for message in self.messages(channel, after):
+                        yield str(message)
             except redis.RedisError as exc:
                 # Redis stayed away longer than redis_retry_seconds.  The status went out long
                 # ago, so end the response: EventSource reconnects with Last-Event-ID and resumes.
