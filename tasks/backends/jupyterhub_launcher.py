@@ -52,13 +52,15 @@ _pools: dict[tuple[int, str], tuple[requests.Session, requests.Session]] = {}
 _pools_lock = threading.Lock()
 
 
-def pooled_sessions(hub_url: str) -> tuple[requests.Session, requests.Session]:
+def pooled_sessions(hub_url: str, pool_size: int = 32) -> tuple[requests.Session, requests.Session]:
     """This process's two sessions for one hub: the service's API calls, and requests to new servers.
 
     Made once per process (a forked child makes its own) from providers.http.new_session:
     connections stay open across launches, no cookie is kept, and the environment (proxy,
     CA bundle) is read here once instead of on every call.  The servers' session is apart so
     the service's token header never rides along; each of its requests carries its own.
+    ``pool_size``: connections kept per host, as many as the launches that may call at once
+    (a connection beyond the pool is closed after its request, and the next one is made anew).
     """
     key = (os.getpid(), hub_url)
     found = _pools.get(key)
@@ -66,7 +68,7 @@ def pooled_sessions(hub_url: str) -> tuple[requests.Session, requests.Session]:
         with _pools_lock:
             found = _pools.get(key)
             if found is None:
-                found = (new_session(), new_session())
+                found = (new_session(pool_size), new_session(pool_size))
                 for session in found:
                     session.proxies = proxies_for(hub_url)
                 _pools[key] = found
@@ -87,7 +89,7 @@ class JupyterHubLauncher:
         self.config = config
         self.hub_url = config["hub_url"].rstrip("/") + "/"
         self.api_url = (config.get("hub_api_url") or urllib.parse.urljoin(self.hub_url, "hub/api")).rstrip("/")
-        self.session, self.server_session = pooled_sessions(self.api_url)
+        self.session, self.server_session = pooled_sessions(self.api_url, max(32, config.get("launch_concurrency", 0)))
         if session is not None:
             self.session = session
         self.headers = {"Authorization": f"token {config['hub_api_token']}"}
