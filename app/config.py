@@ -796,6 +796,13 @@ class ConfigSchema(Schema):
         load_default="json", validate=validate.OneOf(["json", "text"]),
         metadata=OPERATIONS("Log lines as JSON (with launch id and image) or plain text."),
     )
+    log_each_task = fields.Boolean(
+        load_default=False,
+        metadata=OPERATIONS("Workers log a line when each Celery task is received and when it succeeds (with "
+                            "its payload) or retried. Costs about 8 % of a cached launch's worker CPU (py-spy, "
+                            "2026-11-30); off, Bindery's own lines still say what each launch did, and failures "
+                            "are logged either way."),
+    )
     launch_event_sinks = StringList(
         load_default=["file"], validate=validate.ContainsOnly(["file", "stdout", "redis"]),
         metadata=OPERATIONS("Where launch events (BinderHub launch schema) go: file, stdout, redis."),
