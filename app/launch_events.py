@@ -47,6 +47,9 @@ class LaunchEventSchema(Schema):
                                                      "(auth_enabled); never who"})
 
 
+_SCHEMA = LaunchEventSchema()  # one per process: making a Schema costs more than a load
+
+
 def make_event(launch: dict[str, Any], status: str) -> dict[str, Any]:
     """A validated event for a launch payload (raises ValidationError on a bad one)."""
     origin = (launch.get("origin") or "").split("://", 1)[-1].rstrip("/")
@@ -59,7 +62,7 @@ def make_event(launch: dict[str, Any], status: str) -> dict[str, Any]:
     }
     if launch.get("user"):
         event["authenticated"] = True
-    return LaunchEventSchema().load(event)
+    return _SCHEMA.load(event)
 
 
 def event_file(config: dict[str, Any]) -> Path:

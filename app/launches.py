@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 import uuid
 
-from app.extensions import events
 from tasks import chain
 from tasks.launch_record import open_record
 
@@ -21,8 +20,6 @@ def start(provider: str, spec: str, *, build_only: bool, origin: str, request_or
     launch = {"id": launch_id, "provider": provider, "spec": spec, "build_only": build_only,
               "origin": origin, "request_origin": request_origin, "created": time.time(),
               **({"user": user} if user else {})}
-    open_record(launch)
-    events.publish({"phase": "waiting", "message": "Waiting for a worker to pick up the launch...\n"},
-                   channel=launch_id)
+    open_record(launch, first_event={"phase": "waiting", "message": "Waiting for a worker to pick up the launch...\n"})
     chain.start(launch).apply_async()
     return launch_id

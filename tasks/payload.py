@@ -38,5 +38,11 @@ class LaunchSchema(Schema):
                              metadata={"help": "where this image's build log is served"})
 
 
+#: One schema for the process: making a marshmallow Schema deep-copies its fields, which cost more
+#: than loading a payload with it (load keeps no state on the instance, so greenlets may share it).
+_SCHEMA = LaunchSchema()
+
+
 def load_launch(payload: dict[str, Any]) -> dict[str, Any]:
-    return LaunchSchema().load(payload)
+    """The payload of a message, checked and with its defaults filled in (once per message)."""
+    return _SCHEMA.load(payload)

@@ -397,3 +397,13 @@ def test_the_guides_files_and_defaults_satisfy_the_schema() -> None:
     for values in ({}, guide("dockerhub-secret.yaml", "dockerhub-config.yaml"),
                    guide("gcr-secret.yaml", "gcr-config.yaml"), guide("custom-registry.yaml")):
         chart.validate_schema(chart.merge_values(values))
+
+
+@pytest.mark.parametrize("task_events", [False, True])
+def test_flower_keeps_task_events_off_unless_the_config_turns_them_on(task_events: bool) -> None:
+    values = {"config": {"task_events": True}} if task_events else None
+    flower = next(d for name, d in deployments(render(values)).items() if name.endswith("-flower"))
+    command = flower["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert ("--enable_events=False" in command) is not task_events, command
+    launch = next(d for name, d in deployments(render(values)).items() if name.endswith("-worker-launch"))
+    assert launch["spec"]["replicas"] == 2, "a launch worker per core: two single-core pods by default"
