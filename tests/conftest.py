@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import http.server
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -19,12 +20,10 @@ from flask import Flask
 
 from app import create_app
 from app.redis_server import EmbeddedRedis
-from tests.stack import LocalRegistry
+from tests.stack import REGISTRY_PORT, TRUSTED_REGISTRY_PORTS, LocalRegistry
 
 BASE_IMAGE = "localhost/bindery-base:bookworm"
 JUPYTER_IMAGE = "localhost/bindery-jupyter:bookworm"
-# The engine trusts plain HTTP on 5055-5062 (scripts/engine.sh); concurrent runs pick one each.
-REGISTRY_PORT = int(os.environ.get("TEST_REGISTRY_PORT", "5055"))
 
 # Every git server, API replay and registry of the tests listens on loopback, which Bindery refuses
 # by default (app/netguard.py).  The tests allow it explicitly: apps made here read it from the
@@ -85,7 +84,11 @@ def launched_containers(engine: docker.DockerClient) -> Iterator[list[str]]:
 
 @pytest.fixture(scope="session")
 def local_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRegistry]:
-    """The reference Registry v2 on loopback (outage tests stop it and start it again)."""
+    """The reference Registry v2 on loopback (outage tests stop it and start it again), one per xdist worker."""
+    if REGISTRY_PORT not in TRUSTED_REGISTRY_PORTS:
+        pytest.fail(f"registry port {REGISTRY_PORT} (TEST_REGISTRY_PORT + worker number) is not one the engine "
+                    f"trusts ({TRUSTED_REGISTRY_PORTS.start}-{TRUSTED_REGISTRY_PORTS.stop - 1}): "
+                    "use fewer workers or a lower TEST_REGISTRY_PORT")
     try:
         server = LocalRegistry(tmp_path_factory.mktemp("registry"), REGISTRY_PORT).start()
     except RuntimeError as exc:
@@ -176,3 +179,54 @@ def git_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitServer]:
     server = GitServer(tmp_path_factory.mktemp("git"))
     yield server
     server.stop()
+
+
+# --- pytest-xdist: which tests share a worker, and which are handed out first ------------------
+
+#: Groups that are handed out first, slowest first (measured with --durations): with loadgroup,
+#: xdist hands groups to idle workers in collection order, so a long group last would leave the
+#: other workers idle at the end.  A test file is one group unless SPLIT gives some of its tests a
+#: group of their own (tests that share none of the module's expensive fixtures, such as a test
+#: with its own Stack, or each parameter of a parametrized module Stack).
+SPLIT: dict[str, str] = {  # node id regex -> group
+    r"tests/system/test_build_api\.py::test_twenty_concurrent": "build_api-twenty",
+    r"tests/system/test_build_api\.py::test_quota_per_repository": "build_api-quota",
+    r"tests/system/test_build_api\.py::test_registry_down": "build_api-registry-down",
+    r"tests/system/test_outages\.py::test_engine_down": "outages-engine",
+    r"tests/system/test_outages\.py::test_hub_down": "outages-hub",
+    r"tests/system/test_metrics\.py::test_worker_serves": "metrics-worker",
+    r"tests/system/test_redis_restart\.py::.*\[embedded\]": "redis_restart-embedded",
+    r"tests/system/test_redis_restart\.py::.*\[external\]": "redis_restart-external",
+    r"tests/app/test_fuzz_http\.py::(test_\w+)": r"fuzz_http-\1",
+    r"tests/providers/test_spec_properties\.py::test_\w+\[(\w+)\]": r"spec_properties-\1",
+}
+SLOWEST_FIRST: list[str] = [
+    "tests/system/test_build_api.py", "tests/system/test_loading.py", "tests/test_dockerfile.py",
+    "tests/system/test_provider_launches.py", "build_api-twenty", "tests/system/test_build_worker_crash.py",
+    "tests/system/test_last_good.py", "redis_restart-embedded", "redis_restart-external",
+    "tests/system/test_launch_worker_crash.py", "tests/tasks/backends/test_jupyterhub_launcher.py",
+    "tests/system/test_abandon.py", "outages-hub", "tests/system/test_secrets.py", "fuzz_http-test_build_streams",
+    "fuzz_http-test_any_route", "build_api-quota", "tests/system/test_outages.py", "outages-engine",
+    "spec_properties-figshare", "spec_properties-gh", "spec_properties-gist", "spec_properties-gl",
+    "spec_properties-dataverse", "spec_properties-zenodo", "tests/system/test_metrics.py", "metrics-worker",
+    "tests/system/test_prebuilt.py", "tests/system/test_build_logs.py", "tests/system/test_front_door.py",
+    "build_api-registry-down",
+]
+
+
+def xdist_group_of(item: pytest.Item) -> str:
+    """The group of a test: its entry in SPLIT, else its file."""
+    for pattern, group in SPLIT.items():
+        found = re.match(pattern, item.nodeid)
+        if found:
+            return found.expand(group)
+    return item.nodeid.split("::", 1)[0]
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if not any(item.iter_markers("xdist_group")):
+            item.add_marker(pytest.mark.xdist_group(xdist_group_of(item)))
+    rank = {group: n for n, group in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(xdist_group_of(item), len(rank)))  # stable: files stay together
