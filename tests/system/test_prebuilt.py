@@ -75,7 +75,7 @@ def test_absent_image_fails_404(stack: Stack, pushed_image: str) -> None:
 @pytest.mark.parametrize("spec, status", [
     ("quay.io/jupyter/base-notebook:2024-07-08", 403),  # not in allowed_specs
     (f"127.0.0.1:{REGISTRY_PORT}/prebuilt/jupyter", 400),  # no tag
-])
+], ids=["not-allowed", "no-tag"])  # the same on every xdist worker (REGISTRY_PORT is not)
 def test_refused_before_queueing(stack: Stack, spec: str, status: int) -> None:
     events = collect(f"{stack.url}/build/image/{spec}", timeout=30)
     assert [data["phase"] for _, data in events] == ["failed"]
