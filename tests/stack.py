@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -141,11 +142,15 @@ class Stack:
     def log(self, role: str) -> str:
         return (self.directory / f"{role}.log").read_text(errors="replace")[-5000:]
 
-    def stop(self) -> None:
-        """Stop every process of this Stack (idempotent: a test may stop it before its factory does)."""
+    def terminate(self) -> None:
+        """SIGTERM to every running process of this Stack, without waiting."""
         for proc in self.processes.values():
             if proc.poll() is None:
                 proc.terminate()
+
+    def stop(self) -> None:
+        """Stop every process of this Stack (idempotent: a test may stop it before its factory does)."""
+        self.terminate()
         for proc in self.processes.values():
             stop_process(proc, 20)
         self.redis.stop()
@@ -184,9 +189,24 @@ class StackFactory:
         return stack.start() if start else stack
 
     def stop_all(self) -> None:
-        for stack in reversed(self.started):
-            stack.stop()
-        self.started.clear()
+        """Stop the Stacks started here.  Every process gets SIGTERM now; waiting for them to go
+        (seconds each: Celery's warm shutdown) goes on in the background while the next tests
+        run, and ``wait_stopped`` (at the end of the session) waits for the last of them."""
+        stacks, self.started = list(reversed(self.started)), []
+        for stack in stacks:
+            stack.terminate()
+        stopping = threading.Thread(target=lambda: [stack.stop() for stack in stacks], name="stop-stacks")
+        stopping.start()
+        _STOPPING.append(stopping)
+
+
+_STOPPING: list[threading.Thread] = []
+
+
+def wait_stopped() -> None:
+    """Return once every Stack a factory stopped has stopped (processes gone, Redis down)."""
+    while _STOPPING:
+        _STOPPING.pop().join()
 
 
 def read_events(url: str, *, headers: dict[str, str] | None = None, timeout: float = 300,

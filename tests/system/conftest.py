@@ -11,8 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.stack import StackFactory
-from tests.templates.conftest import browser, page  # noqa: F401  (the loading page runs in Chromium)
+from tests.stack import StackFactory, wait_stopped
 
 
 @pytest.fixture(scope="module")
@@ -30,3 +29,10 @@ def make_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
     factory = StackFactory(request, tmp_path_factory)
     yield factory
     factory.stop_all()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def stacks_stopped() -> Iterator[None]:
+    """At the end of the session, every Stack is stopped (factories stop theirs in the background)."""
+    yield
+    wait_stopped()
