@@ -174,8 +174,8 @@ def test_archive_providers_resolve_through_replays_and_launch(
     spec = spec.format(escaped_url=urllib.parse.quote(host.server.url, safe=""))
     config = config_of(stack)
     provider = get_provider(prefix, spec, config)
-    ref = provider.resolve().ref
-    image = image_name(config["image_prefix"], provider.build_slug(), ref)
+    found = provider.resolve()
+    image = image_name(config["image_prefix"], found.build_slug, found.ref)
     repository, tag = image.rsplit(":", 1)
     engine.images.get(JUPYTER_IMAGE).tag(repository, tag)
     try:
