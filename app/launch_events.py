@@ -41,6 +41,9 @@ class LaunchEventSchema(Schema):
     status = fields.String(required=True, validate=validate.OneOf(["success", "failure"]))
     build_token = fields.Boolean(load_default=False)
     origin = fields.String(required=True)
+    pool = fields.String(validate=validate.OneOf(["hit", "miss"]),
+                         metadata={"help": "present when the image has a warm pool: the launch got a pooled "
+                                           "server (hit) or started one (miss)"})
     authenticated = fields.Boolean(metadata={"help": "present (true) when the launch was for a logged-in user "
                                                      "(auth_enabled); never who"})
 
@@ -56,6 +59,8 @@ def make_event(launch: dict[str, Any], status: str) -> dict[str, Any]:
     }
     if launch.get("user"):
         event["authenticated"] = True
+    if launch.get("pool"):
+        event["pool"] = launch["pool"]
     return LaunchEventSchema().load(event)
 
 

@@ -30,6 +30,7 @@ from flask import current_app
 from app import keys
 from app.errors import LaunchError, QuotaExceeded
 from app.extensions import engine_unreachable, engine_url
+from tasks.backends import warm_pool
 from tasks.backends.default_url import candidates, default_url_event, find_default_url
 
 log = logging.getLogger(__name__)
@@ -102,9 +103,9 @@ class DockerLauncher:
         """``quota``: the launch's own per-repository quota (spec policy), else quota_per_repo."""
         total = self.config["quota_total"]
         per_repo = self.config["quota_per_repo"] if quota is None else quota
-        if total and self._running() >= total:
+        if total and self._running() >= total and not warm_pool.evict_one(self):  # pooled servers go first
             raise QuotaExceeded(f"This Bindery is full ({total} servers running); please try again later.")
-        if per_repo and self._running(repo_url) >= per_repo:
+        if per_repo and self._running(repo_url) - warm_pool.idle_count(self.redis, repo_label(repo_url)) >= per_repo:
             raise QuotaExceeded(f"Too many servers of {repo_url} are running ({per_repo}); "
                                 "please try again later.")
 
@@ -154,6 +155,8 @@ class DockerLauncher:
         for stale in self._containers(f"{LABEL}={launch['id']}"):  # a re-run after a crash
             stale.remove(force=True)
         self.check_quota(launch["repo_url"], launch.get("quota"))
+        if warm_pool.enabled(self.config) and (pooled := warm_pool.claim(self, launch, emit)):
+            return pooled
         port = self._claim_port(launch["id"])
         token = secrets.token_hex(24)
         try:
@@ -208,7 +211,7 @@ class DockerLauncher:
 
     def stop(self, launch_id: str) -> int:
         """Remove the launch's server (cancelled or given up); returns how many were removed."""
-        removed = 0
+        removed = warm_pool.stop_claimed(self, launch_id)
         # One list call (no inspect per container): the launch's own step may remove it meanwhile.
         for found in self.client.api.containers(all=True, filters={"label": [f"{LABEL}={launch_id}", self._mine]}):
             try:
@@ -233,7 +236,7 @@ class DockerLauncher:
         now = time.time()
         for container in self._containers():
             labels = container.labels
-            old = now - int(labels.get("org.bindery.created", "0")) > max_age
+            old = now - warm_pool.age_start(self.redis, container.id, labels) > max_age
             if container.status in ("exited", "dead") or old:
                 container.remove(force=True)
                 if labels.get("org.bindery.port"):
