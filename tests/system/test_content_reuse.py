@@ -7,6 +7,7 @@ The counting repo2docker (tests/conftest.py build_counter) tells full builds fro
 
 from __future__ import annotations
 
+import json
 import subprocess
 import urllib.parse
 import uuid
@@ -57,8 +58,8 @@ def commit(server: GitServer, repo_url: str, files: dict[str, str], remove: tupl
 
 
 def notebook(text: str) -> str:
-    return ('{"cells": [{"cell_type": "markdown", "metadata": {}, "source": ["%s"]}], "metadata": {}, '
-            '"nbformat": 4, "nbformat_minor": 5}' % text)
+    return json.dumps({"cells": [{"cell_type": "markdown", "metadata": {}, "source": [text]}], "metadata": {},
+                       "nbformat": 4, "nbformat_minor": 5})
 
 
 @pytest.fixture(scope="module")
