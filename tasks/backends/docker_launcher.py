@@ -205,6 +205,11 @@ class DockerLauncher:
         container.remove(force=True)
         raise LaunchError(f"The server did not answer within {self.config['launch_timeout']} s.")
 
+    def pool_labels(self, pool_id: str, repo_url: str, ref: str, port: int) -> dict[str, str]:
+        """Labels of a warm-pool server (tasks/backends/warm_pool.py): those of a launch's server."""
+        return {LABEL: pool_id, INSTANCE: self.config["instance_name"], "org.bindery.repo": repo_label(repo_url),
+                "org.bindery.ref": ref, "org.bindery.port": str(port), "org.bindery.created": str(int(time.time()))}
+
     # --- cleanup -------------------------------------------------------------------------
     def _containers(self, label: str = LABEL) -> list[Any]:
         return self.client.containers.list(all=True, filters={"label": [label, self._mine]})

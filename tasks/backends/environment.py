@@ -26,13 +26,11 @@ owned by the image's user: the files of the link are there, as with every buildp
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import re
 import shlex
 import subprocess
-import tarfile
 import tempfile
 import time
 from collections.abc import Callable
@@ -41,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from app import keys
+from tasks.backends import thin_build
 
 Emit = Callable[[dict[str, Any]], None]
 
@@ -231,107 +230,15 @@ def recall(redis: Any, repo_url: str, env_hash: str) -> dict[str, str] | None:
     return found or None
 
 
-# --- the checkout and the thin image ----------------------------------------------------------------
+# --- the thin image (tasks/backends/thin_build.py, which build pods run too) ------------------------
 
-def checkout(repo_url: str, resolved_ref: str, directory: Path, env: dict[str, str], timeout: float) -> None:
-    """A clone of the repository at the commit (arguments after ``--``; never a shell)."""
-    git = ["git", "-c", "advice.detachedHead=false"]
-    subprocess.run([*git, "clone", "-q", "--no-checkout", "--", repo_url, str(directory)], check=True,
-                   env=env, timeout=timeout, capture_output=True, stdin=subprocess.DEVNULL)
-    subprocess.run([*git, "-C", str(directory), "checkout", "-q", resolved_ref, "--"], check=True, env=env,
-                   timeout=timeout, capture_output=True, stdin=subprocess.DEVNULL)
+def plan_for(decision: Decision, launch: dict[str, Any], repo_url: str, base: dict[str, str],
+             push: bool = False) -> dict[str, Any]:
+    """What thin_build.py needs to build the thin image, in the worker or in a build pod."""
+    return {"repo_url": repo_url, "resolved_ref": launch["resolved_ref"], "image": launch["image"],
+            "base_image": base["image"], "base_ref": base["resolved_ref"], "kind": decision.kind,
+            "env_hash": decision.env_hash, "start_script": decision.start_script, "push": push}
 
-
-def deleted_since(directory: Path, base_ref: str, resolved_ref: str) -> list[str] | None:
-    """Files the base commit had and this one has not (None: the base commit is not in the clone)."""
-    done = subprocess.run(["git", "-C", str(directory), "diff", "--name-only", "--diff-filter=D", "-z",
-                           base_ref, resolved_ref, "--"], capture_output=True, stdin=subprocess.DEVNULL)
-    if done.returncode != 0:
-        return None
-    return [name for name in done.stdout.decode(errors="surrogateescape").split("\0") if name]
-
-
-def _env(config_env: list[str]) -> dict[str, str]:
-    return dict(item.split("=", 1) for item in config_env if "=" in item)
-
-
-def content_dir(image_config: dict[str, Any], decision: Decision) -> str | None:
-    """Where the content goes: repo2docker's REPO_DIR, else (Dockerfile images) the working directory."""
-    env = _env(image_config.get("Env") or [])
-    return env.get("REPO_DIR") or (image_config.get("WorkingDir") or None if decision.kind == "dockerfile" else None)
-
-
-def thin_dockerfile(base_image: str, image_config: dict[str, Any], decision: Decision, resolved_ref: str,
-                    base_ref: str, deleted: list[str]) -> str:
-    """The thin image: the base image, the deleted files removed, the new content, the new ref label."""
-    user = image_config.get("User") or ""
-    repo_dir = content_dir(image_config, decision)
-    assert repo_dir
-    lines = [f"FROM {base_image}"]
-    if deleted:
-        lines += ["USER root", "RUN cd " + shlex.quote(repo_dir) + " && rm -rf -- "
-                  + " ".join(shlex.quote(name) for name in deleted)]
-    chown = f"--chown={user}:{user} " if user and user not in ("root", "0") else ""
-    lines.append(f"COPY {chown}src/ {json.dumps(repo_dir + '/')[1:-1]}")
-    if deleted and user:
-        lines.append(f"USER {user}")
-    if decision.start_script:  # repo2docker makes it executable after copying the content
-        lines.append(f"RUN chmod +x {shlex.quote(decision.start_script)}")
-    labels = {"repo2docker.ref": resolved_ref, "org.bindery.environment": decision.env_hash,
-              "org.bindery.reused-from": base_ref}
-    lines += [f"LABEL {name}={json.dumps(value)}" for name, value in labels.items()]
-    return "\n".join(lines) + "\n"
-
-
-def context_tar(root: Path, dockerfile: str, uid: int = 1000) -> io.BytesIO:
-    """The build context as repo2docker makes it: the Dockerfile and the content under src/
-    (.dockerignore/.containerignore applied, .git kept, owned by the build's user id)."""
-    from docker.utils.build import exclude_paths
-
-    exclude: list[str] = []
-    for name in (".dockerignore", ".containerignore"):
-        if (root / name).is_file():
-            exclude += [line.strip() for line in (root / name).read_text().splitlines()
-                        if line.strip() and not line.strip().startswith("#")]
-
-    def owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
-        info.uname = info.gname = ""
-        info.uid = info.gid = uid
-        return info
-
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        data = dockerfile.encode()
-        info = tarfile.TarInfo("Dockerfile")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-        items = sorted(exclude_paths(str(root), exclude))
-        src = tarfile.TarInfo("src")
-        src.type = tarfile.DIRTYPE
-        src.mode = 0o755
-        tar.addfile(owned(src))
-        for item in items:
-            tar.add(str(root / item), f"src/{item}", recursive=False, filter=owned)
-    buffer.seek(0)
-    return buffer
-
-
-def build_thin(client: Any, root: Path, decision: Decision, launch: dict[str, Any], base: dict[str, str],
-               emit: Emit) -> None:
-    """Build the thin image with the engine (raises on failure; the caller falls back to a full build)."""
-    image_config = client.api.inspect_image(base["image"])["Config"]
-    deleted = deleted_since(root, base["resolved_ref"], launch["resolved_ref"]) if decision.kind == "buildpack" \
-        else []
-    dockerfile = thin_dockerfile(base["image"], image_config, decision, launch["resolved_ref"],
-                                 base["resolved_ref"], deleted or [])
-    stream = client.api.build(fileobj=context_tar(root, dockerfile), custom_context=True, tag=launch["image"],
-                              rm=True, forcerm=True, decode=True, pull=False)
-    for chunk in stream:
-        if "error" in chunk:
-            raise RuntimeError(str(chunk["error"]).strip())
-        text = str(chunk.get("stream") or "").rstrip()
-        if text:
-            emit({"phase": "building", "message": text + "\n"})
 
 
 def plan_reuse(config: dict[str, Any], redis: Any, launch: dict[str, Any], root: Path,
@@ -360,31 +267,57 @@ def try_reuse(config: dict[str, Any], redis: Any, client: Any, repo_url: str, gi
     if not config["content_reuse"]:
         return False, None
     if launch.get("provider") not in GIT_PROVIDERS or not launch.get("resolved_ref"):
-        emit({"phase": "building", "message": "Full build: content reuse needs a git repository.\n"})
+        if launch.get("provider"):
+            emit({"phase": "building", "message": "Full build: content reuse needs a git repository.\n"})
         return False, None
     with tempfile.TemporaryDirectory(prefix="bindery-env-") as tmp:
         root = Path(tmp) / "repo"
         try:
-            checkout(repo_url, launch["resolved_ref"], root, {**os.environ, "GIT_TERMINAL_PROMPT": "0", **git_env},
-                     timeout=min(600, config["build_timeout"]))
+            thin_build.checkout(repo_url, launch["resolved_ref"], root,
+                                {**os.environ, "GIT_TERMINAL_PROMPT": "0", **git_env},
+                                timeout=min(600, config["build_timeout"]))
         except (subprocess.SubprocessError, OSError) as exc:
             emit({"phase": "building", "message": f"Full build: the repository could not be read for content "
                                                   f"reuse ({type(exc).__name__}).\n"})
             return False, None
         decision, base, message = plan_reuse(config, redis, launch, root, lambda image: _image_exists(client, image))
-        if base is not None:
-            image_config = client.api.inspect_image(base["image"])["Config"]
-            if not content_dir(image_config, decision):
-                base, message = None, "Full build: the earlier image has no working directory for the content.\n"
+        if base is not None and not thin_build.content_dir(client.api.inspect_image(base["image"])["Config"],
+                                                           decision.kind):
+            base, message = None, "Full build: the earlier image has no working directory for the content.\n"
         emit({"phase": "building", "message": message})
         if base is None:
             return False, decision
         try:
-            build_thin(client, root, decision, launch, base, emit)
+            thin_build.build(client, root, plan_for(decision, launch, repo_url, base), emit)
         except Exception as exc:  # noqa: BLE001 - fall back to the full build, which says what is wrong
             emit({"phase": "building", "message": f"Full build: the thin image failed ({exc}).\n"})
             return False, decision
     return True, decision
+
+
+def pod_plan(config: dict[str, Any], redis: Any, image_exists: Callable[[str], bool], repo_url: str,
+             git_env: dict[str, str], launch: dict[str, Any], emit: Emit
+             ) -> tuple[dict[str, Any] | None, Decision | None]:
+    """For build pods: (what the thin-image pod runs, or None for a full build; the decision).
+
+    The worker clones to decide (a build pod cannot report back what it found); the pod clones
+    again to build.
+    """
+    if not config["content_reuse"] or launch.get("provider") not in GIT_PROVIDERS:
+        return None, None
+    with tempfile.TemporaryDirectory(prefix="bindery-env-") as tmp:
+        root = Path(tmp) / "repo"
+        try:
+            thin_build.checkout(repo_url, launch["resolved_ref"], root,
+                                {**os.environ, "GIT_TERMINAL_PROMPT": "0", **git_env},
+                                timeout=min(600, config["build_timeout"]))
+        except (subprocess.SubprocessError, OSError) as exc:
+            emit({"phase": "building", "message": f"Full build: the repository could not be read for content "
+                                                  f"reuse ({type(exc).__name__}).\n"})
+            return None, None
+        decision, base, message = plan_reuse(config, redis, launch, root, image_exists)
+    emit({"phase": "building", "message": message})
+    return (plan_for(decision, launch, repo_url, base) if base else None), decision
 
 
 def _image_exists(client: Any, image: str) -> bool:

@@ -139,23 +139,20 @@ def idle_count(redis: Any, repo_label: str | None = None) -> int:
 
 def start_server(launcher: Any, target: dict[str, Any]) -> dict[str, Any]:
     """Start one server of the target's image, wait until it answers, and put it in the pool."""
-    from tasks.backends.docker_launcher import INSTANCE, LABEL, repo_label
-
     config, redis = launcher.config, launcher.redis
     image = target["image"]
     pool_id = f"pool-{secrets.token_hex(8)}"
     port = launcher._claim_port(pool_id)
     redis.expire(keys.PORT(port), config["warm_pool_max_age"] + config["launch_max_age"] + 120)
     token = secrets.token_hex(24)
-    repo = repo_label(target["repo_url"])
+    labels = launcher.pool_labels(pool_id, target["repo_url"], target["resolved_ref"], port)
+    repo = labels["org.bindery.repo"]
     container = None
     try:
         container = launcher.client.containers.run(
             image, launcher._command(port), detach=True, network_mode="host",
             environment=launcher._environment(token), name=f"bindery-{pool_id}",
-            labels={LABEL: pool_id, INSTANCE: config["instance_name"], POOL_LABEL: keys.digest(image),
-                    "org.bindery.repo": repo, "org.bindery.ref": target["resolved_ref"],
-                    "org.bindery.port": str(port), "org.bindery.created": str(int(time.time()))})
+            labels={**labels, POOL_LABEL: keys.digest(image)})
         inside = f"http://{config['launch_host']}:{port}/"
         session = requests.Session()
         launcher._wait_ready(container, session, inside, token, lambda event: None)

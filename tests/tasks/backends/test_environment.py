@@ -11,14 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.backends.environment import (
-    CONFIG_FILES,
-    Decision,
-    context_tar,
-    decide,
-    deleted_since,
-    thin_dockerfile,
-)
+from tasks.backends.environment import CONFIG_FILES, decide
+from tasks.backends.thin_build import context_tar, deleted_since, thin_dockerfile
 
 
 def tree(root: Path, files: dict[str, str]) -> Path:
@@ -115,10 +109,11 @@ def test_dockerfiles_copying_the_whole_context_or_unknown_files_need_a_full_buil
 
 
 def test_thin_dockerfile_copies_content_like_repo2docker() -> None:
-    decision = Decision("buildpack", files=["requirements.txt"], env_hash="e" * 32, start_script="start")
+    plan = {"kind": "buildpack", "env_hash": "e" * 32, "start_script": "start", "base_image": "reg/img:old",
+            "resolved_ref": "b" * 40, "base_ref": "a" * 40}
     image = {"User": "jovyan", "WorkingDir": "/home/jovyan",
              "Env": ["PATH=/bin", "REPO_DIR=/home/jovyan", "NB_USER=jovyan"]}
-    text = thin_dockerfile("reg/img:old", image, decision, "b" * 40, "a" * 40, ["gone.ipynb", "it's.txt"])
+    text = thin_dockerfile(plan, image, ["gone.ipynb", "it's.txt"])
     assert text.splitlines() == [
         "FROM reg/img:old", "USER root", "RUN cd /home/jovyan && rm -rf -- gone.ipynb 'it'\"'\"'s.txt'",
         "COPY --chown=jovyan:jovyan src/ /home/jovyan/", "USER jovyan", "RUN chmod +x start",
@@ -127,9 +122,12 @@ def test_thin_dockerfile_copies_content_like_repo2docker() -> None:
 
 
 def test_thin_dockerfile_of_a_dockerfile_image_uses_its_workdir() -> None:
-    decision = Decision("dockerfile", files=["Dockerfile"], env_hash="e" * 32)
-    text = thin_dockerfile("img:old", {"User": "", "WorkingDir": "/srv/app", "Env": []}, decision, "b", "a", [])
+    plan = {"kind": "dockerfile", "env_hash": "e" * 32, "base_image": "img:old", "resolved_ref": "b",
+            "base_ref": "a"}
+    text = thin_dockerfile(plan, {"User": "", "WorkingDir": "/srv/app", "Env": []}, [])
     assert text.splitlines()[:2] == ["FROM img:old", "COPY src/ /srv/app/"]
+    with pytest.raises(ValueError, match="no working directory"):
+        thin_dockerfile({**plan, "kind": "buildpack"}, {"User": "", "WorkingDir": "/srv/app", "Env": []}, [])
 
 
 def test_context_keeps_git_and_applies_dockerignore(tmp_path: Path) -> None:
