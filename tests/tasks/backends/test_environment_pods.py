@@ -125,7 +125,7 @@ def test_a_content_only_commit_runs_thin_build_in_the_pod(app: Flask, kube: Kube
 
 def test_a_failed_thin_pod_falls_back_to_repo2docker(app: Flask, kube: KubeReplay, git_server: GitServer,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    repo, launch, first = _setup(app, git_server)
+    repo, launch, _ = _setup(app, git_server)
     name = build_pod_name(repo.build_slug(), launch["resolved_ref"])
     _script(kube, name, False, True)
     monkeypatch.setattr(KubernetesBuilder, "_image_exists", lambda self, image: True)
