@@ -235,9 +235,11 @@ class KubernetesBuilder:
                                  launch["resolved_ref"])
 
     def _image_exists(self, image: str) -> bool:
-        from tasks import backends
+        """Whether the earlier image is still in the registry (build pods have no engine of ours to ask)."""
+        from app.extensions import engine
+        from tasks.backends.registry import make_image_store
 
-        return bool(backends.image_store(self.config).exists(image))
+        return bool(make_image_store(self.config, lambda: engine.client).exists(image))
 
     def _build_pod(self, repo: RepoProvider, launch: dict[str, Any], emit: Emit,
                    thin_plan: dict[str, Any] | None = None) -> None:
