@@ -104,6 +104,10 @@ POOL_TARGETS = Key("bindery:pool:targets", "hash", "tasks/backends/warm_pool.py"
                    "the old pool).")
 POOL_FILLING = Key("bindery:pool:filling:{image_digest}", "string", "tasks/backends/warm_pool.py",
                    "launch_timeout + 30 s", "One refill of an image's pool at a time, across workers.")
+POOL_STARTING = Key("bindery:pool:starting", "sorted set", "tasks/backends/warm_pool.py",
+                    "members leave when their server answers, or after launch_timeout",
+                    "Launches that missed the pool and are starting a server: refills wait for them, so the "
+                    "pool never slows a real launch.")
 POOL_CLAIMED = Key("bindery:pool:claimed:{launch_id}", "string", "tasks/backends/warm_pool.py",
                    "launch_max_age + 120 s", "The pooled container a launch took, so stopping the launch finds it.")
 POOL_OWNER = Key("bindery:pool:owner:{container_id}", "string", "tasks/backends/warm_pool.py",

@@ -175,7 +175,10 @@ class DockerLauncher:
         url = self.config["launch_public_url"].format(host=self.config["launch_host"], port=port)
         inside = f"http://{self.config['launch_host']}:{port}/"
         session = requests.Session()
-        self._wait_ready(container, session, inside, token, emit)
+        try:
+            self._wait_ready(container, session, inside, token, emit)
+        finally:
+            warm_pool.started_after_miss(self, launch)  # refills waited for this server
         found = find_default_url(session, inside, token, self.config["default_url"])
         event = default_url_event(self.config["default_url"], found)
         if event:

@@ -33,8 +33,8 @@ import datetime
 import json
 import logging
 import secrets
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import docker
@@ -219,13 +219,16 @@ def claim(launcher: Any, launch: dict[str, Any], emit: Any) -> tuple[str, str] |
     config, redis = launcher.config, launcher.redis
     note_launch(config, redis, launch)
     image = launch["image"]
-    if not redis.sismember(keys.POOL_IMAGES(), image) and spec_key(launch) not in config["warm_pool"]:
+    pooled = image in config["warm_pool"] or spec_key(launch) in config["warm_pool"]
+    if not pooled and not redis.sismember(keys.POOL_IMAGES(), image):
         return None
     while True:
         raw = redis.spop(_idle_key(image))
         if raw is None:
             launch["pool"] = "miss"
             metrics().pool_launches.labels(result="miss").inc()
+            # refills wait until this launch's own server answers (started_after_miss)
+            redis.zadd(keys.POOL_STARTING(), {launch["id"]: time.time() + config["launch_timeout"]})
             _refill_soon(image)
             return None
         entry = json.loads(raw)
@@ -260,6 +263,16 @@ def _refill_soon(image: str) -> None:
         log.info("warm pool: refill of %s not queued (%s)", image, type(exc).__name__)
 
 
+def started_after_miss(launcher: Any, launch: dict[str, Any]) -> None:
+    """A launch that missed the pool has its server (or gave up): refills may go on."""
+    if launch.get("pool") == "miss":
+        launcher.redis.zrem(keys.POOL_STARTING(), launch["id"])
+
+
+def _launches_starting(redis: Any) -> bool:
+    return bool(redis.zcount(keys.POOL_STARTING(), time.time(), "+inf"))
+
+
 def stop_claimed(launcher: Any, launch_id: str) -> int:
     """Remove the pooled server a launch took (its labels name the pool, not the launch)."""
     container_id = launcher.redis.get(keys.POOL_CLAIMED(launch_id))
@@ -289,6 +302,9 @@ def age_start(redis: Any, container_id: str, labels: dict[str, str]) -> float:
 def fill(launcher: Any, image: str, target: dict[str, Any], size: int, room: int) -> int:
     """Start servers until the image has ``size`` idle ones (at most ``room`` new); returns how many."""
     config, redis = launcher.config, launcher.redis
+    redis.zremrangebyscore(keys.POOL_STARTING(), "-inf", time.time())
+    if _launches_starting(redis):
+        return 0  # real launches first (two servers starting at once slow both): the beat comes back
     lock = keys.POOL_FILLING(keys.digest(image))
     if not redis.set(lock, "1", nx=True, ex=config["launch_timeout"] + 30):
         return 0  # another worker fills it
@@ -298,20 +314,25 @@ def fill(launcher: Any, image: str, target: dict[str, Any], size: int, room: int
             need = min(need, config["quota_total"] - 1 - launcher.running())
         if need <= 0:
             return 0
-        started = 0
         app = current_app._get_current_object()  # type: ignore[attr-defined]
+        results: list[bool] = []
 
-        def start() -> dict[str, Any]:
+        def start() -> None:
             with app.app_context():  # (the launcher reads Redis through the app)
-                return start_server(launcher, target)
-
-        with ThreadPoolExecutor(max_workers=min(need, 4)) as pool:
-            for future in [pool.submit(start) for _ in range(need)]:
                 try:
-                    future.result()
-                    started += 1
+                    start_server(launcher, target)
+                    results.append(True)
                 except Exception as exc:  # noqa: BLE001 - one failed start must not stop the others
                     log.warning("warm pool: a server of %s did not start: %s", image, exc)
+
+        # Plain threads: greenlets in the gevent launch worker (a ThreadPoolExecutor's C queue
+        # would block its hub, and every launch with it, while servers start).
+        threads = [threading.Thread(target=start, daemon=True) for _ in range(need)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        started = len(results)
         return started
     finally:
         redis.delete(lock)
