@@ -175,13 +175,3 @@ def test_cleanup_counts_a_claimed_servers_age_from_its_claim(app: Flask, engine:
         time.sleep(1.1)
         assert launcher.cleanup(max_age=1) == 1
 
-
-def test_refills_wait_while_a_launch_that_missed_starts_its_server(app: Flask, engine: docker.DockerClient) -> None:
-    config = {**app.config["BINDERY"], "warm_pool": {JUPYTER_IMAGE: 1}}
-    launcher = DockerLauncher(engine, config)
-    with app.app_context():
-        launch = _launch()
-        assert warm_pool.claim(launcher, launch, lambda event: None) is None and launch["pool"] == "miss"
-        assert warm_pool.maintain(launcher)["started"] == 0  # the missed launch's server goes first
-        warm_pool.started_after_miss(launcher, launch)
-        assert warm_pool.maintain(launcher)["started"] == 1
