@@ -732,6 +732,12 @@ class ConfigSchema(Schema):
     )
 
     @validates_schema
+    def _check_warm_pool_top(self, data: Mapping[str, Any], **kwargs: Any) -> None:
+        if data.get("warm_pool_top") and "redis" not in (data.get("launch_event_sinks") or []):
+            raise ValidationError("counts the launch events' Redis stream: add redis to launch_event_sinks",
+                                  "warm_pool_top")
+
+    @validates_schema
     def _check_abandon(self, data: Mapping[str, Any], **kwargs: Any) -> None:
         timeout, keepalive = data.get("abandon_timeout"), data.get("keepalive_interval")
         if timeout and keepalive and timeout <= 2 * keepalive:
