@@ -26,10 +26,14 @@ run: $(STAMP)
 test-setup: $(STAMP)
 	@scripts/test-setup.sh
 
+# The suite runs in TEST_WORKERS pytest-xdist workers (most of it waits on builds, launches and
+# sockets, so more workers than the 2 cores pay off); each worker takes its own registry port from
+# TEST_REGISTRY_PORT (5055 by default) on, within the 5055-5062 the engine trusts (tests/stack.py).
 # pytest exits 5 when it collected nothing; that is a failure here, like any non-zero exit.
+TEST_WORKERS ?= 3
 test: test-setup
 	@set -e; engine=$$(scripts/engine.sh); export "$$engine"; \
-	  $(PY) -m pytest $(PYTEST_ARGS); status=$$?; \
+	  status=0; $(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS) || status=$$?; \
 	  if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$status
 
 # `make bench`: the figures quoted in bench/README.md (loopback only; several minutes, the machine busy meanwhile).

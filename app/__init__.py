@@ -20,7 +20,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
 
     # Views and the task machinery are imported when an app is built, not when ``app`` is:
     # ``from app.errors import ...`` in a worker or a tool loads no view.
-    from app import auth, build_api, build_logs, errors_view, health, metrics, pages, request_limits, where_api
+    from app import auth, build_api, build_logs, cors, errors_view, health, metrics, pages, request_limits, where_api
     from app.extensions import engine, events, redis_client
     from app.repoproviders import bp as repoproviders_bp
 
@@ -31,6 +31,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     errors_view.init_app(app)
     request_limits.init_app(app)
     auth.init_app(app)  # the session and the hub's login, with auth_enabled
+    cors.init_app(app)
     app.register_blueprint(build_api.bp)
     app.register_blueprint(pages.bp)
     app.register_blueprint(where_api.bp)

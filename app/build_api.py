@@ -67,6 +67,12 @@ def _count_launch(headers: dict[str, str]) -> None:
         raise error
 
 
+def _request_origin() -> str:
+    """The page a launch came from, for launch events (BinderHub's ``request_origin``): the Origin
+    header, else Sec-Fetch-Site (``same-origin`` from our own page), else empty (scripts)."""
+    return (request.headers.get("Origin") or request.headers.get("Sec-Fetch-Site") or "")[:200]
+
+
 def _held(response: Response, slot: stream_limit.StreamSlot | None) -> Response:
     if slot is not None:
         response.response = slot.hold(response.response)  # type: ignore[arg-type]
@@ -100,7 +106,7 @@ def build(provider: str, spec: str) -> ResponseReturnValue:
         get_provider(provider, spec, current_app.config["BINDERY"])  # refuses a bad spec now
         launch_id = launches.start(provider, spec,
                                    build_only=request.args.get("build_only", "").lower() in _TRUE,
-                                   origin=request.host_url, user=user)
+                                   origin=request.host_url, request_origin=_request_origin(), user=user)
     except BinderyError as error:
         if slot is not None:
             slot.release()

@@ -304,6 +304,19 @@ class ConfigSchema(Schema):
         metadata=FRONT_DOOR("Refuse a build token sent from another origin than the one it was issued to (the Origin "
                             "header, else Host)."),
     )
+    cors_allow_origin = fields.String(
+        load_default="",
+        validate=validate.Regexp(r"^(|\*|https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?)\Z",
+                                 error="must be empty (off), * (any origin) or one origin such as "
+                                       "https://docs.example.org (scheme, host and port; no path)"),
+        metadata=FRONT_DOOR("Origin whose pages may use this Bindery's API from the browser (BinderHub's setting of "
+                            "this name): thebe, Jupyter Book and BinderHub's JS client on a documentation site. "
+                            "One origin (https://docs.example.org) or * (any). Sent as Access-Control-Allow-Origin "
+                            "on /build, /api/*, /health, /versions and /logs, which then answer preflight requests, "
+                            "and passed to every launched server (--ServerApp.allow_origin) so the page can run "
+                            "its kernel. Empty: off, the browser refuses cross-origin use (/versions alone answers "
+                            "*). See docs/cross-origin.md."),
+    )
     keepalive_interval = fields.Float(
         load_default=25.0, validate=validate.Range(0.05, 300),
         metadata=FRONT_DOOR("Seconds between `:keepalive` comments on an event stream."),
@@ -874,7 +887,14 @@ class ConfigSchema(Schema):
     )
     launch_concurrency = fields.Integer(
         load_default=500, validate=validate.Range(1, 10000),
-        metadata=OPERATIONS("Greenlets of the gevent worker that resolves, checks and launches."),
+        metadata=OPERATIONS("Greenlets that resolve, check and launch, split among the `launch_workers` "
+                            "processes."),
+    )
+    launch_workers = fields.Integer(
+        load_default=0, validate=validate.Range(0, 64),
+        metadata=OPERATIONS("gevent launch worker processes `make run` starts (each runs one core's launches); "
+                            "0: one per CPU core. A cached launch is CPU-bound in its worker, so one process "
+                            "tops out at one core."),
     )
     build_concurrency = fields.Integer(
         load_default=1, validate=validate.Range(1, 64),
@@ -883,6 +903,12 @@ class ConfigSchema(Schema):
     flower_port = fields.Integer(
         load_default=5555, validate=validate.Range(1, 65535),
         metadata=OPERATIONS("Port of Celery Flower started by `make run`."),
+    )
+    task_events = fields.Boolean(
+        load_default=False,
+        metadata=OPERATIONS("Workers send Celery task events, which Flower's task list and graphs show. "
+                            "Costs about 9 % of a cached launch's worker CPU (an event publish per task "
+                            "state); off, Flower still shows workers, queues and their state."),
     )
     flower_basic_auth = fields.String(
         load_default=None, allow_none=True, validate=validate.Regexp(r"^[^:\s]+:\S+$"),
@@ -903,6 +929,13 @@ class ConfigSchema(Schema):
     log_format = fields.String(
         load_default="json", validate=validate.OneOf(["json", "text"]),
         metadata=OPERATIONS("Log lines as JSON (with launch id and image) or plain text."),
+    )
+    log_each_task = fields.Boolean(
+        load_default=False,
+        metadata=OPERATIONS("Workers log a line when each Celery task is received and when it succeeds (with "
+                            "its payload) or retried. Costs about 8 % of a cached launch's worker CPU (py-spy, "
+                            "2026-11-30); off, Bindery's own lines still say what each launch did, and failures "
+                            "are logged either way."),
     )
     launch_event_sinks = StringList(
         load_default=["file"], validate=validate.ContainsOnly(["file", "stdout", "redis"]),

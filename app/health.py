@@ -45,10 +45,8 @@ _cache_lock = threading.Lock()
 
 @bp.route("/versions")
 def versions() -> ResponseReturnValue:
-    response = jsonify({"bindery": VERSION,
-                        "builder": f"repo2docker {metadata.version('jupyter-repo2docker')}"})
-    response.headers["Access-Control-Allow-Origin"] = "*"
-    return response
+    # open to every origin (app/cors.py), as BinderHub's: federation redirectors read it
+    return jsonify({"bindery": VERSION, "builder": f"repo2docker {metadata.version('jupyter-repo2docker')}"})
 
 
 def _check(service: str, probe: Any) -> dict[str, Any]:

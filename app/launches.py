@@ -5,21 +5,21 @@ from __future__ import annotations
 import time
 import uuid
 
-from app.extensions import events
 from tasks import chain
 from tasks.launch_record import open_record
 
 
-def start(provider: str, spec: str, *, build_only: bool, origin: str, user: str | None = None) -> str:
+def start(provider: str, spec: str, *, build_only: bool, origin: str, request_origin: str = "",
+          user: str | None = None) -> str:
     """Queue the chain for a spec already validated by its provider; returns the launch id (its event channel).
 
-    ``user``: the logged-in hub user the server is for (auth_enabled), else None (an anonymous launch).
+    ``request_origin``: the page that asked (launch events record it); ``user``: the logged-in hub
+    user the server is for (auth_enabled), else None (an anonymous launch).
     """
     launch_id = uuid.uuid4().hex
     launch = {"id": launch_id, "provider": provider, "spec": spec, "build_only": build_only,
-              "origin": origin, "created": time.time(), **({"user": user} if user else {})}
-    open_record(launch)
-    events.publish({"phase": "waiting", "message": "Waiting for a worker to pick up the launch...\n"},
-                   channel=launch_id)
+              "origin": origin, "request_origin": request_origin, "created": time.time(),
+              **({"user": user} if user else {})}
+    open_record(launch, first_event={"phase": "waiting", "message": "Waiting for a worker to pick up the launch...\n"})
     chain.start(launch).apply_async()
     return launch_id

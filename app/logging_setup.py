@@ -87,3 +87,6 @@ def configure_logging(config: dict[str, Any]) -> None:
     handler.bindery = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(logging.INFO)
+    # Celery's per-task lines ("received", "succeeded in"): the log_each_task setting
+    for name in ("celery.worker.strategy", "celery.app.trace"):
+        logging.getLogger(name).setLevel(logging.INFO if config["log_each_task"] else logging.WARNING)

@@ -67,18 +67,32 @@ STOP_STAGES = (("web", "flower", "beat"), ("launch-worker", "build-worker"), ("r
 POLL_SECONDS = 0.2
 
 
+def launch_workers(config: dict) -> int:
+    """How many launch worker processes: ``launch_workers``, or one per core when 0."""
+    if config["launch_workers"]:
+        return int(config["launch_workers"])
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def commands(config: dict, python: str = sys.executable) -> dict[str, list[str]]:
-    """The processes of one Bindery, by role."""
+    """The processes of one Bindery, by role (``launch-worker``, then ``launch-worker-2``... one per process)."""
     celery = [python, "-m", "celery", "-A", "worker"]
+    workers = launch_workers(config)
+    greenlets = str(max(1, config["launch_concurrency"] // workers))
+    launch = {("launch-worker" if n == 1 else f"launch-worker-{n}"):
+              [*celery, "worker", "-Q", "launch", "-P", "gevent", "-c", greenlets,
+               "-n", "launch@%h" if n == 1 else f"launch{n}@%h", "--loglevel", "INFO"]
+              for n in range(1, workers + 1)}
+    # Flower turns task events on in every worker unless told not to (its enable_events).
+    events = [] if config["task_events"] else ["--enable_events=False"]
     return {
         "build-worker": [*celery, "worker", "-Q", "build", "-P", "prefork",
                          "-c", str(config["build_concurrency"]), "-n", "build@%h", "--loglevel", "INFO"],
-        "launch-worker": [*celery, "worker", "-Q", "launch", "-P", "gevent",
-                          "-c", str(config["launch_concurrency"]), "-n", "launch@%h", "--loglevel", "INFO"],
+        **launch,
         "beat": [*celery, "beat", "--loglevel", "INFO",
                  "-s", str(Path(config["data_dir"]) / "celerybeat-schedule")],
         "web": [python, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
-        "flower": [*celery, "flower", "--address=127.0.0.1", f"--port={config['flower_port']}"],
+        "flower": [*celery, "flower", "--address=127.0.0.1", f"--port={config['flower_port']}", *events],
     }
 
 
@@ -306,8 +320,9 @@ class Supervisor:
         self.stopping = True
         for child in self.children:
             child.restart_at = None
-        staged = {role for stage in STOP_STAGES for role in stage}
-        stages = [*STOP_STAGES, tuple(c.role for c in self.children if c.role not in staged)]
+        stages = [tuple(c.role for c in self.children if _stage_role(c.role) in stage) for stage in STOP_STAGES]
+        staged = {role for stage in stages for role in stage}
+        stages.append(tuple(c.role for c in self.children if c.role not in staged))
         for stage in stages:
             members = [child for child in self.children if child.role in stage]
             for child in members:
@@ -315,6 +330,11 @@ class Supervisor:
             deadline = time.monotonic() + STOP_TIMEOUT
             for child in members:
                 child.wait_stopped(deadline)
+
+
+def _stage_role(role: str) -> str:
+    """``launch-worker-2`` stops with ``launch-worker``."""
+    return "launch-worker" if role.startswith("launch-worker") else role
 
 
 def children_for(config: dict[str, Any], env: dict[str, str]) -> list[Child]:
@@ -331,7 +351,8 @@ def children_for(config: dict[str, Any], env: dict[str, str]) -> list[Child]:
                                ready=lambda child: embedded.wait_ready(child.running))
     for role, command in commands(config).items():
         found[role] = Child(role, command, env, policy)
-    return [found[role] for role in ORDER if role in found]
+    return [found[role] for role in ORDER if role in found] + [
+        child for role, child in found.items() if role not in ORDER]  # launch-worker-2...
 
 
 def main() -> int:

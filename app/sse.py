@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import redis
-from flask import Response, current_app, stream_with_context
+from flask import Response, current_app
 from flask_sse import Message, ServerSentEventsBlueprint
 
 from app import keys
@@ -35,6 +35,25 @@ _EVENT_ID = re.compile(r"^([0-9a-f]{32})_(\d{1,20}-\d{1,20})$")
 
 
 
+
+
+#: SET NX the claim; only if it was free: XADD the event, EXPIRE the stream, PUBLISH the wake-up.
+_CLAIM_AND_PUBLISH = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return false end
+local id = redis.call('XADD', KEYS[2], '*', 'data', ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+redis.call('PUBLISH', ARGV[4], '1')
+return id
+"""
+
+
+def _claim_and_publish(client: redis.Redis) -> Any:
+    """The registered script (EVALSHA, loaded on first use by redis-py), one per client."""
+    script = getattr(client, "_bindery_claim_and_publish", None)
+    if script is None:
+        script = client.register_script(_CLAIM_AND_PUBLISH)
+        client._bindery_claim_and_publish = script  # type: ignore[attr-defined]
+    return script
 
 
 def parse_event_id(value: str | None) -> tuple[str, str] | None:
@@ -125,6 +144,27 @@ class EventStream(ServerSentEventsBlueprint):
         entry_id, _, _ = pipe.execute()
         return str(entry_id)
 
+    def queue_publish(self, pipe: Any, data: Any, channel: str) -> None:
+        """Add :meth:`publish`'s commands to the caller's pipeline, to go with its own in one round trip."""
+        key = keys.EVENTS(channel)
+        pipe.xadd(key, {"data": json.dumps(data)})
+        pipe.expire(key, current_app.config["BINDERY"]["event_ttl"])
+        pipe.publish(keys.NOTIFY(channel), "1")
+
+    def publish_if_claimed(self, data: Any, channel: str, claim_key: str, claim_value: str,
+                           pipe: Any = None) -> Any:
+        """Take ``claim_key`` (SET NX, ``event_ttl``) and publish only if it was ours: one round trip.
+
+        Returns True/False, or, given a pipeline, adds the script to it and returns the pipeline
+        (its result is then the entry id, or None when the claim was someone else's).
+        """
+        ttl = current_app.config["BINDERY"]["event_ttl"]
+        script = _claim_and_publish(self.redis)
+        args = (claim_value, ttl, json.dumps(data), keys.NOTIFY(channel))
+        if pipe is not None:
+            return script(keys=[claim_key, keys.EVENTS(channel)], args=args, client=pipe)
+        return script(keys=[claim_key, keys.EVENTS(channel)], args=args) is not None
+
     def exists(self, channel: str) -> bool:
         return bool(self.redis.exists(keys.EVENTS(channel)))
 
@@ -145,11 +185,35 @@ class EventStream(ServerSentEventsBlueprint):
         entries: Any = self.redis.xrevrange(keys.EVENTS(channel), count=look_back)
         return next((fields["source"] for _, fields in entries if "source" in fields), None)
 
-    def _ended_at(self, channel: str, entry_id: str) -> bool:
-        """Whether the channel's last event is terminal and is the one at ``entry_id``."""
-        last: Any = self.redis.xrevrange(keys.EVENTS(channel), count=1)
-        return bool(last) and last[0][0] == entry_id and \
-            json.loads(last[0][1]["data"]).get("phase") in TERMINAL_PHASES
+    def _open(self, channel: str, after: str) -> tuple[bool, list[tuple[str, dict[str, Any]]] | None]:
+        """A stream opens: in one round trip, whether a resumed one already saw the end (the
+        channel's last event is the terminal one at ``after``), the reader mark, and the first read.
+
+        Returns (ended, events after ``after``); events are None when the read must be done again.
+        """
+        settings = current_app.config["BINDERY"]
+        key = keys.EVENTS(channel)
+        pipe = self.redis.pipeline(transaction=False)
+        resumed = after != "0-0"
+        if resumed:
+            pipe.xrevrange(key, count=1)
+        if settings["abandon_timeout"]:
+            pipe.set(keys.READER(channel), f"{time.time():.3f}",
+                     ex=int(settings["abandon_timeout"] + settings["keepalive_interval"]) + 5)
+        pipe.xrange(key, min=f"({after}", count=1000)
+        found = pipe.execute(raise_on_error=False)
+        if resumed:
+            last = found[0]
+            if isinstance(last, Exception):
+                raise last
+            if last and last[0][0] == after and json.loads(last[0][1]["data"]).get("phase") in TERMINAL_PHASES:
+                return True, None
+        if settings["abandon_timeout"] and isinstance(found[-2], Exception):
+            log.warning("could not record a reader of %s (%s)", channel, type(found[-2]).__name__)
+        entries = found[-1]
+        if isinstance(entries, Exception):
+            raise entries
+        return False, [(entry_id, json.loads(fields["data"])) for entry_id, fields in entries]
 
     def _mark_read(self, channel: str) -> None:
         """Someone reads this channel now: one SET per stream per keepalive, best effort."""
@@ -173,23 +237,27 @@ class EventStream(ServerSentEventsBlueprint):
         settings = current_app.config["BINDERY"]
         interval = settings["keepalive_interval"]
         idle_limit = settings["stream_idle_timeout"]
-        if after != "0-0" and self._ended_at(channel, after):
-            return  # a client reconnecting after the last event: nothing more will come
-        self._mark_read(channel)
         # The reader mark need only be fresh well within abandon_timeout, not at every keepalive.
         mark_every = max(interval, settings["abandon_timeout"] / 4)
         notifier = self._notifier()
-        waiter = notifier.register(channel)
+        waiter = notifier.register(channel)  # before the first read, so no wake-up falls in between
         try:
+            ended, pending = self._open(channel, after)
+            if ended:
+                return  # a client reconnecting after the last event: nothing more will come
             last_event = last_keepalive = last_read = marked = time.monotonic()
             woken = True
             while True:
                 # Read only when woken (or now and then, in case a wake-up was lost): a stream's
                 # keepalive then costs no Redis round trip.
                 if woken or time.monotonic() - last_read >= SAFETY_READ_SECONDS:
-                    waiter.clear()
+                    if pending is not None:  # the open's read: a wake-up since registering stays set
+                        entries, pending = pending, None
+                    else:
+                        waiter.clear()
+                        entries = self.read(channel, after)
                     last_read = time.monotonic()
-                    for entry_id, data in self.read(channel, after):
+                    for entry_id, data in entries:
                         after = entry_id
                         last_event = time.monotonic()
                         yield Message(data, id=f"{channel}_{entry_id}")
@@ -215,12 +283,16 @@ class EventStream(ServerSentEventsBlueprint):
     def response(self, channel: str, after: str = "0-0") -> Response:
         """The ``text/event-stream`` response for one channel."""
 
-        @stream_with_context
+        # The app context only, not the request's (what stream_with_context keeps for the
+        # stream's whole life): an open stream needs the config and Redis, nothing of its request.
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+
         def generate() -> Iterator[str]:
             yield KEEPALIVE  # flush headers at once so the client knows it is connected
             try:
-                for message in self.messages(channel, after):
-                    yield str(message)
+                with app.app_context():
+                    for message in self.messages(channel, after):
+                        yield str(message)
             except redis.RedisError as exc:
                 # Redis stayed away longer than redis_retry_seconds.  The status went out long
                 # ago, so end the response: EventSource reconnects with Last-Event-ID and resumes.

@@ -114,28 +114,20 @@ if ! podman image exists "$BASE_IMAGE"; then
     make_base
 fi
 
-# --- jupyter image ---------------------------------------------------------
-if ! podman image exists "$JUPYTER_IMAGE"; then
-    [ -f "$JUPYTER_CONTEXT/Dockerfile" ] || die "missing $JUPYTER_CONTEXT/Dockerfile"
-    log "building $JUPYTER_IMAGE (pip install jupyter-server jupyterhub)"
-    buildlog="$CACHE_DIR/jupyter-build.log"
+# build_image IMAGE CONTEXT BASE WHAT: `podman build` of a test image when it is missing.
+build_image() {
+    local image=$1 context=$2 base=$3 what=$4 buildlog
+    podman image exists "$image" && return 0
+    [ -f "$context/Dockerfile" ] || die "missing $context/Dockerfile"
+    log "building $image ($what)"
+    buildlog="$CACHE_DIR/$(basename "$context")-build.log"
     mkdir -p "$CACHE_DIR"
-    if ! podman build --network host --pull=never --build-arg "BASE=$BASE_IMAGE" \
-            -t "$JUPYTER_IMAGE" "$JUPYTER_CONTEXT" >"$buildlog" 2>&1; then
+    if ! podman build --network host --pull=never --build-arg "BASE=$base" \
+            -t "$image" "$context" >"$buildlog" 2>&1; then
         tail -n 30 "$buildlog" >&2
-        die "podman build of $JUPYTER_IMAGE failed (full log: $buildlog)"
+        die "podman build of $image failed (full log: $buildlog)"
     fi
-fi
+}
 
-# --- jupyterlab image --------------------------------------------------------
-if ! podman image exists "$LAB_IMAGE"; then
-    [ -f "$LAB_CONTEXT/Dockerfile" ] || die "missing $LAB_CONTEXT/Dockerfile"
-    log "building $LAB_IMAGE (pip install jupyterlab notebook)"
-    buildlog="$CACHE_DIR/jupyterlab-build.log"
-    mkdir -p "$CACHE_DIR"
-    if ! podman build --network host --pull=never --build-arg "BASE=$JUPYTER_IMAGE" \
-            -t "$LAB_IMAGE" "$LAB_CONTEXT" >"$buildlog" 2>&1; then
-        tail -n 30 "$buildlog" >&2
-        die "podman build of $LAB_IMAGE failed (full log: $buildlog)"
-    fi
-fi
+build_image "$JUPYTER_IMAGE" "$JUPYTER_CONTEXT" "$BASE_IMAGE" "pip install jupyter-server jupyterhub"
+build_image "$LAB_IMAGE" "$LAB_CONTEXT" "$JUPYTER_IMAGE" "pip install jupyterlab notebook"

@@ -27,6 +27,21 @@ if ! command -v configurable-http-proxy >/dev/null 2>&1; then
     echo "test-setup: npm install -g configurable-http-proxy" >&2
     npm install -g --silent configurable-http-proxy >/dev/null
 fi
+# thebe and BinderHub's JS client (npm) for the cross-origin browser tests
+# (tests/system/test_cross_origin.py), in a test-owned directory; quick when present.
+# thebe's package carries its browser bundle (lib/index.js and its chunks): `npm pack` fetches
+# just that, where `npm install` would add JupyterLab's whole dependency tree the page never loads.
+npm_dir=var/test-npm
+npm_stamp="$npm_dir/.thebe-0.9.3-binderhub-client-0.5.0"
+if [ ! -f "$npm_stamp" ]; then
+    echo "test-setup: npm: thebe@0.9.3, @jupyterhub/binderhub-client@0.5.0 -> $npm_dir" >&2
+    rm -rf "$npm_dir" && mkdir -p "$npm_dir"
+    npm install --prefix "$npm_dir" --no-save --no-package-lock --ignore-scripts --no-audit --no-fund \
+        --loglevel=error @jupyterhub/binderhub-client@0.5.0 >/dev/null
+    (cd "$npm_dir" && npm pack --silent thebe@0.9.3 >/dev/null && tar xzf thebe-0.9.3.tgz \
+        && mv package thebe && rm thebe-0.9.3.tgz)
+    touch "$npm_stamp"
+fi
 engine=$(scripts/engine.sh)
 export "$engine"
 scripts/base-image.sh

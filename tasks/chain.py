@@ -82,8 +82,14 @@ def build_stopped(launch: Launch) -> None:
 
 
 def _run(name: str, launch: Launch) -> Any:
-    """Run a launch-queue step here, inside the current task (same queue, same retries)."""
+    """Run a launch-queue step here, inside the current task (same queue, same retries).
+
+    A hand-over (tasks/base.py), not a call of the task: the payload was checked and the
+    launch found running when the message arrived, so a cached launch pays for that once.
+    """
     tasks = current_app.tasks
     if name not in tasks:  # a process that never imported the steps (a test, a shell)
         current_app.loader.import_default_modules()
-    return tasks[name](launch)
+    task = tasks[name]
+    hand_over = getattr(task, "hand_over", None)
+    return hand_over(launch) if hand_over is not None else task(launch)

@@ -24,8 +24,11 @@ from app.extensions import events, redis_client
 CANCELLED = "cancelled"
 
 
-def open_record(launch: dict[str, Any]) -> None:
-    """Remember the launch (and that it runs, when abandoned launches are swept) before it is queued."""
+def open_record(launch: dict[str, Any], first_event: dict[str, Any] | None = None) -> None:
+    """Remember the launch (and that it runs, when abandoned launches are swept) before it is queued.
+
+    ``first_event`` is published on the launch's channel in the same round trip.
+    """
     settings = current_app.config["BINDERY"]
     ttl, launch_id, now = settings["event_ttl"], launch["id"], launch["created"]
     pipe = redis_client.client.pipeline(transaction=False)
@@ -36,6 +39,8 @@ def open_record(launch: dict[str, Any]) -> None:
     if settings["abandon_timeout"]:
         pipe.zadd(keys.LAUNCHES_ACTIVE(), {launch_id: now})
         pipe.zremrangebyscore(keys.LAUNCHES_ACTIVE(), "-inf", now - ttl)  # bounded even if beat never runs
+    if first_event is not None:
+        events.queue_publish(pipe, first_event, channel=launch_id)
     pipe.execute()
 
 
@@ -81,6 +86,15 @@ def claim_end(launch_id: str, outcome: str) -> bool:
     """Take the launch's one end (``ready``, ``cancelled``, ``failed``); False when it already ended."""
     ttl = current_app.config["BINDERY"]["event_ttl"]
     return bool(redis_client.client.set(keys.LAUNCH_END(launch_id), outcome, nx=True, ex=ttl))
+
+
+def end_with(launch_id: str, outcome: str, event: dict[str, Any], pipe: Any = None) -> Any:
+    """:func:`claim_end`, and publish ``event`` only if the claim was ours, in one round trip.
+
+    Given a pipeline, the script joins it (its result: the event's id, or None when the
+    launch had already ended) so other commands can ride along.
+    """
+    return events.publish_if_claimed(event, launch_id, keys.LAUNCH_END(launch_id), outcome, pipe=pipe)
 
 
 def ended(launch_id: str) -> str | None:

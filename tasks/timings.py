@@ -44,19 +44,24 @@ def _global_key(kind: str) -> str:
 
 def record(kind: Kind, repo_url: str, seconds: float, client: redis.Redis | None = None) -> None:
     """Remember one duration for this repository and for all; never fails the caller's step."""
-    if kind not in KINDS or not seconds >= 0:
-        raise ValueError(f"kind must be one of {KINDS} and seconds >= 0")
-    value = f"{seconds:.3f}"
     try:
         pipe = _client(client).pipeline(transaction=False)
-        pipe.lpush(_repo_key(kind, repo_url), value)
-        pipe.ltrim(_repo_key(kind, repo_url), 0, REPO_SAMPLES - 1)
-        pipe.expire(_repo_key(kind, repo_url), REPO_TTL)
-        pipe.lpush(_global_key(kind), value)
-        pipe.ltrim(_global_key(kind), 0, GLOBAL_SAMPLES - 1)
+        queue_record(pipe, kind, repo_url, seconds)
         pipe.execute()
     except redis.RedisError:
         pass  # an estimate is a nicety; a build or launch must not fail for it
+
+
+def queue_record(pipe: Any, kind: Kind, repo_url: str, seconds: float) -> None:
+    """:func:`record`'s commands added to the caller's pipeline (its results are for nobody)."""
+    if kind not in KINDS or not seconds >= 0:
+        raise ValueError(f"kind must be one of {KINDS} and seconds >= 0")
+    value = f"{seconds:.3f}"
+    pipe.lpush(_repo_key(kind, repo_url), value)
+    pipe.ltrim(_repo_key(kind, repo_url), 0, REPO_SAMPLES - 1)
+    pipe.expire(_repo_key(kind, repo_url), REPO_TTL)
+    pipe.lpush(_global_key(kind), value)
+    pipe.ltrim(_global_key(kind), 0, GLOBAL_SAMPLES - 1)
 
 
 def _median(values: list[Any]) -> float | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import http.server
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -19,12 +20,10 @@ from flask import Flask
 
 from app import create_app
 from app.redis_server import EmbeddedRedis
-from tests.stack import LocalRegistry
+from tests.stack import REGISTRY_PORT, TRUSTED_REGISTRY_PORTS, LocalRegistry
 
 BASE_IMAGE = "localhost/bindery-base:bookworm"
 JUPYTER_IMAGE = "localhost/bindery-jupyter:bookworm"
-# The engine trusts plain HTTP on 5055-5062 (scripts/engine.sh); concurrent runs pick one each.
-REGISTRY_PORT = int(os.environ.get("TEST_REGISTRY_PORT", "5055"))
 
 # Every git server, API replay and registry of the tests listens on loopback, which Bindery refuses
 # by default (app/netguard.py).  The tests allow it explicitly: apps made here read it from the
@@ -85,7 +84,11 @@ def launched_containers(engine: docker.DockerClient) -> Iterator[list[str]]:
 
 @pytest.fixture(scope="session")
 def local_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRegistry]:
-    """The reference Registry v2 on loopback (outage tests stop it and start it again)."""
+    """The reference Registry v2 on loopback (outage tests stop it and start it again), one per xdist worker."""
+    if REGISTRY_PORT not in TRUSTED_REGISTRY_PORTS:
+        pytest.fail(f"registry port {REGISTRY_PORT} (TEST_REGISTRY_PORT + worker number) is not one the engine "
+                    f"trusts ({TRUSTED_REGISTRY_PORTS.start}-{TRUSTED_REGISTRY_PORTS.stop - 1}): "
+                    "use fewer workers or a lower TEST_REGISTRY_PORT")
     try:
         server = LocalRegistry(tmp_path_factory.mktemp("registry"), REGISTRY_PORT).start()
     except RuntimeError as exc:
@@ -176,3 +179,99 @@ def git_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitServer]:
     server = GitServer(tmp_path_factory.mktemp("git"))
     yield server
     server.stop()
+
+
+# --- headless Chromium (Debian's) driven by Playwright: tests/templates/ and tests/system/ ------
+# One definition, so a worker that runs both starts one Playwright (a second one in the same
+# thread fails: "Playwright Sync API inside the asyncio loop").
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    from tests.templates.conftest import CHROMIUM, CHROMIUM_ARGS
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium (scripts/test-setup.sh)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    from tests.templates.conftest import VIEWPORT
+
+    context = browser.new_context(viewport=VIEWPORT)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield page
+    context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+# --- pytest-xdist: which tests share a worker, and which are handed out first ------------------
+
+#: With -n, xdist hands out groups of tests, each run whole by one worker so they share its module
+#: fixtures (a module's Stack): a test file is one group unless SPLIT gives some of its tests a
+#: group of their own (tests that share none of the module's expensive fixtures, such as a test
+#: with its own Stack, or each parameter of a parametrized module Stack).  Groups are handed out in
+#: collection order, which SLOWEST_FIRST sets (measured with --durations): a long group handed out
+#: last would leave the other workers idle at the end.
+SPLIT: dict[str, str] = {  # node id regex -> group
+    r"tests/system/test_build_api\.py::test_twenty_concurrent": "build_api-twenty",
+    r"tests/system/test_build_api\.py::test_quota_per_repository": "build_api-quota",
+    r"tests/system/test_build_api\.py::test_registry_down": "build_api-registry-down",
+    r"tests/system/test_outages\.py::test_engine_down": "outages-engine",
+    r"tests/system/test_outages\.py::test_hub_down": "outages-hub",
+    r"tests/system/test_metrics\.py::test_worker_serves": "metrics-worker",
+    r"tests/system/test_redis_restart\.py::.*\[embedded\]": "redis_restart-embedded",
+    r"tests/system/test_redis_restart\.py::.*\[external\]": "redis_restart-external",
+    r"tests/providers/test_spec_properties\.py::test_\w+\[(\w+)\]": r"spec_properties-\1",
+}
+SLOWEST_FIRST: list[str] = [
+    "tests/templates/test_default_url.py", "tests/system/test_runner_supervision.py",
+    "tests/system/test_cross_origin.py", "tests/system/test_auth.py",
+    "tests/system/test_build_worker_crash.py", "build_api-twenty", "tests/system/test_build_api.py",
+    "tests/app/test_fuzz_http.py", "tests/system/test_loading.py", "tests/system/test_provider_launches.py",
+    "outages-hub", "tests/system/test_secrets.py", "tests/system/test_last_good.py", "redis_restart-embedded",
+    "redis_restart-external", "tests/system/test_launch_worker_crash.py",
+    "tests/tasks/backends/test_jupyterhub_launcher.py", "tests/system/test_abandon.py", "outages-engine",
+    "build_api-quota", "tests/test_dockerfile.py", "tests/system/test_outages.py", "tests/system/test_metrics.py",
+    "metrics-worker", "tests/system/test_prebuilt.py", "tests/system/test_build_logs.py",
+    "tests/system/test_front_door.py", "build_api-registry-down",
+    *(f"spec_properties-{prefix}" for prefix in ("zenodo", "dataverse", "gl", "figshare", "gh", "gist", "image",
+                                                 "hydroshare", "ckan", "git", "swh")),
+]
+
+
+def xdist_group_of(nodeid: str) -> str:
+    """The group of a test: its entry in SPLIT, else its file."""
+    for pattern, group in SPLIT.items():
+        found = re.match(pattern, nodeid)
+        if found:
+            return found.expand(group)
+    return nodeid.split("::", 1)[0]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Slowest groups first (every worker collects, and so sorts, the same way)."""
+    rank = {group: n for n, group in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(xdist_group_of(item.nodeid), len(rank)))  # stable: files stay together
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """xdist's loadscope scheduling by xdist_group_of (its loadgroup marks do not reach this pytest's node ids)."""
+    if config.getvalue("dist") not in ("load", "loadscope", "loadfile", "loadgroup"):
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_group_of(nodeid)
+
+    config.option.loadscopereorder = False  # collection order: slowest first
+    return GroupScheduling(config, log)

@@ -1,6 +1,8 @@
 """A real Bindery for tests: its own Redis, gunicorn (gevent) and both Celery workers.
 
-Processes are started here and stopped here, by the Popen objects we hold.
+Processes are started here and stopped here, by the Popen objects we hold.  ``StackFactory``
+is the one way the system tests (tests/system/) make Stacks: it fills in what every one needs
+(engine, registry, this xdist worker's launch ports) and stops exactly the Stacks it started.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +24,28 @@ import yaml
 from app.redis_server import EmbeddedRedis, free_port, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
+
+#: Launched servers listen on the host network, so Stacks of parallel pytest-xdist workers must not
+#: share ports: each worker gets a block of its own (clear of 19000-19999, used by single runs).
+LAUNCH_PORT_BASE, LAUNCH_PORT_BLOCK = 20000, 100
+
+
+def worker_index() -> int:
+    """This pytest-xdist worker's number (gw3 -> 3); 0 without xdist."""
+    return int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+
+
+#: The engine trusts plain HTTP on 127.0.0.1:5055-5062 only (scripts/engine.sh).  A run takes the
+#: registry port TEST_REGISTRY_PORT (5055 by default; concurrent runs pick one each), and each
+#: xdist worker the port after it by its number, so ``-n 3`` from 5060 takes 5060-5062.
+TRUSTED_REGISTRY_PORTS = range(5055, 5063)
+REGISTRY_PORT = int(os.environ.get("TEST_REGISTRY_PORT", "5055")) + worker_index()
+
+
+def launch_ports() -> tuple[int, int]:
+    """(low, high): the launch ports of this worker's Stacks."""
+    low = LAUNCH_PORT_BASE + LAUNCH_PORT_BLOCK * worker_index()
+    return low, low + LAUNCH_PORT_BLOCK - 1
 
 
 class Stack:
@@ -117,15 +142,71 @@ class Stack:
     def log(self, role: str) -> str:
         return (self.directory / f"{role}.log").read_text(errors="replace")[-5000:]
 
-    def stop(self) -> None:
+    def terminate(self) -> None:
+        """SIGTERM to every running process of this Stack, without waiting."""
         for proc in self.processes.values():
             if proc.poll() is None:
                 proc.terminate()
+
+    def stop(self) -> None:
+        """Stop every process of this Stack (idempotent: a test may stop it before its factory does)."""
+        self.terminate()
         for proc in self.processes.values():
             stop_process(proc, 20)
         self.redis.stop()
         for log in self._logs:
             log.close()
+
+
+class StackFactory:
+    """Starts Stacks for the system tests; ``stop_all`` stops exactly those it started.
+
+    Each Stack gets this worker's launch ports and, unless told otherwise, the shared container
+    engine (``docker_host``) and this worker's registry (``registry_url`` and an ``image_prefix``
+    in it).  ``settings`` override any of these.  Fixtures are looked up only when a Stack needs
+    them, so a Stack without engine or registry starts neither.
+    """
+
+    def __init__(self, request: Any, tmp_path_factory: Any) -> None:
+        self.request = request
+        self.tmp_path_factory = tmp_path_factory
+        self.started: list[Stack] = []
+
+    def __call__(self, name: str, settings: dict[str, Any] | None = None, *, engine: bool = True,
+                 registry: bool = True, beat: bool = False, redis: Any = None, directory: Path | None = None,
+                 start: bool = True) -> Stack:
+        low, high = launch_ports()
+        defaults: dict[str, Any] = {"launch_ports": f"{low}-{high}"}
+        if engine:
+            defaults["docker_host"] = self.request.getfixturevalue("docker_host")
+            self.request.getfixturevalue("engine")  # the local base images are there
+        if registry:
+            defaults["registry_url"] = self.request.getfixturevalue("registry")
+            defaults["image_prefix"] = f"127.0.0.1:{REGISTRY_PORT}/bindery-test-"
+        stack = Stack(directory or self.tmp_path_factory.mktemp(name), {**defaults, **(settings or {})},
+                      beat=beat, redis=redis)
+        self.started.append(stack)
+        return stack.start() if start else stack
+
+    def stop_all(self) -> None:
+        """Stop the Stacks started here.  Every process gets SIGTERM now; waiting for them to go
+        (seconds each: Celery's warm shutdown) goes on in the background while the next tests
+        run, and ``wait_stopped`` (at the end of the session) waits for the last of them."""
+        stacks, self.started = list(reversed(self.started)), []
+        for stack in stacks:
+            stack.terminate()
+        stopping = threading.Thread(target=lambda: [stack.stop() for stack in stacks], name="stop-stacks")
+        stopping.start()
+        _STOPPING.append(stopping)
+
+
+_STOPPING: list[threading.Thread] = []
+
+
+def wait_stopped() -> None:
+    """Return once every Stack a factory stopped has stopped (processes gone, Redis down)."""
+    while _STOPPING:
+        _STOPPING.pop().join()
 
 
 def read_events(url: str, *, headers: dict[str, str] | None = None, timeout: float = 300,

@@ -60,6 +60,14 @@ exec "$@" "--ServerApp.default_url=$url"
 """
 
 
+def allow_origin_args(origin: str) -> list[str]:
+    """The server's options for cors_allow_origin, as BinderHub's spawner passes them: the origin,
+    and for * also the pattern form (``allow_origin`` alone leaves single files closed)."""
+    if not origin:
+        return []
+    return [f"--ServerApp.allow_origin={origin}", *(["--ServerApp.allow_origin_pat=.*"] if origin == "*" else [])]
+
+
 def repo_label(repo_url: str) -> str:
     return hashlib.sha256(repo_url.encode()).hexdigest()[:24]
 
@@ -128,6 +136,7 @@ class DockerLauncher:
         command = [*self.config["launch_command"], f"--ServerApp.ip={self.config['launch_host']}",
                    f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
                    "--ServerApp.open_browser=False"]
+        command += allow_origin_args(self.config["cors_allow_origin"])
         if idle:
             command += [f"--ServerApp.shutdown_no_activity_timeout={idle}",
                         f"--MappingKernelManager.cull_idle_timeout={idle}",

@@ -2,8 +2,8 @@
 
 Per launch: a temporary user (``hub_user_prefix`` + a random part), a token of
 that user that opens only the new server, and a named server started with
-``user_options`` {image, token, repo_url, binder_ref_url, default_url, ...}; the
-hub's spawner takes the image and the server's default page from there
+``user_options`` {image, token, repo_url, binder_ref_url, default_url, cors_allow_origin, ...};
+the hub's spawner takes the image, the server's default page and the origins it trusts from there
 (``bindery_spawner.BinderSpawnerMixin``).  Once the server is ready, one request
 through the hub finds whether the image serves that page (tasks/backends/default_url.py);
 a fallback reaches the loading page in a ``launching`` event.  The
@@ -14,6 +14,13 @@ scopes ``admin:users``, ``admin:servers``, ``access:servers`` and ``tokens``.
 A launch for a logged-in user (``auth_enabled``; the payload's ``user``) starts no
 temporary user and makes no token: it starts, or goes back to, a named server of
 that user (see ``launch_for_user`` and docs/authentication.md).
+
+The token is asked of the hub (one call per launch more than BinderHub, which makes its
+token itself): BinderHub's spawner can take a token of its own only by running the server
+without the hub's authentication (``auth_enabled`` off: ``--ServerApp.token=<token>``
+instead of jupyterhub-singleuser), so the hub no longer decides who opens it nor sees its
+activity.  A hub token keeps both, opens only this one server and expires with
+``launch_max_age``; the price is one hub round trip per launch.
 """
 
 from __future__ import annotations
@@ -21,8 +28,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
 import secrets
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -32,6 +41,7 @@ from typing import Any
 import requests
 
 from app.errors import LaunchError, QuotaExceeded
+from providers.http import new_session, proxies_for
 from tasks.backends.default_url import default_url_event, find_default_url
 
 log = logging.getLogger(__name__)
@@ -42,6 +52,33 @@ SERVER_NAME = "binder"
 
 class SpawnFailed(Exception):
     """One spawn attempt failed; the message is the hub's reason."""
+
+
+_pools: dict[tuple[int, str], tuple[requests.Session, requests.Session]] = {}
+_pools_lock = threading.Lock()
+
+
+def pooled_sessions(hub_url: str, pool_size: int = 32) -> tuple[requests.Session, requests.Session]:
+    """This process's two sessions for one hub: the service's API calls, and requests to new servers.
+
+    Made once per process (a forked child makes its own) from providers.http.new_session:
+    connections stay open across launches, no cookie is kept, and the environment (proxy,
+    CA bundle) is read here once instead of on every call.  The servers' session is apart so
+    the service's token header never rides along; each of its requests carries its own.
+    ``pool_size``: connections kept per host, as many as the launches that may call at once
+    (a connection beyond the pool is closed after its request, and the next one is made anew).
+    """
+    key = (os.getpid(), hub_url)
+    found = _pools.get(key)
+    if found is None:
+        with _pools_lock:
+            found = _pools.get(key)
+            if found is None:
+                found = (new_session(pool_size), new_session(pool_size))
+                for session in found:
+                    session.proxies = proxies_for(hub_url)
+                _pools[key] = found
+    return found
 
 
 def _created(user: dict[str, Any]) -> float:
@@ -58,7 +95,9 @@ class JupyterHubLauncher:
         self.config = config
         self.hub_url = config["hub_url"].rstrip("/") + "/"
         self.api_url = (config.get("hub_api_url") or urllib.parse.urljoin(self.hub_url, "hub/api")).rstrip("/")
-        self.session = session or requests.Session()
+        self.session, self.server_session = pooled_sessions(self.api_url, max(32, config.get("launch_concurrency", 0)))
+        if session is not None:
+            self.session = session
         self.headers = {"Authorization": f"token {config['hub_api_token']}"}
 
     # --- HTTP ----------------------------------------------------------------------------
@@ -142,7 +181,8 @@ class JupyterHubLauncher:
         options = {"image": launch["image"], "token": token, "repo_url": launch["repo_url"],
                    "binder_ref_url": launch.get("ref_url") or "",
                    "binder_launch_host": launch.get("origin") or "",
-                   "default_url": self.config["default_url"]}
+                   "default_url": self.config["default_url"],
+                   "cors_allow_origin": self.config["cors_allow_origin"]}
         server = f"/users/{quoted}/servers/{SERVER_NAME}"
         response = self._call("POST", server, json=options, ok=(201, 202, 400, 500))
         if response.status_code in (400, 500):
@@ -150,8 +190,8 @@ class JupyterHubLauncher:
             # reason on the server's progress stream (a `failed` event), so read it there.
             self._follow_progress(server, lambda event: None, deadline, fallback=_hub_message(response))
         url = urllib.parse.urljoin(self.hub_url, self._follow_progress(server, emit, deadline))
-        # a session of its own: the user's token and any cookie of the server stay out of the service's
-        found = find_default_url(requests.Session(), url, token, self.config["default_url"])
+        # not the service's session: the user's token goes on each request; no cookie is kept
+        found = find_default_url(self.server_session, url, token, self.config["default_url"])
         event = default_url_event(self.config["default_url"], found)
         if event:
             emit(event)

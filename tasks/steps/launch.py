@@ -14,7 +14,7 @@ from app.extensions import events, redis_client
 from app.metrics import metrics
 from providers import get_provider
 from tasks import backends, timings
-from tasks.launch_record import CANCELLED, claim_end, ended
+from tasks.launch_record import CANCELLED, end_with, ended
 from tasks.outcomes import record_launch, stop_servers
 
 log = logging.getLogger(__name__)
@@ -38,9 +38,8 @@ def ready_event(launch: dict[str, Any], url: str, token: str) -> dict[str, Any]:
 def launch(launch: dict[str, Any]) -> None:
     channel = launch["id"]
     if launch["build_only"]:
-        if claim_end(channel, "ready"):
-            events.publish({"phase": "ready", "message": "Image built; not launching (build_only).\n",
-                            "imageName": launch["image"]}, channel=channel)
+        end_with(channel, "ready", {"phase": "ready", "message": "Image built; not launching (build_only).\n",
+                                    "imageName": launch["image"]})
         return
     config = current_app.config["BINDERY"]
     events.publish({"phase": "launching", "message": "Launching server...\n"}, channel=channel)
@@ -56,14 +55,23 @@ def launch(launch: dict[str, Any]) -> None:
         url = token = ""  # cancelled while starting (the abandon sweep removed the server under us)
     finally:
         figures.inprogress_launches.dec()
-    if not url or not claim_end(channel, "ready"):
+    if not url or not _end_ready(launch, url, token, time.monotonic() - started):
         # Cancelled while the server started: nobody will use it, and the sweep may have run
         # before it existed, so remove it here.
         log.info("launch %s was cancelled while its server started; removing it", channel)
         stop_servers(channel)
         return
-    events.publish(ready_event(launch, url, token), channel=channel)
-    timings.record("launch", launch["repo_url"], time.monotonic() - started)
     log.info("server ready at %s", url)
     record_launch(launch, "success")
     launch_events.emit(config, launch_events.make_event(launch, "success"), redis_client.client)
+
+
+def _end_ready(launch: dict[str, Any], url: str, token: str, seconds: float) -> bool:
+    """Claim the launch's end, publish ``ready`` if it was ours, and record the duration: one round trip."""
+    pipe = redis_client.client.pipeline(transaction=False)
+    end_with(launch["id"], "ready", ready_event(launch, url, token), pipe=pipe)
+    timings.queue_record(pipe, "launch", launch["repo_url"], seconds)
+    claimed = pipe.execute(raise_on_error=False)[0]
+    if isinstance(claimed, Exception):
+        raise claimed
+    return claimed is not None

@@ -15,7 +15,6 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-import itsdangerous
 import pytest
 from flask import Flask
 
@@ -24,6 +23,7 @@ from app.auth import COOKIE_NAME, safe_next
 from app.errors import ConfigError
 from app.redis_server import EmbeddedRedis, free_port
 from app.session_secret import ensure_session_secret
+from tests.sessions import session_cookie
 
 SECRET = "s" * 40
 SPEC = "git/" + urllib.parse.quote("https://example.org/repo.git", safe="") + "/main"
@@ -42,18 +42,7 @@ def auth_app(redis_server: EmbeddedRedis, hub_url: str, tmp_path: Path) -> Flask
 
 
 def cookie(app: Flask, data: dict[str, Any], at: float | None = None, secret: str = SECRET) -> str:
-    """A session cookie signed as Flask signs it, with ``secret``, dated ``at``."""
-    signer = Flask(__name__)
-    signer.secret_key = secret
-    serializer = signer.session_interface.get_signing_serializer(signer)  # type: ignore[attr-defined]
-    if at is None:
-        return str(serializer.dumps(data))
-    original = itsdangerous.timed.time.time
-    itsdangerous.timed.time.time = lambda: at  # type: ignore[assignment]
-    try:
-        return str(serializer.dumps(data))
-    finally:
-        itsdangerous.timed.time.time = original  # type: ignore[assignment]
+    return session_cookie(secret, data, at)
 
 
 def session_of(app: Flask, client: Any) -> dict[str, Any]:

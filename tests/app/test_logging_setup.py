@@ -26,3 +26,14 @@ def test_json_lines_carry_launch_and_mask_secrets(capsys: pytest.CaptureFixture[
     assert "hunter2-registry" not in first["message"] and "ghp_secret_token_value" not in first["message"]
     assert first["message"].count("***") == 2
     assert "flower-pass" not in second["message"] and "launch_id" not in second
+
+
+@pytest.mark.parametrize("each_task", [False, True])
+def test_celery_s_per_task_lines_follow_log_each_task(each_task: bool) -> None:
+    configure_logging(load_config({"log_each_task": each_task}, environ={}))
+    for name in ("celery.worker.strategy", "celery.app.trace"):
+        logger = logging.getLogger(name)
+        assert logger.isEnabledFor(logging.INFO) is each_task
+        assert logger.isEnabledFor(logging.ERROR), "failures are logged either way"
+    assert logging.getLogger("tasks.steps.launch").isEnabledFor(logging.INFO), "Bindery's own lines stay"
+    configure_logging(load_config(environ={}))

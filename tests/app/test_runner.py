@@ -161,7 +161,7 @@ def test_stop_goes_in_stages_web_first_redis_last(tmp_path: Path) -> None:
 
 
 def test_roles_and_queues() -> None:
-    roles = commands(load_config(environ={}), python="python")
+    roles = commands(load_config({"launch_workers": 1}, environ={}), python="python")
     assert set(roles) == {"build-worker", "launch-worker", "beat", "web", "flower"}
     build, launch = roles["build-worker"], roles["launch-worker"]
     assert build[build.index("-Q") + 1] == "build" and build[build.index("-P") + 1] == "prefork"
@@ -215,3 +215,20 @@ def test_runner_serves_with_embedded_redis_and_stops_everything_on_sigint(tmp_pa
             runner.kill()
             runner.wait()
         log.close()
+
+
+def test_launch_workers_split_launch_concurrency_and_default_to_one_per_core() -> None:
+    roles = commands(load_config({"launch_workers": 3, "launch_concurrency": 500}, environ={}), python="python")
+    launch = {role: command for role, command in roles.items() if role.startswith("launch-worker")}
+    assert sorted(launch) == ["launch-worker", "launch-worker-2", "launch-worker-3"]
+    assert {command[command.index("-c") + 1] for command in launch.values()} == {"166"}
+    assert len({command[command.index("-n") + 1] for command in launch.values()}) == 3  # distinct node names
+    cores = len(os.sched_getaffinity(0))
+    default = commands(load_config(environ={}), python="python")
+    assert sum(role.startswith("launch-worker") for role in default) == cores
+
+
+@pytest.mark.parametrize("task_events", [False, True])
+def test_flower_keeps_task_events_off_unless_they_are_on(task_events: bool) -> None:
+    flower = commands(load_config({"task_events": task_events}, environ={}), python="python")["flower"]
+    assert ("--enable_events=False" in flower) is not task_events

@@ -145,3 +145,57 @@ def test_redis_gone_for_good_ends_the_stream_quietly(tmp_path: Path, caplog: pyt
         assert any("Redis unavailable" in record.getMessage() for record in caplog.records)
     finally:
         server.stop()
+
+
+def test_opening_a_stream_marks_its_reader_and_replays_in_one_round_trip(redis_server: EmbeddedRedis) -> None:
+    """What an open costs Redis: the reader mark and the first read go together (one pipeline)."""
+    from app import keys
+
+    app = _app(redis_server, abandon_timeout=60)
+    channel = uuid.uuid4().hex
+    with app.app_context():
+        events.publish({"phase": "waiting", "message": "w"}, channel=channel)
+        client = app.extensions["bindery.redis"]
+        events._notifier()  # the process's listener (its own connection) is there before any stream
+        time.sleep(0.2)
+        sent: list[int] = []
+        original = client.connection_pool.get_connection
+
+        def counting(*args: object, **kwargs: object) -> object:
+            sent.append(1)
+            return original(*args, **kwargs)
+
+        client.connection_pool.get_connection = counting
+        try:
+            stream = events.messages(channel)
+            first = next(stream)
+        finally:
+            client.connection_pool.get_connection = original
+        assert isinstance(first, Message) and first.data["phase"] == "waiting"
+        assert client.get(keys.READER(channel)) is not None
+        assert len(sent) == 1, "one connection checkout: reader mark and replay pipelined"
+        stream.close()
+
+
+def test_an_event_published_right_after_the_open_s_read_wakes_the_stream(
+        redis_server: EmbeddedRedis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stream listens before its first read: an event landing just after that read is not lost."""
+    app = _app(redis_server, keepalive_interval=0.05)
+    channel = uuid.uuid4().hex
+    original = type(events)._open
+
+    def open_then_publish(self: object, channel: str, after: str) -> object:
+        found = original(events, channel, after)
+        events.publish({"phase": "ready", "message": "done"}, channel=channel)  # between read and the loop
+        time.sleep(0.3)  # the listener has passed the wake-up on by now
+        return found
+
+    monkeypatch.setattr(type(events), "_open", open_then_publish)
+    with app.app_context():
+        events._notifier()  # listening already: its subscribe's wake-everyone must not hide the loss
+        time.sleep(0.3)
+        events.publish({"phase": "waiting", "message": "w"}, channel=channel)
+        started = time.monotonic()
+        phases = [m.data["phase"] for m in events.messages(channel) if isinstance(m, Message)]
+    assert phases == ["waiting", "ready"]
+    assert time.monotonic() - started < 2, "woken at once, not by the 30 s safety read"

@@ -254,6 +254,18 @@ SECRET_VALUES: dict[str, Any] = {
 }
 
 
+def test_cors_allow_origin_is_one_value_as_in_binderhub_s_chart(tmp_path: Path) -> None:
+    assert bindery_config(render(), tmp_path)["cors_allow_origin"] == "", "off unless asked for"
+    config = bindery_config(render({"cors": {"allowOrigin": "https://docs.example.org"}}), tmp_path)
+    assert config["cors_allow_origin"] == "https://docs.example.org"
+    # Zero to BinderHub's current spelling; the hub needs nothing: Bindery passes the value to each
+    # server it launches (user_options -> contrib/jupyterhub/bindery_spawner.py)
+    guide_layout = {"config": {"BinderHub": {"cors_allow_origin": "*"}}}
+    assert bindery_config(render(guide_layout), tmp_path)["cors_allow_origin"] == "*"
+    explicit = {"cors": {"allowOrigin": "*"}, "config": {"cors_allow_origin": "https://a.example"}}
+    assert bindery_config(render(explicit), tmp_path)["cors_allow_origin"] == "https://a.example"
+
+
 def test_every_secret_setting_goes_to_the_secret_never_the_configmap(tmp_path: Path) -> None:
     from app.config import ConfigSchema
 
@@ -371,6 +383,8 @@ def test_lint_is_clean() -> None:
     {"unknownTopLevel": True},
     {"auth": {"enabled": True, "redirectUrl": "https://b.example.org/elsewhere"}},
     {"auth": {"enabled": True, "sessionSecret": "too-short"}},
+    {"cors": {"allowOrigin": "https://docs.example.org/path"}},
+    {"cors": {"allowedOrigin": "*"}},
 ])
 def test_values_that_violate_the_schema_are_refused(values: dict[str, Any]) -> None:
     chart = helm.Chart.load(CHART)
@@ -383,3 +397,13 @@ def test_the_guides_files_and_defaults_satisfy_the_schema() -> None:
     for values in ({}, guide("dockerhub-secret.yaml", "dockerhub-config.yaml"),
                    guide("gcr-secret.yaml", "gcr-config.yaml"), guide("custom-registry.yaml")):
         chart.validate_schema(chart.merge_values(values))
+
+
+@pytest.mark.parametrize("task_events", [False, True])
+def test_flower_keeps_task_events_off_unless_the_config_turns_them_on(task_events: bool) -> None:
+    values = {"config": {"task_events": True}} if task_events else None
+    flower = next(d for name, d in deployments(render(values)).items() if name.endswith("-flower"))
+    command = flower["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert ("--enable_events=False" in command) is not task_events, command
+    launch = next(d for name, d in deployments(render(values)).items() if name.endswith("-worker-launch"))
+    assert launch["spec"]["replicas"] == 2, "a launch worker per core: two single-core pods by default"

@@ -27,7 +27,7 @@ from tests.stack import ROOT
 SIGNATURES = {
     "redis": "redis-server",
     "build-worker": "-Q build",
-    "launch-worker": "-Q launch",
+    "launch-worker": "-n launch@",  # (the first of launch_workers; the others are launch2@, ...)
     "beat": " beat ",
     "web": "gunicorn",
     "flower": " flower ",

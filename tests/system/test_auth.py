@@ -22,13 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import docker
-import itsdangerous
 import pytest
 import requests
-from flask import Flask
 
 from tasks.backends.jupyterhub_launcher import user_server_name
 from tests.conftest import JUPYTER_IMAGE, GitServer
+from tests.sessions import session_cookie
 from tests.stack import Stack, collect
 from tests.tasks.backends.test_jupyterhub_launcher import Hub
 from tests.templates.conftest import CHROMIUM, CHROMIUM_ARGS
@@ -214,22 +213,6 @@ def test_quotas_count_users_servers_and_a_cancelled_launch_removes_only_its_own(
     assert system.api("GET", "/users/bob").status_code == 200, "the user stays: only the server goes"
 
 
-def _cookie(secret: str, data: dict[str, Any], at: float | None = None) -> str:
-    """A session cookie as Bindery's Flask signs it, with ``secret``, dated ``at``."""
-    app = Flask(__name__)
-    app.secret_key = secret
-    serializer = app.session_interface.get_signing_serializer(app)  # type: ignore[attr-defined]
-    assert serializer is not None
-    if at is None:
-        return str(serializer.dumps(data))
-    original = itsdangerous.timed.time.time
-    itsdangerous.timed.time.time = lambda: at  # type: ignore[assignment]
-    try:
-        return str(serializer.dumps(data))
-    finally:
-        itsdangerous.timed.time.time = original  # type: ignore[assignment]
-
-
 def tamper(value: str) -> str:
     """The cookie with the first character of its payload changed (the signature no longer fits)."""
     return ("f" if value[0] != "f" else "g") + value[1:]
@@ -245,9 +228,9 @@ def test_without_a_good_session_build_fails_403_and_pages_go_to_the_hub(system: 
     assert "not logged in" in failed["message"] and f"{url}/v2/git/{spec}" in failed["message"]
 
     secret = (system.stack.directory / "session_secret").read_text().strip()  # made by the app: unset in config
-    good = _cookie(secret, {"user": "alice"})
-    forged = _cookie(secrets.token_urlsafe(48), {"user": "alice"})
-    expired = _cookie(secret, {"user": "alice"}, at=time.time() - 9 * 3600)  # session_max_age is 8 h
+    good = session_cookie(secret, {"user": "alice"})
+    forged = session_cookie(secrets.token_urlsafe(48), {"user": "alice"})
+    expired = session_cookie(secret, {"user": "alice"}, at=time.time() - 9 * 3600)  # session_max_age is 8 h
     page = f"{url}/v2/git/{spec}"
     for name, cookie in (("forged", forged), ("expired", expired), ("tampered", tamper(good))):
         answer = requests.get(page, cookies={COOKIE: cookie}, allow_redirects=False, timeout=10)

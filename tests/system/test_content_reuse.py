@@ -20,8 +20,8 @@ import pytest
 import requests
 
 from tasks.backends.docker_launcher import INSTANCE
-from tests.conftest import JUPYTER_IMAGE, REGISTRY_PORT, GitServer
-from tests.stack import Stack, collect
+from tests.conftest import JUPYTER_IMAGE, GitServer
+from tests.stack import Stack, StackFactory, collect
 
 pytestmark = [pytest.mark.integration, pytest.mark.engine]
 
@@ -63,16 +63,13 @@ def notebook(text: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, registry: str, docker_host: str,
-          engine: docker.DockerClient, build_counter: tuple[Path, list[str]]) -> Iterator[Stack]:
-    running = Stack(tmp_path_factory.mktemp("stack"), {
-        "registry_url": registry, "image_prefix": f"127.0.0.1:{REGISTRY_PORT}/bindery-reuse-",
-        "docker_host": docker_host, "repo2docker_command": build_counter[1], "keepalive_interval": 1,
-        "launch_ports": "19900-19949", "launch_timeout": 120, "default_url": "/",
-    }).start()
+def stack(make_module_stack: StackFactory, engine: docker.DockerClient,
+          build_counter: tuple[Path, list[str]]) -> Iterator[Stack]:
+    running = make_module_stack("reuse", {
+        "repo2docker_command": build_counter[1], "keepalive_interval": 1, "launch_timeout": 120,
+        "default_url": "/"})
     yield running
-    running.stop()
-    instance = running.settings["instance_name"]
+    instance = running.settings["instance_name"]  # the servers this module's launches started
     for container in engine.containers.list(all=True, filters={"label": [f"{INSTANCE}={instance}"]}):
         container.remove(force=True)
 

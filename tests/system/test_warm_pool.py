@@ -18,21 +18,20 @@ import requests
 from app.keys import LAUNCH_EVENTS
 from tasks.backends.docker_launcher import INSTANCE
 from tests.conftest import JUPYTER_IMAGE
-from tests.stack import Stack, collect
+from tests.stack import Stack, StackFactory, collect
 
 pytestmark = [pytest.mark.integration, pytest.mark.engine]
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, docker_host: str, engine: docker.DockerClient) -> Iterator[Stack]:
-    running = Stack(tmp_path_factory.mktemp("pool-stack"), {
-        "docker_host": docker_host, "enabled_providers": ["gh", "git", "image"],
-        "allowed_specs": {"image": [r"^localhost/bindery-jupyter:.*$"]},
-        "warm_pool": {JUPYTER_IMAGE: 2}, "warm_pool_interval": 1, "launch_ports": "19950-19999",
-        "default_url": "/", "launch_event_sinks": ["redis"], "keepalive_interval": 1, "health_cache_seconds": 0,
-    }, beat=True).start()
+def stack(make_module_stack: StackFactory, engine: docker.DockerClient) -> Iterator[Stack]:
+    running = make_module_stack("pool", {
+        "enabled_providers": ["gh", "git", "image"], "allowed_specs": {"image": [r"^localhost/bindery-jupyter:.*$"]},
+        "warm_pool": {JUPYTER_IMAGE: 2}, "warm_pool_interval": 1, "default_url": "/",
+        "launch_event_sinks": ["redis"], "keepalive_interval": 1, "health_cache_seconds": 0,
+    }, registry=False, beat=True)
     yield running
-    running.stop()
+    running.stop_role("beat")  # no refill from here on; then the servers this module's stack started
     instance = running.settings["instance_name"]
     for container in engine.containers.list(all=True, filters={"label": [f"{INSTANCE}={instance}"]}):
         container.remove(force=True)

@@ -67,3 +67,49 @@ def test_build_elsewhere_follows_from_a_message_of_its_own(ran: list) -> None:
     chain.build_elsewhere({"id": "x", "build_id": "b"})
     [(queued, signature)] = ran
     assert queued == "queued" and signature.task == chain.ATTACH and signature.args == ({"id": "x", "build_id": "b"},)
+
+
+def test_a_hand_over_runs_the_step_without_checking_the_payload_or_the_launch_again(
+        app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One message, one payload check and one end-claim look-up, however many steps it runs."""
+    from tasks import base
+
+    celery = app.extensions["celery"]
+    checks: list[str] = []
+    monkeypatch.setattr(base, "load_launch", lambda payload: checks.append("payload") or payload)
+    monkeypatch.setattr(base, "may_run", lambda request, launch: checks.append("may_run") or True)
+    steps: list[str] = []
+
+    @celery.task(name="bindery.test_second")
+    def second(launch: dict) -> str:
+        steps.append("second")
+        return "done"
+
+    @celery.task(name="bindery.test_first")
+    def first(launch: dict) -> str:
+        steps.append("first")
+        return chain._run("bindery.test_second", launch)
+
+    assert first({"id": "a" * 32}) == "done"
+    assert steps == ["first", "second"] and checks == ["payload", "may_run"]
+
+
+def test_a_step_handed_over_reports_its_failure_once_on_the_launch_s_channel(app: Flask) -> None:
+    from app.errors import LaunchError
+    from app.extensions import events
+
+    celery = app.extensions["celery"]
+
+    @celery.task(name="bindery.test_failing")
+    def failing(launch: dict) -> None:
+        raise LaunchError("the hub said no", 503)
+
+    @celery.task(name="bindery.test_handing_over")
+    def handing_over(launch: dict) -> None:
+        chain._run("bindery.test_failing", launch)
+
+    launch_id = "b" * 32
+    handing_over({"id": launch_id, "provider": "gh", "spec": "o/r/HEAD", "created": 1.0})
+    with app.app_context():
+        published = [data for _, data in events.read(launch_id)]
+    assert [(e["phase"], e["message"]) for e in published] == [("failed", "the hub said no\n")]

@@ -77,3 +77,26 @@ def test_without_pickup_timeout_nothing_is_kept_for_requeueing(app: Flask) -> No
     launch_record.open_record(launch)
     assert launch_record.queued_payload(launch["id"]) is None
     assert launch["id"] not in launch_record.pending_since(time.time())
+
+
+def test_the_first_event_is_published_with_the_record(app: Flask) -> None:
+    launch_id = uuid.uuid4().hex
+    launch_record.open_record({"id": launch_id, "provider": "gh", "spec": "org/repo/HEAD", "created": time.time()},
+                              first_event={"phase": "waiting", "message": "w\n"})
+    assert [data for _, data in events.read(launch_id)] == [{"phase": "waiting", "message": "w\n"}]
+    assert 590 < redis_client.client.ttl(keys.EVENTS(launch_id)) <= 600
+    assert launch_record.belongs_to(launch_id, "gh", "org/repo/HEAD")
+
+
+def test_ending_with_an_event_publishes_it_only_for_the_first_claim(app: Flask) -> None:
+    launch_id = uuid.uuid4().hex
+    assert launch_record.end_with(launch_id, "ready", {"phase": "ready", "url": "u"})
+    assert not launch_record.end_with(launch_id, "failed", {"phase": "failed", "message": "late\n"})
+    assert launch_record.ended(launch_id) == "ready"
+    assert [data for _, data in events.read(launch_id)] == [{"phase": "ready", "url": "u"}]
+    assert 590 < redis_client.client.ttl(keys.EVENTS(launch_id)) <= 600
+    assert 590 < redis_client.client.ttl(keys.LAUNCH_END(launch_id)) <= 600
+    other = uuid.uuid4().hex
+    assert launch_record.claim_end(other, launch_record.CANCELLED)  # the abandon sweep was first
+    assert not launch_record.end_with(other, "ready", {"phase": "ready", "url": "u"})
+    assert events.read(other) == []

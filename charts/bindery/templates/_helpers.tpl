@@ -132,6 +132,8 @@ Zero to BinderHub layout say. Explicit lower-case settings win over translated o
 {{- with $v.flower.basicAuth }}{{- $_ := set $s "flower_basic_auth" . -}}{{- end -}}
 {{- /* the page a launched server opens: Zero to JupyterHub's singleuser.defaultUrl, as BinderHub reads it */ -}}
 {{- with dig "singleuser" "defaultUrl" "" ($v.jupyterhub | default dict) }}{{- $_ := set $s "default_url" . -}}{{- end -}}
+{{- /* pages on this origin (or * for any) may use the API and the servers it launches: BinderHub's cors.allowOrigin, or config.BinderHub.cors_allow_origin; Bindery passes it on to each server (--ServerApp.allow_origin, the hub's spawner mixin) */ -}}
+{{- with dig "allowOrigin" "" ($v.cors | default dict) | default (get $bh "cors_allow_origin") }}{{- $_ := set $s "cors_allow_origin" . -}}{{- end -}}
 {{- range $key, $value := $cfg -}}
 {{- if regexMatch "^[a-z][a-z0-9_]*$" $key }}{{- $_ := set $s $key $value -}}{{- end -}}
 {{- end -}}

@@ -4,31 +4,27 @@ with a notice naming the commit; without the setting it fails clearly. Real stac
 from __future__ import annotations
 
 import urllib.parse
-from pathlib import Path
 
 import pytest
 import requests
 
-from tests.app.test_build_api import launch_id_of, quick_dockerfile
-from tests.conftest import JUPYTER_IMAGE, REGISTRY_PORT, GitServer
-from tests.stack import Stack, collect
+from tests.conftest import JUPYTER_IMAGE, GitServer
+from tests.stack import Stack, StackFactory, collect
+from tests.system.test_build_api import launch_id_of, quick_dockerfile
 
 pytestmark = [pytest.mark.integration, pytest.mark.engine]
 BROKEN = f"FROM {JUPYTER_IMAGE}\nRUN echo broken && false\n"
 
 
-def _stack(directory: Path, registry: str, docker_host: str, allow: bool) -> Stack:
-    return Stack(directory, {"registry_url": registry, "docker_host": docker_host,
-                             "image_prefix": f"127.0.0.1:{REGISTRY_PORT}/bindery-test-",
-                             "launch_last_good_image": allow, "launch_ports": "19800-19849"}).start()
+def _stack(make_stack: StackFactory, name: str, allow: bool) -> Stack:
+    return make_stack(name, {"launch_last_good_image": allow})
 
 
 def test_broken_commit_gets_the_last_good_image_only_when_allowed(
-        tmp_path: Path, git_server: GitServer, registry: str, docker_host: str,
-        launched_containers: list[str]) -> None:
+        make_stack: StackFactory, git_server: GitServer, launched_containers: list[str]) -> None:
     repo_url, good_sha = git_server.make_repo(quick_dockerfile())
     url = f"/build/git/{urllib.parse.quote(repo_url, safe='')}/main"
-    allowed = _stack(tmp_path / "allowed", registry, docker_host, allow=True)
+    allowed = _stack(make_stack, "allowed", allow=True)
     try:
         first = collect(allowed.url + url, timeout=300)
         launched_containers.append(launch_id_of(first))
@@ -45,7 +41,7 @@ def test_broken_commit_gets_the_last_good_image_only_when_allowed(
     assert ready["phase"] == "ready" and ready["image"].endswith(good_sha)
     assert requests.get(f"{ready['url']}api", params={"token": ready["token"]}, timeout=10).status_code == 200
 
-    strict = _stack(tmp_path / "strict", registry, docker_host, allow=False)
+    strict = _stack(make_stack, "strict", allow=False)
     try:
         git_server.commit(repo_url, BROKEN + "# again\n")
         final = collect(strict.url + url, timeout=300)[-1][1]

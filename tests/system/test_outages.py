@@ -38,7 +38,7 @@ import requests
 from app.redis_server import free_port
 from tests.clients import wait_for
 from tests.conftest import JUPYTER_IMAGE, REGISTRY_PORT, GitServer
-from tests.stack import LocalRegistry, Stack, collect
+from tests.stack import LocalRegistry, Stack, StackFactory, collect
 
 pytestmark = [pytest.mark.integration, pytest.mark.engine]
 
@@ -69,10 +69,10 @@ def assert_clear_failure(events: list[tuple[str | None, dict[str, Any]]], status
     return str(final["message"])
 
 
-def stack_settings(docker_host: str, registry: str, **extra: Any) -> dict[str, Any]:
-    return {"registry_url": registry, "image_prefix": f"127.0.0.1:{REGISTRY_PORT}/bindery-test-",
-            "docker_host": docker_host, "keepalive_interval": 1, "health_cache_seconds": 0,
-            "image_found_cache": 0, "launch_ports": "19800-19899", "registry_timeout": 3, **extra}
+def stack_settings(**extra: Any) -> dict[str, Any]:
+    """Besides the factory's engine, registry and launch ports: health checked on each ask, quick timeouts."""
+    return {"keepalive_interval": 1, "health_cache_seconds": 0, "image_found_cache": 0, "registry_timeout": 3,
+            **extra}
 
 
 # --- registry and GitHub API ------------------------------------------------------------------
@@ -133,12 +133,8 @@ def github() -> Iterator[ReplayGitHub]:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, registry: str, docker_host: str, git_server: GitServer,
-          github: ReplayGitHub, engine: docker.DockerClient) -> Iterator[Stack]:
-    running = Stack(tmp_path_factory.mktemp("outages"), stack_settings(
-        docker_host, registry, github_api_url=github.url, github_url=git_server.url)).start()
-    yield running
-    running.stop()
+def stack(make_module_stack: StackFactory, git_server: GitServer, github: ReplayGitHub) -> Stack:
+    return make_module_stack("outages", stack_settings(github_api_url=github.url, github_url=git_server.url))
 
 
 def test_registry_down_fails_naming_it_and_health_503_then_recovers(
@@ -233,11 +229,11 @@ class OwnEngine:
 
 
 def test_engine_down_fails_naming_it_and_health_503_then_recovers(
-        tmp_path: Path, registry: str, git_server: GitServer, engine: docker.DockerClient,
+        make_stack: StackFactory, git_server: GitServer, engine: docker.DockerClient,
         launched_containers: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     own = OwnEngine().start()
     monkeypatch.setenv("DOCKER_HOST", own.url)  # the Stack's processes inherit it (it overrides docker_host)
-    running = Stack(tmp_path / "engine", stack_settings(own.url, registry)).start()
+    running = make_stack("engine", stack_settings(docker_host=own.url))
     try:
         repo_url, sha = git_server.make_repo(quick_dockerfile())
         url = git_url(running, repo_url)
@@ -274,7 +270,7 @@ def test_engine_down_fails_naming_it_and_health_503_then_recovers(
 # --- JupyterHub -------------------------------------------------------------------------------
 
 def test_hub_down_fails_naming_it_and_health_503_then_recovers(
-        tmp_path: Path, registry: str, docker_host: str, git_server: GitServer,
+        tmp_path: Path, make_stack: StackFactory, docker_host: str, git_server: GitServer,
         engine: docker.DockerClient) -> None:
     from tests.tasks.backends.test_jupyterhub_launcher import SERVER_NAME, Hub
 
@@ -283,9 +279,8 @@ def test_hub_down_fails_naming_it_and_health_503_then_recovers(
     running: Stack | None = None
     try:
         hub.wait()
-        running = Stack(tmp_path / "stack", stack_settings(
-            docker_host, registry, launcher="jupyterhub", hub_url=hub.url, hub_api_token=hub.token,
-            launch_timeout=90)).start()
+        running = make_stack("stack", stack_settings(
+            launcher="jupyterhub", hub_url=hub.url, hub_api_token=hub.token, launch_timeout=90))
         repo_url, sha = git_server.make_repo(quick_dockerfile())
         url = git_url(running, repo_url)
         assert health(running)[0] == 200

@@ -18,14 +18,13 @@ import urllib.parse
 import uuid
 from collections.abc import Iterator
 
-import docker
 import pytest
 import redis
 
 from app.redis_server import EmbeddedRedis
 from tests.clients import Client, wait_for
 from tests.conftest import JUPYTER_IMAGE, GitServer
-from tests.stack import Stack
+from tests.stack import Stack, StackFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.engine]
 
@@ -44,20 +43,18 @@ class ExternalRedis(EmbeddedRedis):
 
 
 @pytest.fixture(scope="module", params=["embedded", "external"])
-def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, docker_host: str,
-          engine: docker.DockerClient) -> Iterator[Stack]:
+def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+          make_module_stack: StackFactory) -> Iterator[Stack]:
     directory = tmp_path_factory.mktemp(f"redis-{request.param}")
     server = EmbeddedRedis(directory / "redis") if request.param == "embedded" \
         else ExternalRedis(directory / "external-redis")
-    running = Stack(directory, {
-        "docker_host": docker_host,  # no registry: images stay in the engine
-        "image_prefix": "localhost/bindery-test-",
+    running = make_module_stack(f"redis-{request.param}", {
+        "image_prefix": "localhost/bindery-test-",  # no registry: images stay in the engine
         "keepalive_interval": 1,
-        "launch_ports": "19600-19699",
         "build_lock_ttl": 6,
-    }, redis=server).start()
+    }, registry=False, redis=server, directory=directory)
     yield running
-    running.stop()
+    running.stop()  # before the other Redis's Stack starts
 
 
 def restart_redis(stack: Stack, down_for: float = 2.0) -> float:

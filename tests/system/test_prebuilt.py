@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from tests.conftest import JUPYTER_IMAGE, REGISTRY_PORT
-from tests.stack import Stack, collect
+from tests.stack import Stack, StackFactory, collect
 
 pytestmark = [pytest.mark.integration, pytest.mark.engine]
 
@@ -36,20 +36,13 @@ def pushed_image(engine: docker.DockerClient, registry: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, registry: str, docker_host: str,
-          engine: docker.DockerClient) -> Iterator[Stack]:
-    running = Stack(tmp_path_factory.mktemp("prebuilt"), {
-        "registry_url": registry,
-        "image_prefix": f"127.0.0.1:{REGISTRY_PORT}/bindery-test-",
-        "docker_host": docker_host,
+def stack(make_module_stack: StackFactory) -> Stack:
+    return make_module_stack("prebuilt", {
         "enabled_providers": ["gh", "git", "image"],
         "allowed_specs": {"image": [f"^127\\.0\\.0\\.1:{REGISTRY_PORT}/prebuilt/"]},
-        "launch_ports": "19850-19899",
         "launch_timeout": 120,
         "keepalive_interval": 1,
-    }).start()
-    yield running
-    running.stop()
+    })
 
 
 def launch_id_of(events: list[tuple[str | None, dict]]) -> str:
@@ -86,7 +79,7 @@ def test_absent_image_fails_404(stack: Stack, pushed_image: str) -> None:
 @pytest.mark.parametrize("spec, status", [
     ("quay.io/jupyter/base-notebook:2024-07-08", 403),  # not in allowed_specs
     (f"127.0.0.1:{REGISTRY_PORT}/prebuilt/jupyter", 400),  # no tag
-])
+], ids=["not-allowed", "no-tag"])  # the same on every xdist worker (REGISTRY_PORT is not)
 def test_refused_before_queueing(stack: Stack, spec: str, status: int) -> None:
     events = collect(f"{stack.url}/build/image/{spec}", timeout=30)
     assert [data["phase"] for _, data in events] == ["failed"]

@@ -14,15 +14,14 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import docker
 import pytest
 import requests
 
-from tests.stack import ROOT, Stack, read_events
-from tests.tasks.test_abandon import containers_of, launch_url, slow_stack_settings, wait_for
+from tests.stack import ROOT, Stack, StackFactory, read_events
+from tests.system.test_abandon import containers_of, launch_url, slow_stack_settings, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.engine]
 
@@ -30,14 +29,10 @@ VISIBILITY = 5
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, docker_host: str,
-          engine: docker.DockerClient) -> Iterator[Stack]:
-    running = Stack(tmp_path_factory.mktemp("crash"), {
-        **slow_stack_settings(docker_host, "19550-19599"),
-        "launch_visibility_timeout": VISIBILITY, "launch_crash_retries": 1,
-    }).start()
-    yield running
-    running.stop()
+def stack(make_module_stack: StackFactory) -> Stack:
+    return make_module_stack("crash", {
+        **slow_stack_settings(), "launch_visibility_timeout": VISIBILITY, "launch_crash_retries": 1,
+    }, registry=False)
 
 
 def kill_and_restart_launch_worker(stack: Stack) -> float:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import concurrent.futures
 import urllib.parse
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ import requests
 from providers.base import image_name
 from tasks.lock import BuildLock
 from tests.conftest import BASE_IMAGE, JUPYTER_IMAGE, REGISTRY_PORT, GitServer
-from tests.stack import Stack, collect, read_events
+from tests.stack import Stack, StackFactory, collect, read_events
 
 pytestmark = [pytest.mark.integration, pytest.mark.engine]
 
@@ -43,21 +42,14 @@ def quick_dockerfile() -> str:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, registry: str, docker_host: str,
-          engine: docker.DockerClient, build_counter: tuple[Path, list[str]]) -> Iterator[Stack]:
-    running = Stack(tmp_path_factory.mktemp("stack"), {
-        "registry_url": registry,
-        "image_prefix": f"127.0.0.1:{REGISTRY_PORT}/bindery-test-",
-        "docker_host": docker_host,
+def stack(make_module_stack: StackFactory, build_counter: tuple[Path, list[str]]) -> Stack:
+    return make_module_stack("stack", {
         "repo2docker_command": build_counter[1],
         "keepalive_interval": 1,
-        "launch_ports": "19000-19499",
         "launch_idle_timeout": 600,
         "launch_timeout": 180,
         "build_lock_ttl": 6,
-    }).start()
-    yield running
-    running.stop()
+    })
 
 
 def build_url(stack: Stack, repo_url: str, ref: str, query: str = "") -> str:
@@ -205,9 +197,9 @@ def test_non_stream_request_gets_a_json_406(stack: Stack) -> None:
     assert "text/event-stream" in response.json()["message"]
 
 
-def test_registry_down_is_a_failed_event(tmp_path: Path, git_server: GitServer, docker_host: str) -> None:
-    down = Stack(tmp_path / "down", {"registry_url": "http://127.0.0.1:9", "docker_host": docker_host,
-                                     "image_prefix": "127.0.0.1:9/bindery-test-"}).start()
+def test_registry_down_is_a_failed_event(make_stack: StackFactory, git_server: GitServer) -> None:
+    down = make_stack("down", {"registry_url": "http://127.0.0.1:9", "image_prefix": "127.0.0.1:9/bindery-test-"},
+                      registry=False)
     try:
         repo_url, _ = git_server.make_repo(quick_dockerfile())
         final = collect(build_url(down, repo_url, "main"), timeout=60)[-1][1]
@@ -243,11 +235,9 @@ def test_lock_of_a_dead_build_expires_and_the_next_request_builds(
     assert runs(build_counter[0], sha) == 1
 
 
-def test_quota_per_repository_is_a_failed_event(tmp_path: Path, git_server: GitServer, registry: str,
-                                                docker_host: str, launched_containers: list[str]) -> None:
-    small = Stack(tmp_path / "quota", {"registry_url": registry, "docker_host": docker_host,
-                                       "image_prefix": f"127.0.0.1:{REGISTRY_PORT}/bindery-test-",
-                                       "quota_per_repo": 1, "launch_ports": "19700-19749"}).start()
+def test_quota_per_repository_is_a_failed_event(make_stack: StackFactory, git_server: GitServer,
+                                                launched_containers: list[str]) -> None:
+    small = make_stack("quota", {"quota_per_repo": 1})
     try:
         repo_url, _ = git_server.make_repo(quick_dockerfile())
         first = collect(build_url(small, repo_url, "main"), timeout=300)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 import urllib.parse
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +19,14 @@ import redis
 
 from tasks import timings
 from tasks.backends.docker_launcher import LABEL, repo_label
-from tests.conftest import JUPYTER_IMAGE, REGISTRY_PORT, GitServer
-from tests.stack import Stack
+from tests.conftest import JUPYTER_IMAGE, GitServer
+from tests.stack import Stack, StackFactory, launch_ports
 from tests.templates.conftest import VIEWPORT, screenshot
 
 pytestmark = [pytest.mark.integration, pytest.mark.engine]
 
-SERVER = re.compile(r"^http://127\.0\.0\.1:198\d\d/")
+LOW, HIGH = launch_ports()  # a launched server listens on one of the launch ports of this worker's Stacks
+SERVER = re.compile(rf"^http://127\.0\.0\.1:({'|'.join(str(port) for port in range(LOW, HIGH + 1))})/")
 BUILD_TIMEOUT_MS = 300_000
 
 
@@ -43,20 +43,13 @@ def dockerfile(seconds: int = 0, lines: int = 0, fail: bool = False) -> str:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, registry: str, docker_host: str,
-          engine: docker.DockerClient, build_counter: tuple[Path, list[str]]) -> Iterator[Stack]:
-    running = Stack(tmp_path_factory.mktemp("stack"), {
-        "registry_url": registry,
-        "image_prefix": f"127.0.0.1:{REGISTRY_PORT}/bindery-test-",
-        "docker_host": docker_host,
+def stack(make_module_stack: StackFactory, build_counter: tuple[Path, list[str]]) -> Stack:
+    return make_module_stack("stack", {
         "repo2docker_command": build_counter[1],
         "keepalive_interval": 1,
-        "launch_ports": "19800-19899",
         "launch_idle_timeout": 600,
         "launch_timeout": 180,
-    }).start()
-    yield running
-    running.stop()
+    })
 
 
 def loading_url(stack: Stack, repo_url: str, query: str = "") -> str:

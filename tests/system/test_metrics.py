@@ -8,28 +8,20 @@ import json
 import subprocess
 import sys
 import urllib.parse
-from collections.abc import Iterator
 
-import docker
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import REGISTRY_PORT, GitServer
-from tests.stack import ROOT, Stack, collect
+from tests.conftest import GitServer
+from tests.stack import ROOT, Stack, StackFactory, collect
 
 pytestmark = [pytest.mark.integration, pytest.mark.engine]
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, registry: str, docker_host: str,
-          engine: docker.DockerClient) -> Iterator[Stack]:
-    running = Stack(tmp_path_factory.mktemp("metrics"), {
-        "registry_url": registry, "image_prefix": f"127.0.0.1:{REGISTRY_PORT}/bindery-test-",
-        "docker_host": docker_host, "launch_ports": "19750-19799",
-    }).start()
-    yield running
-    running.stop()
+def stack(make_module_stack: StackFactory) -> Stack:
+    return make_module_stack("metrics")
 
 
 def scrape(stack: Stack) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -44,7 +36,7 @@ def value(samples: dict, name: str, **labels: str) -> float:
 
 def test_launch_moves_worker_metrics_into_the_web_scrape_and_emits_an_event(
         stack: Stack, git_server: GitServer, launched_containers: list[str]) -> None:
-    from tests.app.test_build_api import launch_id_of, quick_dockerfile
+    from tests.system.test_build_api import launch_id_of, quick_dockerfile
 
     repo_url, sha = git_server.make_repo(quick_dockerfile())
     before = scrape(stack)
@@ -88,12 +80,12 @@ def test_failed_launch_is_counted(stack: Stack) -> None:
 
 
 
-def test_worker_serves_its_own_metrics_when_configured(tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_worker_serves_its_own_metrics_when_configured(make_stack: StackFactory) -> None:
     from app.redis_server import free_port
 
     port = free_port()
-    running = Stack(tmp_path_factory.mktemp("worker-metrics"), {"launcher": "bench",
-                                                                  "worker_metrics_port": port}).start()
+    running = make_stack("worker-metrics", {"launcher": "bench", "worker_metrics_port": port},
+                         engine=False, registry=False)
     try:
         text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
     finally:

@@ -40,7 +40,7 @@ from providers.base import image_name
 from tests.conftest import JUPYTER_IMAGE, LOOPBACK_ALLOWED, REGISTRY_PORT
 from tests.git_http import SmartGitServer, make_bare_repo
 from tests.providers.conftest import RECORDINGS
-from tests.stack import Stack, collect
+from tests.stack import Stack, StackFactory, collect
 
 pytestmark = [pytest.mark.integration, pytest.mark.engine]
 
@@ -107,19 +107,13 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, registry: str, docker_host: str,
-          engine: docker.DockerClient, host: Host) -> Iterator[Stack]:
-    running = Stack(tmp_path_factory.mktemp("providers-stack"), {
+def stack(make_module_stack: StackFactory, host: Host) -> Stack:
+    return make_module_stack("providers-stack", {
         **host.settings,
-        "registry_url": registry,
         "image_prefix": f"127.0.0.1:{REGISTRY_PORT}/bindery-prov-",
-        "docker_host": docker_host,
         "keepalive_interval": 1,
-        "launch_ports": "19900-19949",
         "launch_timeout": 180,
-    }).start()
-    yield running
-    running.stop()
+    })
 
 
 def config_of(stack: Stack) -> dict[str, Any]:

@@ -23,7 +23,6 @@ import os
 import time
 import urllib.parse
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import docker
@@ -33,8 +32,8 @@ import redis
 from kombu import Connection
 
 from tests.clients import Client, wait_for
-from tests.conftest import JUPYTER_IMAGE, REGISTRY_PORT, GitServer
-from tests.stack import Stack
+from tests.conftest import JUPYTER_IMAGE, GitServer
+from tests.stack import Stack, StackFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.engine]
 
@@ -42,20 +41,13 @@ CLIENTS = 3
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, registry: str, docker_host: str,
-          engine: docker.DockerClient, build_counter: tuple[Path, list[str]]) -> Iterator[Stack]:
-    running = Stack(tmp_path_factory.mktemp("crash"), {
-        "registry_url": registry,
-        "image_prefix": f"127.0.0.1:{REGISTRY_PORT}/bindery-test-",
-        "docker_host": docker_host,
+def stack(make_module_stack: StackFactory, build_counter: tuple[Path, list[str]]) -> Stack:
+    return make_module_stack("crash", {
         "repo2docker_command": build_counter[1],
         "keepalive_interval": 1,
-        "launch_ports": "19500-19599",
         "launch_timeout": 120,
         "build_lock_ttl": 6,
-    }).start()
-    yield running
-    running.stop()
+    })
 
 
 def slow_dockerfile(marker: str) -> str:

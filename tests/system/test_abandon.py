@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import docker
@@ -21,7 +20,7 @@ import requests
 
 from app import keys
 from tests.conftest import JUPYTER_IMAGE
-from tests.stack import Stack, collect, read_events
+from tests.stack import Stack, StackFactory, collect, read_events
 
 pytestmark = [pytest.mark.integration, pytest.mark.engine]
 
@@ -30,13 +29,11 @@ ABANDON_TIMEOUT = 5
 SLOW_SERVER = ["sh", "-c", 'sleep 8 && exec jupyter server "$@"', "sh"]
 
 
-def slow_stack_settings(docker_host: str, ports: str) -> dict[str, Any]:
-    """A Bindery launching the local Jupyter image with a slow-starting server."""
+def slow_stack_settings() -> dict[str, Any]:
+    """A Bindery launching the local Jupyter image with a slow-starting server (engine store, no registry)."""
     return {
-        "docker_host": docker_host,
         "enabled_providers": ["image"],
         "allowed_specs": {"image": ["^localhost/bindery-jupyter:"]},
-        "launch_ports": ports,
         "launch_timeout": 60,
         "launch_command": SLOW_SERVER,
         "keepalive_interval": 1,
@@ -44,13 +41,9 @@ def slow_stack_settings(docker_host: str, ports: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, docker_host: str,
-          engine: docker.DockerClient) -> Iterator[Stack]:
-    running = Stack(tmp_path_factory.mktemp("abandon"), {
-        **slow_stack_settings(docker_host, "19500-19549"), "abandon_timeout": ABANDON_TIMEOUT,
-    }, beat=True).start()
-    yield running
-    running.stop()
+def stack(make_module_stack: StackFactory) -> Stack:
+    return make_module_stack("abandon", {**slow_stack_settings(), "abandon_timeout": ABANDON_TIMEOUT},
+                             registry=False, beat=True)
 
 
 def launch_url(stack: Stack) -> str:

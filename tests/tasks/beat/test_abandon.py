@@ -2,7 +2,7 @@
 
 Real: an embedded Redis, the app from its factory, Bindery's own event streams.
 Nothing is mocked; the `bench` launcher (starts nothing) stands for the server
-backend here; tests/tasks/test_abandon.py does the same with real containers.
+backend here; tests/system/test_abandon.py does the same with real containers.
 """
 
 from __future__ import annotations

@@ -13,7 +13,6 @@ import re
 import time
 import urllib.parse
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ import requests
 from app import keys
 from app.client_address import client_key
 from tests.app.test_rate_limit import fresh_ip
-from tests.stack import Stack, read_events
+from tests.stack import Stack, StackFactory, read_events
 
 pytestmark = pytest.mark.integration
 
@@ -36,14 +35,12 @@ SPEC = "git/" + urllib.parse.quote("http://127.0.0.1:9/nothing.git", safe="") + 
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    running = Stack(tmp_path_factory.mktemp("front-door"), {
+def stack(make_module_stack: StackFactory) -> Stack:
+    return make_module_stack("front-door", {
         "web_workers": 2, "launcher": "bench", "trusted_proxy_hops": 1,
         "rate_limit": LIMIT, "rate_limit_period": PERIOD, "max_streams_per_ip": STREAMS,
         "keepalive_interval": 0.5, "ban_networks": BANNED, "launch_concurrency": 20,
-    }).start()
-    yield running
-    running.stop()
+    }, engine=False, registry=False)
 
 
 def open_build(stack: Stack, ip: str, spec: str = SPEC, query: str = "", **headers: str) -> requests.Response:

@@ -38,7 +38,7 @@ import yaml
 from app.config import ConfigSchema
 from app.redis_server import stop_process
 from tests.conftest import JUPYTER_IMAGE, GitServer
-from tests.stack import Stack, collect
+from tests.stack import StackFactory, collect
 
 pytestmark = [pytest.mark.integration, pytest.mark.engine]
 
@@ -189,19 +189,20 @@ class GitHubReplay:
 
 # --- the launch --------------------------------------------------------------------------------
 
-def test_full_launch_shows_no_secret(tmp_path: Path, git_server: GitServer, auth_registry: str, docker_host: str,
-                                     engine: docker.DockerClient, launched_containers: list[str]) -> None:
+def test_full_launch_shows_no_secret(tmp_path: Path, git_server: GitServer, auth_registry: str,
+                                     make_stack: StackFactory, engine: docker.DockerClient,
+                                     launched_containers: list[str]) -> None:
     clone_url, sha = git_server.make_repo(f"FROM {JUPYTER_IMAGE}\nRUN echo {uuid.uuid4().hex} > /tmp/build-id\n")
     # github_url is the git server: <github_url>/secrets-org/secret-repo is that repository
     (git_server.root / "secrets-org").mkdir(exist_ok=True)
     (git_server.root / "secrets-org" / "secret-repo").symlink_to(git_server.root / clone_url.rsplit("/", 1)[1])
     github = GitHubReplay(sha)
-    stack = Stack(tmp_path / "stack", {
+    stack = make_stack("stack", {
         **secret_settings(tmp_path), "registry_url": auth_registry,
-        "image_prefix": f"127.0.0.1:{AUTH_REGISTRY_PORT}/bindery-secrets-", "docker_host": docker_host,
+        "image_prefix": f"127.0.0.1:{AUTH_REGISTRY_PORT}/bindery-secrets-",
         "github_api_url": github.url, "github_url": git_server.url, "keepalive_interval": 1,
-        "launch_ports": "19600-19699", "launch_timeout": 180, "launch_event_sinks": ["file", "stdout"],
-    }, beat=True)
+        "launch_timeout": 180, "launch_event_sinks": ["file", "stdout"],
+    }, registry=False, beat=True, directory=tmp_path / "stack", start=False)
     try:
         stack.start()
         events = collect(f"{stack.url}/build/gh/secrets-org/secret-repo/HEAD", timeout=600)
