@@ -8,6 +8,7 @@ imports = (
     "tasks.steps.resolve_ref", "tasks.steps.check_registry", "tasks.steps.attach", "tasks.steps.build",
     "tasks.steps.push", "tasks.steps.launch",
     "tasks.beat.cleanup", "tasks.beat.cleanup_build_pods", "tasks.beat.abandon", "tasks.beat.stranded",
+    "tasks.beat.warm_pool",
 )
 
 # Builds run on their own prefork queue so long builds never starve launches;
@@ -67,6 +68,9 @@ def from_settings(settings: dict[str, Any]) -> dict[str, Any]:
             **({"requeue-stranded": {"task": "bindery.requeue_stranded",
                                      "schedule": min(10.0, max(1.0, settings["launch_pickup_timeout"] / 3))}}
                if settings["launch_pickup_timeout"] else {}),
+            # The docker launcher's warm pool (tasks/beat/warm_pool.py).
+            **({"warm-pool": {"task": "bindery.warm_pool", "schedule": float(settings["warm_pool_interval"])}}
+               if settings["launcher"] == "docker" and (settings["warm_pool"] or settings["warm_pool_top"]) else {}),
             **({"cleanup-build-pods": {"task": "bindery.cleanup_build_pods",
                                        "schedule": float(settings["cleanup_interval"])}}
                if settings["builder"] == "kubernetes" else {}),

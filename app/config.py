@@ -523,6 +523,19 @@ class ConfigSchema(Schema):
         load_default="host", allow_none=True, validate=validate.Regexp(r"^[a-z0-9][a-z0-9_.-]{0,62}$"),
         metadata=BUILD("Network mode of build containers (`host` reaches the package index here)."),
     )
+    content_reuse = fields.Boolean(
+        load_default=True,
+        metadata=BUILD("A commit that changes only content (no environment file: requirements, environment.yml, "
+                       "apt.txt, postBuild, a Dockerfile and the files it copies...) is built in seconds as the "
+                       "earlier image of the same environment plus the new content, instead of a full repo2docker "
+                       "build. The build log says why when it cannot be."),
+    )
+    content_reuse_allow_postbuild = fields.Boolean(
+        load_default=False,
+        metadata=BUILD("Reuse environments of repositories with a postBuild script too. Off by default: a postBuild "
+                       "may read the content (e.g. install the repository as a package), which a reuse would not "
+                       "run again."),
+    )
     build_timeout = fields.Integer(
         load_default=3600, validate=validate.Range(10, 86400),
         metadata=BUILD("Seconds before a build is stopped and reported failed."),
@@ -682,10 +695,60 @@ class ConfigSchema(Schema):
                         "again (a worker killed just as it took the message loses it; only one copy ever runs). "
                         "0: never; each launch then costs two Redis commands less."),
     )
+    warm_pool = fields.Dict(
+        keys=fields.String(validate=validate.Length(1, 500)), values=fields.Integer(validate=validate.Range(0, 100)),
+        load_default=dict,
+        metadata=LAUNCH("Warm pool (docker launcher): spec (provider/spec as in a launch link, e.g. "
+                        "gh/org/repo/main) or image name -> servers kept started and handed over at once. A spec's "
+                        "pool follows the image of its latest launch; a new image retires the old pool."),
+    )
+    warm_pool_top = fields.Integer(
+        load_default=0, validate=validate.Range(0, 100),
+        metadata=LAUNCH("Also pool the N specs launched most in the last warm_pool_top_hours (read from the "
+                        "launch events' Redis stream: launch_event_sinks must include redis). 0: off."),
+    )
+    warm_pool_top_size = fields.Integer(
+        load_default=1, validate=validate.Range(1, 100),
+        metadata=LAUNCH("Pooled servers for each of the warm_pool_top specs."),
+    )
+    warm_pool_top_hours = fields.Float(
+        load_default=6.0, validate=validate.Range(0.1, 24 * 30),
+        metadata=LAUNCH("Hours of launch events warm_pool_top counts."),
+    )
+    warm_pool_max_servers = fields.Integer(
+        load_default=10, validate=validate.Range(0, 10000),
+        metadata=LAUNCH("Pooled (unclaimed) servers at most, over all images. They never take a real launch's "
+                        "place: the pool leaves one server of quota_total free, and a launch that finds the "
+                        "quota full removes a pooled server first."),
+    )
+    warm_pool_max_memory_mb = fields.Integer(
+        load_default=0, validate=validate.Range(0),
+        metadata=LAUNCH("Memory all pooled servers may take, in MB, counted as warm_pool_server_memory_mb each "
+                        "(0: no limit)."),
+    )
+    warm_pool_server_memory_mb = fields.Integer(
+        load_default=200, validate=validate.Range(1),
+        metadata=LAUNCH("Memory one idle pooled server is counted as, in MB (an idle Jupyter server takes "
+                        "about 60-150 MB)."),
+    )
+    warm_pool_max_age = fields.Integer(
+        load_default=3600, validate=validate.Range(10, 7 * 86400),
+        metadata=LAUNCH("Seconds after which a pooled server nobody claimed is replaced by a new one."),
+    )
+    warm_pool_interval = fields.Float(
+        load_default=10.0, validate=validate.Range(1, 3600),
+        metadata=LAUNCH("Seconds between runs of the warm pool beat task (refill, retire, keep alive)."),
+    )
     bench_launch_delay = fields.Float(
         load_default=0.0, validate=validate.Range(0, 600),
         metadata=LAUNCH("Seconds the `bench` launcher waits before it reports ready (benchmarks only)."),
     )
+
+    @validates_schema
+    def _check_warm_pool_top(self, data: Mapping[str, Any], **kwargs: Any) -> None:
+        if data.get("warm_pool_top") and "redis" not in (data.get("launch_event_sinks") or []):
+            raise ValidationError("counts the launch events' Redis stream: add redis to launch_event_sinks",
+                                  "warm_pool_top")
 
     @validates_schema
     def _check_abandon(self, data: Mapping[str, Any], **kwargs: Any) -> None:

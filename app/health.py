@@ -34,6 +34,7 @@ from app.extensions import redis_client
 from app.outages import clear_outage, has_outage
 from providers.http import github_headers
 from tasks import backends, worker_heartbeat
+from tasks.backends import warm_pool
 
 bp = Blueprint("health", __name__)
 
@@ -98,6 +99,8 @@ def run_checks() -> dict[str, Any]:
         _check("Build worker", lambda: _workers("build")),
         _check("Launch worker", lambda: _workers("launch")),
     ]
+    if warm_pool.enabled(config):  # idle pooled servers per image (never failing: a pool is an extra)
+        checks.append(_check("Warm pool", lambda: warm_pool.summary(config, redis_client.client)))
     if "gh" in config["enabled_providers"]:
         checks.append(_check("GitHub API", lambda: _github(config)))
     return {"ok": all(check["ok"] for check in checks), "checks": checks}

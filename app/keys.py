@@ -93,6 +93,31 @@ TIMINGS_ALL = Key("bindery:timings:{kind}:all", "list", "tasks/timings.py", "non
 PORT = Key("bindery:port:{port}", "string", "tasks/backends/docker_launcher.py", "launch_max_age",
            "Which launch holds a port of the docker launcher's range.")
 
+POOL_IDLE = Key("bindery:pool:idle:{image_digest}", "set", "tasks/backends/warm_pool.py",
+                "until claimed (SPOP) or retired (warm_pool_max_age)",
+                "Started, unclaimed servers of one image (JSON: container, port, token, start time); SPOP hands "
+                "one to exactly one launch.")
+POOL_IMAGES = Key("bindery:pool:images", "set", "tasks/backends/warm_pool.py", "none (pruned by the beat task)",
+                  "Images that may have pooled servers, so the beat task finds every idle set.")
+POOL_TARGETS = Key("bindery:pool:targets", "hash", "tasks/backends/warm_pool.py", "none (one field per pooled spec)",
+                   "The image a pooled spec's servers run: that of the spec's latest launch (a new one retires "
+                   "the old pool).")
+POOL_FILLING = Key("bindery:pool:filling:{image_digest}", "string", "tasks/backends/warm_pool.py",
+                   "launch_timeout + 30 s", "One refill of an image's pool at a time, across workers.")
+POOL_STARTING = Key("bindery:pool:starting", "sorted set", "tasks/backends/warm_pool.py",
+                    "members leave when their server answers, or after launch_timeout",
+                    "Launches that missed the pool and are starting a server: refills wait for them, so the "
+                    "pool never slows a real launch.")
+POOL_CLAIMED = Key("bindery:pool:claimed:{launch_id}", "string", "tasks/backends/warm_pool.py",
+                   "launch_max_age + 120 s", "The pooled container a launch took, so stopping the launch finds it.")
+POOL_OWNER = Key("bindery:pool:owner:{container_id}", "string", "tasks/backends/warm_pool.py",
+                 "launch_max_age + 120 s", "When a pooled container was claimed: its age (launch_max_age) counts "
+                 "from then.")
+ENVIRONMENT = Key("bindery:environment:{repo_digest}:{env_hash}", "hash", "tasks/backends/environment.py",
+                  "30 days, renewed on use",
+                  "The image built from a repository's environment (hash of its environment files): a commit "
+                  "that changes only content reuses it.")
+
 # --- front door and operations -------------------------------------------------------------------
 
 RATE_LIMIT = Key("bindery:ratelimit:{client}:{window}", "string (counter)", "app/rate_limit.py",

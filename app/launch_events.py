@@ -43,6 +43,9 @@ class LaunchEventSchema(Schema):
     origin = fields.String(required=True, metadata={"help": "the Bindery host that served the launch"})
     request_origin = fields.String(load_default="", metadata={"help": "the requesting page's Origin header, "
                                                                       "else Sec-Fetch-Site, else empty"})
+    pool = fields.String(validate=validate.OneOf(["hit", "miss"]),
+                         metadata={"help": "present when the image has a warm pool: the launch got a pooled "
+                                           "server (hit) or started one (miss)"})
     authenticated = fields.Boolean(metadata={"help": "present (true) when the launch was for a logged-in user "
                                                      "(auth_enabled); never who"})
 
@@ -62,6 +65,8 @@ def make_event(launch: dict[str, Any], status: str) -> dict[str, Any]:
     }
     if launch.get("user"):
         event["authenticated"] = True
+    if launch.get("pool"):
+        event["pool"] = launch["pool"]
     return _SCHEMA.load(event)
 
 

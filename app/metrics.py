@@ -40,6 +40,8 @@ class BinderHubMetrics:
                                        multiprocess_mode="livesum")
         self.inprogress_launches = Gauge("binderhub_inprogress_launches", "Launches currently in progress",
                                          multiprocess_mode="livesum")
+        self.pool_launches = Counter("bindery_warm_pool_launches", "Launches of pooled images: pool hit or miss",
+                                     ["result"])
         self.github_rate_limit = Gauge("binderhub_github_rate_limit_remaining",
                                        "Remaining GitHub API requests", multiprocess_mode="mostrecent")
 

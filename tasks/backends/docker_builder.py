@@ -103,6 +103,20 @@ class DockerBuilder:
         return path
 
     def build(self, repo: RepoProvider, launch: dict[str, Any], emit: Emit) -> None:
+        """A thin image when only content changed (tasks/backends/environment.py), else repo2docker."""
+        from app.extensions import engine, redis_client
+        from tasks.backends import environment
+
+        reused, decision = environment.try_reuse(self.config, redis_client.client, engine.client, repo.repo_url(),
+                                                 repo.repo2docker_env(), launch, emit)
+        if reused:
+            return
+        self._build(repo, launch, emit)
+        if decision is not None and decision.reusable:
+            environment.remember(redis_client.client, launch["repo_url"], decision.env_hash, launch["image"],
+                                 launch["resolved_ref"])
+
+    def _build(self, repo: RepoProvider, launch: dict[str, Any], emit: Emit) -> None:
         """Run one build to completion, or raise BuildError quoting the end of its log."""
         tail: deque[str] = deque(maxlen=self.config["build_log_tail"])
         env = {**os.environ, "DOCKER_HOST": engine_url(self.config), "GIT_TERMINAL_PROMPT": "0",

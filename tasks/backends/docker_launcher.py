@@ -30,6 +30,7 @@ from flask import current_app
 from app import keys
 from app.errors import LaunchError, QuotaExceeded
 from app.extensions import engine_unreachable, engine_url
+from tasks.backends import warm_pool
 from tasks.backends.default_url import candidates, default_url_event, find_default_url
 
 log = logging.getLogger(__name__)
@@ -110,9 +111,9 @@ class DockerLauncher:
         """``quota``: the launch's own per-repository quota (spec policy), else quota_per_repo."""
         total = self.config["quota_total"]
         per_repo = self.config["quota_per_repo"] if quota is None else quota
-        if total and self._running() >= total:
+        if total and self._running() >= total and not warm_pool.evict_one(self):  # pooled servers go first
             raise QuotaExceeded(f"This Bindery is full ({total} servers running); please try again later.")
-        if per_repo and self._running(repo_url) >= per_repo:
+        if per_repo and self._running(repo_url) - warm_pool.idle_count(self.redis, repo_label(repo_url)) >= per_repo:
             raise QuotaExceeded(f"Too many servers of {repo_url} are running ({per_repo}); "
                                 "please try again later.")
 
@@ -163,6 +164,8 @@ class DockerLauncher:
         for stale in self._containers(f"{LABEL}={launch['id']}"):  # a re-run after a crash
             stale.remove(force=True)
         self.check_quota(launch["repo_url"], launch.get("quota"))
+        if warm_pool.enabled(self.config) and (pooled := warm_pool.claim(self, launch, emit)):
+            return pooled
         port = self._claim_port(launch["id"])
         token = secrets.token_hex(24)
         try:
@@ -181,7 +184,10 @@ class DockerLauncher:
         url = self.config["launch_public_url"].format(host=self.config["launch_host"], port=port)
         inside = f"http://{self.config['launch_host']}:{port}/"
         session = requests.Session()
-        self._wait_ready(container, session, inside, token, emit)
+        try:
+            self._wait_ready(container, session, inside, token, emit)
+        finally:
+            warm_pool.started_after_miss(self, launch)  # refills waited for this server
         found = find_default_url(session, inside, token, self.config["default_url"])
         event = default_url_event(self.config["default_url"], found)
         if event:
@@ -211,13 +217,18 @@ class DockerLauncher:
         container.remove(force=True)
         raise LaunchError(f"The server did not answer within {self.config['launch_timeout']} s.")
 
+    def pool_labels(self, pool_id: str, repo_url: str, ref: str, port: int) -> dict[str, str]:
+        """Labels of a warm-pool server (tasks/backends/warm_pool.py): those of a launch's server."""
+        return {LABEL: pool_id, INSTANCE: self.config["instance_name"], "org.bindery.repo": repo_label(repo_url),
+                "org.bindery.ref": ref, "org.bindery.port": str(port), "org.bindery.created": str(int(time.time()))}
+
     # --- cleanup -------------------------------------------------------------------------
     def _containers(self, label: str = LABEL) -> list[Any]:
         return self.client.containers.list(all=True, filters={"label": [label, self._mine]})
 
     def stop(self, launch_id: str) -> int:
         """Remove the launch's server (cancelled or given up); returns how many were removed."""
-        removed = 0
+        removed = warm_pool.stop_claimed(self, launch_id)
         # One list call (no inspect per container): the launch's own step may remove it meanwhile.
         for found in self.client.api.containers(all=True, filters={"label": [f"{LABEL}={launch_id}", self._mine]}):
             try:
@@ -242,7 +253,7 @@ class DockerLauncher:
         now = time.time()
         for container in self._containers():
             labels = container.labels
-            old = now - int(labels.get("org.bindery.created", "0")) > max_age
+            old = now - warm_pool.age_start(self.redis, container.id, labels) > max_age
             if container.status in ("exited", "dead") or old:
                 container.remove(force=True)
                 if labels.get("org.bindery.port"):

@@ -22,6 +22,7 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from kubernetes import client, watch
@@ -31,6 +32,7 @@ from kubernetes.client.exceptions import ApiException
 from app.errors import BuildError
 from providers.base import RepoProvider, safe_build_slug
 from providers.git_env import SECRET_VARIABLES
+from tasks.backends import environment, thin_build
 from tasks.backends.docker_builder import _CONTENT_PROVIDERS, _event, repo2docker_command
 
 log = logging.getLogger(__name__)
@@ -94,9 +96,11 @@ def core_api(config: dict[str, Any]) -> Any:
 
 
 def config_map_manifest(config: dict[str, Any]) -> dict[str, Any]:
+    """repo2docker's config and thin_build.py, which a content-only commit's pod runs instead."""
     return {"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": CONFIG_MAP, "labels": dict(LABELS)},
-            "data": {"repo2docker_config.py": repo2docker_config(config)}}
+            "data": {"repo2docker_config.py": repo2docker_config(config),
+                     "thin_build.py": Path(thin_build.__file__).read_text(encoding="utf-8")}}
 
 
 def _affinity(config: dict[str, Any], node: str | None) -> dict[str, Any] | None:
@@ -119,7 +123,8 @@ def secret_manifest(name: str, env: dict[str, str]) -> dict[str, Any]:
 
 def pod_manifest(config: dict[str, Any], repo: RepoProvider, launch: dict[str, Any],
                  node: str | None = None, secret: str | None = None,
-                 clone_env: dict[str, str] | None = None) -> dict[str, Any]:
+                 clone_env: dict[str, str] | None = None, thin_plan: dict[str, Any] | None = None
+                 ) -> dict[str, Any]:
     """The build pod, as a plain manifest (what the API gets, and what tests validate).
 
     With ``secret`` the credentials in the provider's clone environment are read
@@ -134,6 +139,9 @@ def pod_manifest(config: dict[str, Any], repo: RepoProvider, launch: dict[str, A
                                f"{CONFIG_DIR}/repo2docker_config.py")
     if config.get("registry_url"):  # the pod pushes; the push step then finds the image stored
         args.insert(args.index("--"), "--push")
+    if thin_plan is not None:  # a content-only commit: the thin image (tasks/backends/thin_build.py)
+        args = ["python3", f"{CONFIG_DIR}/thin_build.py",
+                json.dumps({**thin_plan, "push": bool(config.get("registry_url"))})]
     env: list[dict[str, Any]] = [{"name": "DOCKER_HOST", "value": f"unix://{SOCKET}"}]
     for key, value in sorted({"GIT_TERMINAL_PROMPT": "0", **clone_env}.items()):
         env.append({"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
@@ -208,6 +216,33 @@ class KubernetesBuilder:
 
     # --- build ---------------------------------------------------------------------------
     def build(self, repo: RepoProvider, launch: dict[str, Any], emit: Emit) -> None:
+        """A thin-image pod when only content changed (tasks/backends/environment.py), else repo2docker's."""
+        from app.extensions import redis_client
+
+        plan, decision = None, None
+        if launch.get("provider"):
+            plan, decision = environment.pod_plan(self.config, redis_client.client, self._image_exists,
+                                                  repo.repo_url(), repo.repo2docker_env(), launch, emit)
+        if plan is not None:
+            try:
+                self._build_pod(repo, launch, emit, plan)
+                return
+            except BuildError as exc:
+                emit({"phase": "building", "message": f"Full build: the thin image failed ({exc}).\n"})
+        self._build_pod(repo, launch, emit)
+        if decision is not None and decision.reusable:
+            environment.remember(redis_client.client, launch["repo_url"], decision.env_hash, launch["image"],
+                                 launch["resolved_ref"])
+
+    def _image_exists(self, image: str) -> bool:
+        """Whether the earlier image is still in the registry (build pods have no engine of ours to ask)."""
+        from app.extensions import engine
+        from tasks.backends.registry import make_image_store
+
+        return bool(make_image_store(self.config, lambda: engine.client).exists(image))
+
+    def _build_pod(self, repo: RepoProvider, launch: dict[str, Any], emit: Emit,
+                   thin_plan: dict[str, Any] | None = None) -> None:
         """Create (or attach to) the build pod, stream its log, and wait for it to finish."""
         clone_env = repo.repo2docker_env()
         if "GIT_SSH_COMMAND" in clone_env:
@@ -219,7 +254,7 @@ class KubernetesBuilder:
         clone_secrets = {key: value for key, value in clone_env.items() if key in SECRET_VARIABLES}
         name = build_pod_name(repo.build_slug(), launch["resolved_ref"])
         secret = f"{name}-{secrets.token_hex(4)}" if clone_secrets else None
-        manifest = pod_manifest(self.config, repo, launch, node, secret, clone_env)
+        manifest = pod_manifest(self.config, repo, launch, node, secret, clone_env, thin_plan)
         deadline = time.monotonic() + self.config["build_timeout"]
         try:
             self._ensure_config_map()
