@@ -232,8 +232,10 @@ SPLIT: dict[str, str] = {  # node id regex -> group
     r"tests/providers/test_spec_properties\.py::test_\w+\[(\w+)\]": r"spec_properties-\1",
 }
 SLOWEST_FIRST: list[str] = [
-    "tests/templates/test_default_url.py", "tests/system/test_runner_supervision.py",
-    "tests/system/test_cross_origin.py", "tests/system/test_auth.py",
+    "tests/system/test_default_url.py", "tests/system/test_runner_supervision.py",
+    "tests/system/test_cross_origin.py", "tests/system/test_content_reuse.py", "tests/system/test_auth.py",
+    "tests/tasks/backends/test_warm_pool.py", "tests/tasks/backends/test_thin_build_pod.py",
+    "tests/system/test_warm_pool.py",
     "tests/system/test_build_worker_crash.py", "build_api-twenty", "tests/system/test_build_api.py",
     "tests/app/test_fuzz_http.py", "tests/system/test_loading.py", "tests/system/test_provider_launches.py",
     "outages-hub", "tests/system/test_secrets.py", "tests/system/test_last_good.py", "redis_restart-embedded",

@@ -18,7 +18,6 @@ import time
 import urllib.parse
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import docker
@@ -28,9 +27,8 @@ import requests
 from tasks.backends.jupyterhub_launcher import user_server_name
 from tests.conftest import JUPYTER_IMAGE, GitServer
 from tests.sessions import session_cookie
-from tests.stack import Stack, collect
+from tests.stack import Stack, StackFactory, collect
 from tests.tasks.backends.test_jupyterhub_launcher import Hub
-from tests.templates.conftest import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = [pytest.mark.integration, pytest.mark.engine]
 
@@ -72,13 +70,13 @@ class System:
 
 
 @pytest.fixture(scope="module")
-def system(tmp_path_factory: pytest.TempPathFactory, docker_host: str,
+def system(make_module_stack: StackFactory, tmp_path_factory: pytest.TempPathFactory, docker_host: str,
            engine: docker.DockerClient) -> Iterator[System]:
     directory = tmp_path_factory.mktemp("auth")
-    stack = Stack(directory / "bindery", {
-        "launcher": "jupyterhub", "auth_enabled": True, "docker_host": docker_host,
+    stack = make_module_stack("auth", {
+        "launcher": "jupyterhub", "auth_enabled": True,
         "keepalive_interval": 1, "launch_timeout": 120, "image_prefix": f"bindery-auth-{uuid.uuid4().hex[:6]}-",
-    })
+    }, registry=False, directory=directory / "bindery", start=False)
     (directory / "hub").mkdir()
     hub = Hub(directory / "hub", docker_host,
               extra=HUB_LOGIN.format(password=PASSWORD) + chart_hub_config(stack.url))
@@ -88,22 +86,10 @@ def system(tmp_path_factory: pytest.TempPathFactory, docker_host: str,
         stack.start()
         yield System(hub, stack)
     finally:
-        stack.stop()
+        stack.stop()  # before the hub (the factory's stop at the module's end finds it stopped)
         hub.stop()
         for container in engine.containers.list(all=True, filters={"label": [f"org.bindery.test-hub={hub.run_id}"]}):
             container.remove(force=True)
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium (scripts/test-setup.sh)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 def log_in_at_hub(page: Any, user: str) -> None:
@@ -119,13 +105,13 @@ def quick_dockerfile() -> str:
 
 
 def test_users_log_in_through_the_hub_and_launch_into_their_own_named_servers(
-        system: System, chromium: Any, git_server: GitServer) -> None:
+        system: System, browser: Any, git_server: GitServer) -> None:
     repo_url, sha = git_server.make_repo(quick_dockerfile())
     link = system.link(repo_url)
     name = user_server_name(repo_url, sha)
     server_url = f"{system.hub.url}user/alice/{name}/"
 
-    alice = chromium.new_context()
+    alice = browser.new_context()
     page = alice.new_page()
     seen: list[str] = []
     page.on("request", lambda request: seen.append(request.url) if request.is_navigation_request() else None)
@@ -160,7 +146,7 @@ def test_users_log_in_through_the_hub_and_launch_into_their_own_named_servers(
     assert list(servers) == [name] and servers[name]["started"] == started
 
     # bob logs in: alice's server is not his to open or to see; the same link gives him his own
-    bob = chromium.new_context()
+    bob = browser.new_context()
     other = bob.new_page()
     other.goto(f"{system.hub.url}hub/login")
     log_in_at_hub(other, "bob")

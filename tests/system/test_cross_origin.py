@@ -35,7 +35,7 @@ from app import create_app
 from app.redis_server import EmbeddedRedis
 from tasks.backends.jupyterhub_launcher import JupyterHubLauncher
 from tests.conftest import JUPYTER_IMAGE, GitServer
-from tests.stack import ROOT, Stack, collect
+from tests.stack import ROOT, Stack, StackFactory, collect
 from tests.tasks.backends import test_jupyterhub_launcher as hub_tests
 
 pytestmark = [pytest.mark.integration, pytest.mark.engine]
@@ -195,24 +195,21 @@ def lab_image(engine: docker.DockerClient) -> str:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, docker_host: str, engine: docker.DockerClient,
+def stack(make_module_stack: StackFactory, engine: docker.DockerClient,
           sites: tuple[StaticSite, StaticSite]) -> Iterator[Stack]:
     """One Bindery for the module: the trusted site's origin allowed, images in the engine's store."""
-    running = Stack(tmp_path_factory.mktemp("cors-stack"), {
-        "docker_host": docker_host,
+    running = make_module_stack("cors-stack", {
         "cors_allow_origin": sites[0].origin,
         "keepalive_interval": 1,
         "abandon_timeout": 3,
-        "launch_ports": "19700-19799",
         "launch_idle_timeout": 600,
         "launch_timeout": 120,
         "launch_event_sinks": ["file"],
-    }, beat=True).start()
+    }, registry=False, beat=True)
     yield running
     for container in engine.containers.list(all=True, filters={"label": [
             f"org.bindery.instance={running.settings['instance_name']}"]}):
         container.remove(force=True)  # this stack's servers, by its instance label
-    running.stop()
 
 
 @pytest.fixture(scope="module")

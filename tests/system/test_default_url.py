@@ -22,8 +22,8 @@ import docker
 import pytest
 
 from tasks.backends.docker_launcher import INSTANCE
-from tests.conftest import JUPYTER_IMAGE, REGISTRY_PORT, GitServer
-from tests.stack import Stack
+from tests.conftest import JUPYTER_IMAGE, GitServer
+from tests.stack import Stack, StackFactory
 from tests.templates.conftest import ARTIFACTS, VIEWPORT, screenshot
 
 pytestmark = [pytest.mark.integration, pytest.mark.engine]
@@ -57,23 +57,15 @@ def make_repo(git_server: GitServer, base: str, files: dict[str, str]) -> str:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, registry: str, docker_host: str,
-          engine: docker.DockerClient) -> Iterator[Stack]:
+def stack(make_module_stack: StackFactory, engine: docker.DockerClient) -> Iterator[Stack]:
     try:
         engine.images.get(LAB_IMAGE)
     except docker.errors.ImageNotFound:
         pytest.fail(f"{LAB_IMAGE} is missing: `make test` builds it (scripts/base-image.sh)")
-    running = Stack(tmp_path_factory.mktemp("stack"), {
-        "registry_url": registry,
-        "image_prefix": f"127.0.0.1:{REGISTRY_PORT}/bindery-test-",
-        "docker_host": docker_host,
-        "keepalive_interval": 1,
-        "launch_ports": "19950-19999",
-        "launch_timeout": 180,
-    }).start()
+    running = make_module_stack("stack", {"keepalive_interval": 1, "launch_timeout": 180})
     (ARTIFACTS / "default-url-timings.txt").unlink(missing_ok=True)
     yield running
-    running.stop()
+    running.stop()  # (before its servers are removed; the factory's stop at the module's end finds it stopped)
     # exactly this stack's servers (its instance label), whatever the tests left running
     mine = f"{INSTANCE}={running.settings['instance_name']}"
     for container in engine.containers.list(all=True, filters={"label": [mine]}):
