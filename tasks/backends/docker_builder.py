@@ -20,13 +20,17 @@ from collections.abc import Callable
 from typing import Any
 
 from app.errors import BuildError
-from app.extensions import engine_url
+from app.extensions import engine, engine_url, redis_client
 from providers.base import RepoProvider, check_safe, redact_url
+from tasks.backends import environment
 
 log = logging.getLogger(__name__)
 
 Emit = Callable[[dict[str, Any]], None]
 _PHASES = {"fetching", "building"}
+
+#: What Podman says when an image list races an image's removal (see _build_past_engine_races).
+ENGINE_RACE = "image not known"
 
 
 def repo2docker_command(config: dict[str, Any], repo: RepoProvider, launch: dict[str, Any],
@@ -104,17 +108,31 @@ class DockerBuilder:
 
     def build(self, repo: RepoProvider, launch: dict[str, Any], emit: Emit) -> None:
         """A thin image when only content changed (tasks/backends/environment.py), else repo2docker."""
-        from app.extensions import engine, redis_client
-        from tasks.backends import environment
-
         reused, decision = environment.try_reuse(self.config, redis_client.client, engine.client, repo.repo_url(),
                                                  repo.repo2docker_env(), launch, emit)
         if reused:
             return
-        self._build(repo, launch, emit)
+        self._build_past_engine_races(repo, launch, emit)
         if decision is not None and decision.reusable:
             environment.remember(redis_client.client, launch["repo_url"], decision.env_hash, launch["image"],
                                  launch["resolved_ref"])
+
+    def _build_past_engine_races(self, repo: RepoProvider, launch: dict[str, Any], emit: Emit) -> None:
+        """repo2docker, run once more when the engine lost track of an image it was listing.
+
+        Podman answers an image list with 500 "image not known" when another image is removed
+        while it lists them (another build's cleanup, an operator's prune): the engine's fault,
+        not the repository's, and gone on the next try.
+        """
+        try:
+            self._build(repo, launch, emit)
+        except BuildError as error:
+            if ENGINE_RACE not in error.message:
+                raise
+            log.warning("build %s: the engine lost an image while listing them; building again", launch["image"])
+            emit({"phase": "building", "message": "The container engine lost track of an image while listing "
+                                                  "them (another one was being removed); building again...\n"})
+            self._build(repo, launch, emit)
 
     def _build(self, repo: RepoProvider, launch: dict[str, Any], emit: Emit) -> None:
         """Run one build to completion, or raise BuildError quoting the end of its log."""

@@ -43,3 +43,27 @@ def test_json_log_lines_become_events() -> None:
         {"phase": "building", "message": "boom\n"}
     assert _event("not json at all", "building") == {"phase": "building", "message": "not json at all\n"}
     assert _event("[1, 2]", "building")["message"] == "[1, 2]\n"
+
+
+def test_a_build_that_raced_an_image_removal_is_run_once_more(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Podman's 500 "image not known" on an image list is the engine's passing fault: one more try."""
+    from app.errors import BuildError
+    from tasks.backends.docker_builder import ENGINE_RACE, DockerBuilder
+
+    builder = DockerBuilder(load_config({"redis_url": "redis://127.0.0.1:9"}))
+    outcomes = [BuildError(f"Build failed. Error during build: 500 Server Error ... {ENGINE_RACE}"), None]
+    runs: list[int] = []
+
+    def build(repo: object, launch: object, emit: object) -> None:
+        runs.append(1)
+        outcome = outcomes.pop(0)
+        if outcome:
+            raise outcome
+
+    monkeypatch.setattr(builder, "_build", build)
+    said: list[dict] = []
+    builder._build_past_engine_races(None, {"image": "i"}, said.append)  # type: ignore[arg-type]
+    assert len(runs) == 2 and "building again" in said[0]["message"]
+    monkeypatch.setattr(builder, "_build", lambda *a: (_ for _ in ()).throw(BuildError("repo2docker exited with 1")))
+    with pytest.raises(BuildError, match="exited with 1"):
+        builder._build_past_engine_races(None, {"image": "i"}, said.append)  # type: ignore[arg-type]
