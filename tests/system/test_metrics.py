@@ -13,6 +13,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.clients import wait_for
 from tests.conftest import GitServer
 from tests.stack import ROOT, Stack, StackFactory, collect
 
@@ -44,8 +45,14 @@ def test_launch_moves_worker_metrics_into_the_web_scrape_and_emits_an_event(
     launch_id = launch_id_of(events)
     launched_containers.append(launch_id)
     assert events[-1][1]["phase"] == "ready", events[-3:]
+    names = ("binderhub_build_count_total", "binderhub_launch_count_total")
+
+    def counted() -> bool:  # the worker counts the launch just after it sends `ready`
+        return all(value(scrape(stack), name, status="success", repo=repo_url) for name in names)
+
+    wait_for(counted, 10, "the build and the launch in the web's scrape")
     after = scrape(stack)
-    for name in ("binderhub_build_count_total", "binderhub_launch_count_total"):
+    for name in names:
         assert value(after, name, status="success", repo=repo_url) - value(before, name, repo=repo_url) == 1
     assert value(after, "binderhub_build_time_seconds_count", status="success") > \
         value(before, "binderhub_build_time_seconds_count", status="success")
