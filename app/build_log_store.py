@@ -44,15 +44,22 @@ class BuildLog:
         pipe.execute()
 
     def append(self, text: str) -> None:
-        if self.size > self.max_bytes:
-            return
-        data = text.encode("utf-8", errors="replace")
-        if self.size + len(data) > self.max_bytes:
-            data = data[: self.max_bytes - self.size] + TRUNCATED.encode()
-            self.size = self.max_bytes + 1
-        else:
-            self.size += len(data)
-        self.client.append(self.log_key, data)
+        data = b""
+        if self.size <= self.max_bytes:
+            data = text.encode("utf-8", errors="replace")
+            if self.size + len(data) > self.max_bytes:
+                data = data[: self.max_bytes - self.size] + TRUNCATED.encode()
+                self.size = self.max_bytes + 1
+            else:
+                self.size += len(data)
+        # a build longer than the retention keeps its record: each line renews both keys
+        # (and one whose worker died mid-build is gone that long after its last line)
+        pipe = self.client.pipeline(transaction=False)
+        if data:
+            pipe.append(self.log_key, data)
+        pipe.expire(self.log_key, self.retention)
+        pipe.expire(self.meta_key, self.retention)
+        pipe.execute()
 
     def finish(self, status: str) -> None:
         pipe = self.client.pipeline()

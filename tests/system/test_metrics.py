@@ -80,11 +80,13 @@ def test_failed_launch_is_counted(stack: Stack) -> None:
     before = scrape(stack)
     url = f"{stack.url}/build/git/{urllib.parse.quote('http://127.0.0.1:9/none.git', safe='')}/main"
     assert collect(url, timeout=60)[-1][1]["phase"] == "failed"
-    after = scrape(stack)
-    assert value(after, "binderhub_launch_count_total", status="failure") == \
-        value(before, "binderhub_launch_count_total", status="failure") + 1
+    expected = value(before, "binderhub_launch_count_total", status="failure") + 1
 
+    def counted() -> bool:  # the worker counts the launch just after it sends `failed`
+        return value(scrape(stack), "binderhub_launch_count_total", status="failure") >= expected
 
+    wait_for(counted, 10, "the failed launch in the web's scrape")
+    assert value(scrape(stack), "binderhub_launch_count_total", status="failure") == expected
 
 
 def test_worker_serves_its_own_metrics_when_configured(make_stack: StackFactory) -> None:
