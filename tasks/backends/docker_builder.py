@@ -29,10 +29,6 @@ log = logging.getLogger(__name__)
 Emit = Callable[[dict[str, Any]], None]
 _PHASES = {"fetching", "building"}
 
-#: What Podman says when an image list races an image's removal (see _build_past_engine_races).
-ENGINE_RACE = "image not known"
-
-
 def repo2docker_command(config: dict[str, Any], repo: RepoProvider, launch: dict[str, Any],
                         config_file: str) -> list[str]:
     """The argument list (never a shell line); user input is checked and placed after ``--``."""
@@ -46,16 +42,32 @@ def repo2docker_command(config: dict[str, Any], repo: RepoProvider, launch: dict
     ]
 
 
+# The traitlets config every build runs with (a Python file, read by repo2docker's process).
+#
 # repo2docker 2024.7.0 tries Mercurial on every URL that does not end in .git and crashes
 # when `hg` is missing; leave it out unless it is installed.
-_CONTENT_PROVIDERS = """
+#
+# Its own "is this image built already?" lists every image in the engine, and Podman answers
+# that list with 500 "image not known" whenever another image is removed meanwhile (an
+# operator's prune, another build's cleanup), failing the build. The build step has asked the
+# engine for this exact image by name just before (tasks/steps/build.py), and repo2docker's
+# check only ever matches names tagged ":latest", never ours: it is left out.
+REPO2DOCKER_CONFIG = """
 import shutil
 from repo2docker import contentproviders as cp
+from repo2docker.app import Repo2Docker
 providers = [cp.Local, cp.Zenodo, cp.Figshare, cp.Dataverse, cp.Hydroshare, cp.Swhid, cp.CKAN, cp.Git]
 if shutil.which("hg"):
     providers.insert(-1, cp.Mercurial)
 c.Repo2Docker.content_providers = providers
+Repo2Docker.find_image = lambda self: False
 """
+
+
+def repo2docker_config(config: dict[str, Any]) -> str:
+    """The ``--config`` file of every build (build pods get it in a ConfigMap)."""
+    kwargs = {"network_mode": config["build_network"]} if config["build_network"] else {}
+    return f"c.Repo2Docker.extra_build_kwargs = {json.dumps(kwargs)}\n{REPO2DOCKER_CONFIG}"
 
 
 def _event(line: str, previous: str) -> dict[str, Any]:
@@ -101,9 +113,8 @@ class DockerBuilder:
 
     def _config_file(self, directory: str) -> str:
         path = os.path.join(directory, "repo2docker_config.py")
-        kwargs = {"network_mode": self.config["build_network"]} if self.config["build_network"] else {}
         with open(path, "w", encoding="utf-8") as fh:
-            fh.write(f"c.Repo2Docker.extra_build_kwargs = {json.dumps(kwargs)}\n{_CONTENT_PROVIDERS}")
+            fh.write(repo2docker_config(self.config))
         return path
 
     def build(self, repo: RepoProvider, launch: dict[str, Any], emit: Emit) -> None:
@@ -112,27 +123,10 @@ class DockerBuilder:
                                                  repo.repo2docker_env(), launch, emit)
         if reused:
             return
-        self._build_past_engine_races(repo, launch, emit)
+        self._build(repo, launch, emit)
         if decision is not None and decision.reusable:
             environment.remember(redis_client.client, launch["repo_url"], decision.env_hash, launch["image"],
                                  launch["resolved_ref"])
-
-    def _build_past_engine_races(self, repo: RepoProvider, launch: dict[str, Any], emit: Emit) -> None:
-        """repo2docker, run once more when the engine lost track of an image it was listing.
-
-        Podman answers an image list with 500 "image not known" when another image is removed
-        while it lists them (another build's cleanup, an operator's prune): the engine's fault,
-        not the repository's, and gone on the next try.
-        """
-        try:
-            self._build(repo, launch, emit)
-        except BuildError as error:
-            if ENGINE_RACE not in error.message:
-                raise
-            log.warning("build %s: the engine lost an image while listing them; building again", launch["image"])
-            emit({"phase": "building", "message": "The container engine lost track of an image while listing "
-                                                  "them (another one was being removed); building again...\n"})
-            self._build(repo, launch, emit)
 
     def _build(self, repo: RepoProvider, launch: dict[str, Any], emit: Emit) -> None:
         """Run one build to completion, or raise BuildError quoting the end of its log."""

@@ -33,7 +33,7 @@ from app.errors import BuildError
 from providers.base import RepoProvider, safe_build_slug
 from providers.git_env import SECRET_VARIABLES
 from tasks.backends import environment, thin_build
-from tasks.backends.docker_builder import _CONTENT_PROVIDERS, _event, repo2docker_command
+from tasks.backends.docker_builder import _event, repo2docker_command, repo2docker_config
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +68,6 @@ def rendezvous_node(key: str, nodes: list[str]) -> str | None:
     if not nodes:
         return None
     return max(sorted(nodes), key=lambda node: hashlib.sha256(f"{node}\0{key}".encode()).hexdigest())
-
-
-def repo2docker_config(config: dict[str, Any]) -> str:
-    """The docker builder's ``--config`` file, shipped to build pods in a ConfigMap."""
-    kwargs = {"network_mode": config["build_network"]} if config["build_network"] else {}
-    return f"c.Repo2Docker.extra_build_kwargs = {json.dumps(kwargs)}\n{_CONTENT_PROVIDERS}"
 
 
 def namespace(config: dict[str, Any]) -> str:

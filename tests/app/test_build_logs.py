@@ -1,5 +1,5 @@
-"""Persistent build logs: a log is capped with a notice and outlives a long build (the log served after a failed build and its
-retention are shown end to end in tests/system/test_build_logs.py)."""
+"""Persistent build logs: a log is capped with a notice and outlives a long build (the log served
+after a failed build and its retention are shown end to end in tests/system/test_build_logs.py)."""
 
 from __future__ import annotations
 

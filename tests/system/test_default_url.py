@@ -29,13 +29,23 @@ from tests.templates.conftest import ARTIFACTS, VIEWPORT, screenshot
 pytestmark = [pytest.mark.integration, pytest.mark.engine]
 
 LAB_IMAGE = "localhost/bindery-jupyterlab:bookworm"
+BUILD_TIMEOUT_MS = 300_000
+UI_TIMEOUT_MS = 90_000
+
+
 def SERVER(url: str) -> bool:
     """Whether ``url`` is on a server this worker's Stack launched (its launch ports, tests/stack.py)."""
     low, high = launch_ports()
     parts = urllib.parse.urlsplit(url)
     return parts.hostname == "127.0.0.1" and parts.port is not None and low <= parts.port <= high
-BUILD_TIMEOUT_MS = 300_000
-UI_TIMEOUT_MS = 90_000
+
+
+def wait_for_launch(page: Any, selector: str) -> None:
+    """Wait for ``selector`` on the loading page; a launch that failed instead says why at once."""
+    page.wait_for_selector(f"{selector}, #error:not([hidden])", timeout=BUILD_TIMEOUT_MS)
+    assert page.is_hidden("#error"), page.text_content("#error")
+
+
 NOTEBOOK = {"cells": [{"cell_type": "markdown", "id": "c1", "metadata": {},
                        "source": ["# Hello from Bindery\n", "This notebook came with the repository."]}],
             "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
@@ -187,7 +197,7 @@ def test_an_image_without_a_notebook_interface_says_so_then_opens_the_server(
         page: Any, stack: Stack, git_server: GitServer) -> None:
     repo_url = make_repo(git_server, JUPYTER_IMAGE, {"data.csv": "a,b\n1,2\n"})
     page.goto(loading_url(stack, repo_url))
-    page.wait_for_selector("#notice:not([hidden])", timeout=BUILD_TIMEOUT_MS)
+    wait_for_launch(page, "#notice:not([hidden])")
     notice = page.text_content("#notice")
     assert "neither JupyterLab nor the notebook interface" in notice and "urlpath" in notice
     assert page.text_content("#status") == "Ready, but there is no notebook interface to open."
