@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import uuid
+from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -277,3 +278,21 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 
     config.option.loadscopereorder = False  # collection order: slowest first
     return GroupScheduling(config, log)
+
+
+#: seconds (setup + call + teardown) per group, summed on the controller from every worker's reports
+_GROUP_SECONDS: dict[str, float] = defaultdict(float)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    _GROUP_SECONDS[xdist_group_of(report.nodeid)] += report.duration
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The slowest groups, for keeping SLOWEST_FIRST in order (a worker's share is about total / workers)."""
+    if not _GROUP_SECONDS or hasattr(terminalreporter.config, "workerinput"):
+        return
+    slowest = sorted(_GROUP_SECONDS.items(), key=lambda item: -item[1])[:20]
+    terminalreporter.write_sep("-", f"slowest test groups ({sum(_GROUP_SECONDS.values()):.0f} s in all)")
+    for group, seconds in slowest:
+        terminalreporter.write_line(f"{seconds:7.1f} s  {group}")
