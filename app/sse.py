@@ -69,12 +69,18 @@ class _Notifier:
         self._client = client
         self._waiters: dict[str, set[threading.Event]] = defaultdict(set)
         self._lock = threading.Lock()
+        self._stopped = False
         self._thread = threading.Thread(target=self._run, name="bindery-notifier", daemon=True)
+
+    def start(self) -> None:
         self._thread.start()
 
-    def register(self, channel: str) -> threading.Event:
+    def register(self, channel: str) -> threading.Event | None:
+        """A waiter woken by the channel's events; None once this listener has stopped."""
         waiter = threading.Event()
         with self._lock:
+            if self._stopped:
+                return None
             self._waiters[channel].add(waiter)
         return waiter
 
@@ -109,6 +115,13 @@ class _Notifier:
                         # restarted: anything published while we were away is re-read from the streams
                         self._wake(None)
             except redis.RedisError as exc:
+                with self._lock:
+                    # nobody to wake: stop rather than knock on a Redis that may be gone for good
+                    # (the next stream starts a listener again, EventStream._waiter)
+                    self._stopped = not self._waiters
+                if self._stopped:
+                    log.info("event notifier lost Redis (%s) with no stream open; stopped", type(exc).__name__)
+                    return
                 log.warning("event notifier lost Redis (%s); reconnecting in %g s", type(exc).__name__, delay)
                 self._wake(None)
                 time.sleep(delay)
@@ -225,12 +238,18 @@ class EventStream(ServerSentEventsBlueprint):
             except redis.RedisError as exc:
                 log.warning("could not record a reader of %s (%s)", channel, type(exc).__name__)
 
-    def _notifier(self) -> _Notifier:
-        """The app's listener, started by the first stream (never at import or start-up)."""
+    def _waiter(self, channel: str) -> tuple[_Notifier, threading.Event]:
+        """The app's listener and a waiter on it; the first stream starts the listener, and the
+        first after it stopped starts another (never at import or start-up)."""
         with self._notifier_lock:
-            if "bindery.notifier" not in current_app.extensions:
-                current_app.extensions["bindery.notifier"] = _Notifier(self.redis)
-            return current_app.extensions["bindery.notifier"]
+            notifier: _Notifier | None = current_app.extensions.get("bindery.notifier")
+            waiter = notifier.register(channel) if notifier is not None else None
+            if notifier is None or waiter is None:
+                notifier = current_app.extensions["bindery.notifier"] = _Notifier(self.redis)
+                waiter = notifier.register(channel)
+                assert waiter is not None  # registered before it starts, so it cannot have stopped
+                notifier.start()
+            return notifier, waiter
 
     def messages(self, channel: str = "sse", after: str = "0-0") -> Iterator[Message | str]:  # type: ignore[override]
         """Replay then follow a channel until a terminal event; keepalive comments in between."""
@@ -239,8 +258,7 @@ class EventStream(ServerSentEventsBlueprint):
         idle_limit = settings["stream_idle_timeout"]
         # The reader mark need only be fresh well within abandon_timeout, not at every keepalive.
         mark_every = max(interval, settings["abandon_timeout"] / 4)
-        notifier = self._notifier()
-        waiter = notifier.register(channel)  # before the first read, so no wake-up falls in between
+        notifier, waiter = self._waiter(channel)  # before the first read, so no wake-up falls in between
         try:
             ended, pending = self._open(channel, after)
             if ended:

@@ -156,7 +156,7 @@ def test_opening_a_stream_marks_its_reader_and_replays_in_one_round_trip(redis_s
     with app.app_context():
         events.publish({"phase": "waiting", "message": "w"}, channel=channel)
         client = app.extensions["bindery.redis"]
-        events._notifier()  # the process's listener (its own connection) is there before any stream
+        events._waiter("another")  # the process's listener (its own connection) is there before any stream
         time.sleep(0.2)
         sent: list[int] = []
         original = client.connection_pool.get_connection
@@ -192,10 +192,35 @@ def test_an_event_published_right_after_the_open_s_read_wakes_the_stream(
 
     monkeypatch.setattr(type(events), "_open", open_then_publish)
     with app.app_context():
-        events._notifier()  # listening already: its subscribe's wake-everyone must not hide the loss
+        events._waiter("another")  # listening already: its subscribe's wake-everyone must not hide the loss
         time.sleep(0.3)
         events.publish({"phase": "waiting", "message": "w"}, channel=channel)
         started = time.monotonic()
         phases = [m.data["phase"] for m in events.messages(channel) if isinstance(m, Message)]
     assert phases == ["waiting", "ready"]
     assert time.monotonic() - started < 2, "woken at once, not by the 30 s safety read"
+
+
+def test_a_listener_whose_redis_is_gone_stops_when_no_stream_waits_and_the_next_stream_starts_another(
+        tmp_path: Path) -> None:
+    """No thread knocking for ever on a Redis that went away with nobody listening (an app in a test,
+    a web worker idle through an outage); the next stream listens again."""
+    server = EmbeddedRedis(tmp_path / "gone")
+    server.start()
+    app = _app(server)
+    channel = uuid.uuid4().hex
+    with app.app_context():
+        notifier, waiter = events._waiter(channel)
+        server.stop()
+        time.sleep(1.5)  # lost, but a stream waits: the listener keeps reconnecting
+        assert notifier._thread.is_alive()
+        notifier.unregister(channel, waiter)
+        notifier._thread.join(timeout=10)  # its next attempt finds nobody waiting
+        assert not notifier._thread.is_alive() and notifier.register(channel) is None
+        server.start()
+        again, waiter = events._waiter(channel)
+        assert again is not notifier and again._thread.is_alive()
+        events.publish({"phase": "ready", "message": "done"}, channel=channel)
+        assert waiter.wait(5), "the new listener wakes the stream"
+        again.unregister(channel, waiter)
+    server.stop()
