@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import threading
 import uuid
 from collections import defaultdict
@@ -60,6 +61,43 @@ def docker_host() -> str:
     if not host:
         pytest.fail("DOCKER_HOST is not set: run the tests with `make test`, which starts the engine")
     return host
+
+
+#: Images removed only after every worker is done (pytest_sessionfinish on the controller): Podman
+#: fails builds running meanwhile ("image not known", "layer not known") when an image is removed
+#: while they list images or look for cached layers, and other workers build all the time.
+_IMAGES_TO_REMOVE = "BINDERY_TEST_IMAGES_TO_REMOVE"
+
+
+def remove_image_at_end(image: str) -> None:
+    """Remove ``image`` (a name or an id this test made) from the engine once the whole suite has run."""
+    with open(os.environ[_IMAGES_TO_REMOVE], "a", encoding="utf-8") as fh:
+        fh.write(image + "\n")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput"):  # the controller, whose environment the workers inherit
+        path = Path(tempfile.mkdtemp(prefix="bindery-test-")) / "images-to-remove"
+        path.touch()
+        os.environ[_IMAGES_TO_REMOVE] = str(path)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if hasattr(session.config, "workerinput") or not os.environ.get(_IMAGES_TO_REMOVE):
+        return
+    path = Path(os.environ[_IMAGES_TO_REMOVE])
+    images = dict.fromkeys(path.read_text().split()) if path.exists() else {}
+    if images and os.environ.get("DOCKER_HOST"):
+        client = docker.DockerClient(base_url=os.environ["DOCKER_HOST"], timeout=120)
+        for image in images:
+            try:
+                client.images.remove(image)
+            except docker.errors.NotFound:
+                pass
+            except docker.errors.APIError as error:
+                print(f"could not remove {image}: {error}", file=sys.stderr)
+    path.unlink(missing_ok=True)
+    path.parent.rmdir()
 
 
 @pytest.fixture(scope="session")
@@ -232,18 +270,18 @@ SPLIT: dict[str, str] = {  # node id regex -> group
     r"tests/system/test_redis_restart\.py::.*\[external\]": "redis_restart-external",
     r"tests/providers/test_spec_properties\.py::test_\w+\[(\w+)\]": r"spec_properties-\1",
 }
-SLOWEST_FIRST: list[str] = [
-    "tests/system/test_default_url.py", "tests/system/test_runner_supervision.py",
-    "tests/system/test_cross_origin.py", "tests/system/test_content_reuse.py", "tests/system/test_auth.py",
-    "tests/tasks/backends/test_warm_pool.py", "tests/tasks/backends/test_thin_build_pod.py",
-    "tests/system/test_warm_pool.py",
-    "tests/system/test_build_worker_crash.py", "build_api-twenty", "tests/system/test_build_api.py",
-    "tests/app/test_fuzz_http.py", "tests/system/test_loading.py", "tests/system/test_provider_launches.py",
-    "outages-hub", "tests/system/test_secrets.py", "tests/system/test_last_good.py", "redis_restart-embedded",
-    "redis_restart-external", "tests/system/test_launch_worker_crash.py",
-    "tests/tasks/backends/test_jupyterhub_launcher.py", "tests/system/test_abandon.py", "outages-engine",
-    "build_api-quota", "tests/test_dockerfile.py", "tests/system/test_outages.py", "tests/system/test_metrics.py",
-    "metrics-worker", "tests/system/test_prebuilt.py", "tests/system/test_build_logs.py",
+SLOWEST_FIRST: list[str] = [  # the suite's own summary at the end lists the slowest groups
+    "tests/system/test_loading.py", "tests/system/test_default_url.py", "tests/system/test_provider_launches.py",
+    "tests/system/test_build_worker_crash.py", "tests/system/test_build_api.py", "tests/system/test_content_reuse.py",
+    "tests/tasks/backends/test_warm_pool.py", "tests/system/test_auth.py", "tests/app/test_fuzz_http.py",
+    "tests/system/test_runner_supervision.py", "tests/system/test_secrets.py", "tests/system/test_cross_origin.py",
+    "redis_restart-external", "outages-hub", "redis_restart-embedded",
+    "tests/tasks/backends/test_jupyterhub_launcher.py", "tests/charts/test_bindery_chart.py",
+    "tests/system/test_last_good.py", "tests/system/test_launch_worker_crash.py", "tests/system/test_abandon.py",
+    "tests/tasks/backends/test_thin_build_pod.py", "tests/system/test_warm_pool.py", "build_api-twenty",
+    "outages-engine", "build_api-quota", "tests/test_dockerfile.py", "tests/system/test_outages.py",
+    "tests/system/test_metrics.py", "metrics-worker", "tests/system/test_prebuilt.py",
+    "tests/system/test_build_logs.py",
     "tests/system/test_front_door.py", "build_api-registry-down",
     *(f"spec_properties-{prefix}" for prefix in ("zenodo", "dataverse", "gl", "figshare", "gh", "gist", "image",
                                                  "hydroshare", "ckan", "git", "swh")),

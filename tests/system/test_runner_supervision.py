@@ -23,7 +23,7 @@ import pytest
 import requests
 
 from tests.clients import Client, wait_for
-from tests.conftest import BASE_IMAGE, GitServer
+from tests.conftest import BASE_IMAGE, GitServer, remove_image_at_end
 from tests.system.supervised import Runner, follow, launch_url, wait_ended
 
 pytestmark = [pytest.mark.integration, pytest.mark.engine]
@@ -53,10 +53,7 @@ def runner(tmp_path_factory: pytest.TempPathFactory, docker_host: str,
     status = running.stop()
     left = running.left_running()
     for image in IMAGES:
-        try:
-            engine.images.remove(image)
-        except docker.errors.APIError:
-            pass
+        remove_image_at_end(image)
     print("\nseconds from SIGKILL to the next launch that reached ready: "
           + ", ".join(f"{role} {seconds:.1f}" for role, seconds in FIGURES.items()))
     assert status == 0, running.output()[-3000:]

@@ -13,7 +13,6 @@ the registry listen on 127.0.0.1 only; see ENVIRONMENT.md) and
 from __future__ import annotations
 
 import subprocess
-import time
 import uuid
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from providers import get_provider
 from providers.base import image_name
 from tasks.backends.kubernetes_builder import config_map_manifest, pod_manifest
 from tasks.backends.registry import RegistryClient
-from tests.conftest import BASE_IMAGE, LOOPBACK_ALLOWED, GitServer
+from tests.conftest import BASE_IMAGE, LOOPBACK_ALLOWED, GitServer, remove_image_at_end
 
 pytestmark = [pytest.mark.integration, pytest.mark.engine]
 
@@ -58,7 +57,6 @@ def test_build_pod_builds_and_pushes_through_podman_kube_play(
     manifest = tmp_path / "build-pod.yaml"
     manifest.write_text(yaml.safe_dump_all([config_map_manifest(config), pod]))
 
-    started = time.monotonic()
     try:
         played = _podman("kube", "play", str(manifest))
         assert played.returncode == 0, played.stderr
@@ -71,9 +69,4 @@ def test_build_pod_builds_and_pushes_through_podman_kube_play(
         assert RegistryClient(registry).exists(image)
     finally:
         _podman("kube", "down", str(manifest))  # exactly the pod this file made
-        for leftover in (image,):
-            try:
-                engine.images.remove(leftover, force=True)
-            except docker.errors.NotFound:
-                pass
-    assert time.monotonic() - started < 180
+        remove_image_at_end(image)

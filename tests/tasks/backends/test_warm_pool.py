@@ -18,7 +18,7 @@ from app import create_app
 from app.redis_server import EmbeddedRedis
 from tasks.backends import warm_pool
 from tasks.backends.docker_launcher import INSTANCE, DockerLauncher
-from tests.conftest import JUPYTER_IMAGE
+from tests.conftest import JUPYTER_IMAGE, remove_image_at_end
 
 pytestmark = pytest.mark.engine
 
@@ -147,7 +147,7 @@ def test_a_new_image_of_the_spec_retires_the_old_pool(app: Flask, engine: docker
     finally:
         with app.app_context():
             warm_pool.retire_all(launcher)
-        engine.images.remove(newer)
+        remove_image_at_end(newer)
 
 
 def test_pooled_servers_go_first_under_quota_pressure(app: Flask, engine: docker.DockerClient) -> None:
