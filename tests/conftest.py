@@ -66,7 +66,7 @@ def docker_host() -> str:
 #: Images removed only after every worker is done (pytest_sessionfinish on the controller): Podman
 #: fails builds running meanwhile ("image not known", "layer not known") when an image is removed
 #: while they list images or look for cached layers, and other workers build all the time.
-_IMAGES_TO_REMOVE = "BINDERY_TEST_IMAGES_TO_REMOVE"
+_IMAGES_TO_REMOVE = "TESTS_IMAGES_TO_REMOVE"  # not BINDERY_*: the config refuses unknown ones
 
 
 def remove_image_at_end(image: str) -> None:
