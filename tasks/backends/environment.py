@@ -25,6 +25,7 @@ owned by the image's user: the files of the link are there, as with every buildp
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -33,7 +34,7 @@ import shlex
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -257,6 +258,23 @@ def plan_reuse(config: dict[str, Any], redis: Any, launch: dict[str, Any], root:
     return decision, base, f"environment unchanged since {base['resolved_ref']}: reused\n"
 
 
+@contextlib.contextmanager
+def _checkout(config: dict[str, Any], repo_url: str, ref: str, git_env: dict[str, str],
+              emit: Emit) -> Iterator[Path | None]:
+    """A temporary clone at ``ref`` to decide on reuse; None (said in the log) when it cannot be read."""
+    with tempfile.TemporaryDirectory(prefix="bindery-env-") as tmp:
+        root = Path(tmp) / "repo"
+        try:
+            thin_build.checkout(repo_url, ref, root, {**os.environ, "GIT_TERMINAL_PROMPT": "0", **git_env},
+                                timeout=min(600, config["build_timeout"]))
+        except (subprocess.SubprocessError, OSError) as exc:
+            emit({"phase": "building", "message": f"Full build: the repository could not be read for content "
+                                                  f"reuse ({type(exc).__name__}).\n"})
+            yield None
+            return
+        yield root
+
+
 def try_reuse(config: dict[str, Any], redis: Any, client: Any, repo_url: str, git_env: dict[str, str],
               launch: dict[str, Any], emit: Emit) -> tuple[bool, Decision | None]:
     """(built, decision): True when a thin image was built; the decision lets a full build be remembered.
@@ -270,15 +288,8 @@ def try_reuse(config: dict[str, Any], redis: Any, client: Any, repo_url: str, gi
         if launch.get("provider"):
             emit({"phase": "building", "message": "Full build: content reuse needs a git repository.\n"})
         return False, None
-    with tempfile.TemporaryDirectory(prefix="bindery-env-") as tmp:
-        root = Path(tmp) / "repo"
-        try:
-            thin_build.checkout(repo_url, launch["resolved_ref"], root,
-                                {**os.environ, "GIT_TERMINAL_PROMPT": "0", **git_env},
-                                timeout=min(600, config["build_timeout"]))
-        except (subprocess.SubprocessError, OSError) as exc:
-            emit({"phase": "building", "message": f"Full build: the repository could not be read for content "
-                                                  f"reuse ({type(exc).__name__}).\n"})
+    with _checkout(config, repo_url, launch["resolved_ref"], git_env, emit) as root:
+        if root is None:
             return False, None
         decision, base, message = plan_reuse(config, redis, launch, root, lambda image: _image_exists(client, image))
         if base is not None and not thin_build.content_dir(client.api.inspect_image(base["image"])["Config"],
@@ -305,15 +316,8 @@ def pod_plan(config: dict[str, Any], redis: Any, image_exists: Callable[[str], b
     """
     if not config["content_reuse"] or launch.get("provider") not in GIT_PROVIDERS:
         return None, None
-    with tempfile.TemporaryDirectory(prefix="bindery-env-") as tmp:
-        root = Path(tmp) / "repo"
-        try:
-            thin_build.checkout(repo_url, launch["resolved_ref"], root,
-                                {**os.environ, "GIT_TERMINAL_PROMPT": "0", **git_env},
-                                timeout=min(600, config["build_timeout"]))
-        except (subprocess.SubprocessError, OSError) as exc:
-            emit({"phase": "building", "message": f"Full build: the repository could not be read for content "
-                                                  f"reuse ({type(exc).__name__}).\n"})
+    with _checkout(config, repo_url, launch["resolved_ref"], git_env, emit) as root:
+        if root is None:
             return None, None
         decision, base, message = plan_reuse(config, redis, launch, root, image_exists)
     emit({"phase": "building", "message": message})

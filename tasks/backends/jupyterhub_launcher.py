@@ -36,7 +36,7 @@ import time
 import urllib.parse
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
 
@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 Emit = Callable[[dict[str, Any]], None]
 SERVER_NAME = "binder"
+_T = TypeVar("_T")
 
 
 class SpawnFailed(Exception):
@@ -150,26 +151,41 @@ class JupyterHubLauncher:
             return self.launch_for_user(launch, emit)
         self.check_quota(launch["repo_url"], launch.get("quota"))
         deadline = time.monotonic() + self.config["launch_timeout"]
+        users: list[str] = []
+
+        def launch_once() -> tuple[str, str]:  # a new user each time: a failed one is deleted
+            users.append(f"{self.config['hub_user_prefix']}{launch['id'][:12]}-{secrets.token_hex(4)}")
+            return self._launch_once(users[-1], launch, emit, deadline)
+
+        return self._retrying(launch_once, lambda spawn_failed: self._delete_user(users[-1]),
+                              "the server", emit, deadline)
+
+    def _retrying(self, attempt: Callable[[], _T], undo: Callable[[bool], None], what: str,
+                  emit: Emit, deadline: float) -> _T:
+        """``attempt`` again after a failed spawn, ``hub_launch_retries`` times, after growing pauses.
+
+        ``undo(spawn_failed)`` cleans up after each failed attempt, and after an error (a
+        timeout, the launch cancelled) before it is raised.
+        """
         attempts = self.config["hub_launch_retries"] + 1
         reason = ""
-        for attempt in range(1, attempts + 1):
-            username = f"{self.config['hub_user_prefix']}{launch['id'][:12]}-{secrets.token_hex(4)}"
+        for tried in range(1, attempts + 1):
             try:
-                return self._launch_once(username, launch, emit, deadline)
+                return attempt()
             except SpawnFailed as exc:
                 reason = str(exc)
-                self._delete_user(username)
+                undo(True)
             except BaseException:
-                self._delete_user(username)
+                undo(False)
                 raise
-            if attempt < attempts:
-                pause = self.config["hub_retry_delay"] * 2 ** (attempt - 1)
+            if tried < attempts:
+                pause = self.config["hub_retry_delay"] * 2 ** (tried - 1)
                 if time.monotonic() + pause >= deadline:
                     break
-                emit({"phase": "launching", "message": f"Launch attempt {attempt} failed ({reason}); "
+                emit({"phase": "launching", "message": f"Launch attempt {tried} failed ({reason}); "
                                                        f"retrying in {pause:g} s...\n"})
                 time.sleep(pause)
-        raise LaunchError(f"Launching the server failed after {attempt} attempts: {reason}")
+        raise LaunchError(f"Launching {what} failed after {tried} attempts: {reason}")
 
     def _launch_once(self, username: str, launch: dict[str, Any], emit: Emit, deadline: float) -> tuple[str, str]:
         quoted = urllib.parse.quote(username)
@@ -302,25 +318,12 @@ class JupyterHubLauncher:
         if current is None:
             self.check_quota(launch["repo_url"], launch.get("quota"))
             self._check_user_quota(existing)
-        attempts = self.config["hub_launch_retries"] + 1
-        reason = ""
-        for attempt in range(1, attempts + 1):
-            try:
-                return self._start_user_server(user, name, server, launch, emit, deadline), ""
-            except SpawnFailed as exc:
-                reason = str(exc)
-                self._remove_user_server(server)
-            except BaseException:
-                self._remove_user_server(server, only_launch=launch["id"])
-                raise
-            if attempt < attempts:
-                pause = self.config["hub_retry_delay"] * 2 ** (attempt - 1)
-                if time.monotonic() + pause >= deadline:
-                    break
-                emit({"phase": "launching", "message": f"Launch attempt {attempt} failed ({reason}); "
-                                                       f"retrying in {pause:g} s...\n"})
-                time.sleep(pause)
-        raise LaunchError(f"Launching your server failed after {attempt} attempts: {reason}")
+        def undo(spawn_failed: bool) -> None:  # after an error, only a server this launch started
+            self._remove_user_server(server, only_launch=None if spawn_failed else launch["id"])
+
+        url = self._retrying(lambda: self._start_user_server(user, name, server, launch, emit, deadline), undo,
+                             "your server", emit, deadline)
+        return url, ""
 
     def _user_servers(self, user: str) -> dict[str, dict[str, Any]]:
         """The user's running or starting servers, by name."""
