@@ -61,7 +61,9 @@ def test_image_builds_offline_starts_and_answers_versions(
         assert answer is not None, f"the image did not answer on :{port}: {logs}"
         assert answer.status_code == 200, logs
         assert "bindery" in answer.json()
-        user = container.exec_run(["id", "-u"]).output.decode().strip()
+        # (the engine's CLI: docker-py's exec_run through Podman's API loses the output now and then)
+        user = subprocess.run(["podman", "exec", container.id, "id", "-u"], capture_output=True, text=True,
+                              timeout=60).stdout.strip()
         assert user == "10001"  # non-root
         assert container.attrs["Config"]["Entrypoint"] == ["dumb-init", "--"]
     finally:
