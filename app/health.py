@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from typing import Any
 
@@ -90,19 +91,29 @@ def _workers(queue: str) -> dict[str, Any]:
 
 
 def run_checks() -> dict[str, Any]:
+    """Every check at once, so a slow dependency (a busy engine listing containers) costs the
+    probe its own time, not the sum of all of them."""
     config = current_app.config["BINDERY"]
-    checks = [
-        _check("Redis", lambda: {"ok": bool(redis_client.client.ping())}),
-        _check("Registry" if config["registry_url"] else "Engine image store", lambda: _registry(config)),
-        _check("Launcher", lambda: backends.launcher(config).ping()),
-        _check("Server quota", lambda: _quota(config)),
-        _check("Build worker", lambda: _workers("build")),
-        _check("Launch worker", lambda: _workers("launch")),
+    probes: list[tuple[str, Any]] = [
+        ("Redis", lambda: {"ok": bool(redis_client.client.ping())}),
+        ("Registry" if config["registry_url"] else "Engine image store", lambda: _registry(config)),
+        ("Launcher", lambda: backends.launcher(config).ping()),
+        ("Server quota", lambda: _quota(config)),
+        ("Build worker", lambda: _workers("build")),
+        ("Launch worker", lambda: _workers("launch")),
     ]
     if warm_pool.enabled(config):  # idle pooled servers per image (never failing: a pool is an extra)
-        checks.append(_check("Warm pool", lambda: warm_pool.summary(config, redis_client.client)))
+        probes.append(("Warm pool", lambda: warm_pool.summary(config, redis_client.client)))
     if "gh" in config["enabled_providers"]:
-        checks.append(_check("GitHub API", lambda: _github(config)))
+        probes.append(("GitHub API", lambda: _github(config)))
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+
+    def run(service: str, probe: Any) -> dict[str, Any]:
+        with app.app_context():
+            return _check(service, probe)
+
+    with ThreadPoolExecutor(len(probes), thread_name_prefix="health") as pool:
+        checks = list(pool.map(lambda item: run(*item), probes))
     return {"ok": all(check["ok"] for check in checks), "checks": checks}
 
 

@@ -103,3 +103,24 @@ def test_a_worker_that_is_gone_makes_health_503_with_its_check_named(tmp_path: P
         assert failing() == ["Launch worker"]
     finally:
         server.stop()
+
+
+def test_checks_run_at_once_so_a_slow_dependency_costs_only_its_own_time(
+        redis_server: EmbeddedRedis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two checks that each wait for the other: they pass only if they run at the same time."""
+    import threading
+
+    from app import health
+
+    both = threading.Barrier(2, timeout=10)
+
+    def waits_for_the_other(queue: str) -> dict[str, object]:
+        both.wait()
+        return {"workers": 1, "ok": True}
+
+    monkeypatch.setattr(health, "_workers", waits_for_the_other)
+    app = create_app({"redis_url": redis_server.url, "launcher": "bench"})
+    with app.app_context():
+        checks = {check["service"]: check for check in health.run_checks()["checks"]}
+    assert checks["Build worker"]["ok"] and checks["Launch worker"]["ok"], checks
+    assert checks["Redis"]["ok"], "each check runs inside the app's context"

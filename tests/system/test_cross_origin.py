@@ -46,12 +46,6 @@ hub_users = hub_tests.hub_users
 
 NPM = ROOT / "var" / "test-npm"
 LAB_IMAGE = "localhost/bindery-jupyterlab:bookworm"  # has ipykernel: thebe needs a kernel
-CHROMIUM = "/usr/bin/chromium"
-# Nothing leaves loopback (thebe would fetch MathJax or require.js from CDNs only for output that needs
-# them): names do not resolve.  Not Playwright's request routing: with it, Chromium lets Playwright answer
-# CORS preflights itself, and these tests are about who answers them.
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"]
 BLOCKED = "blocked by CORS policy"
 
 
@@ -141,17 +135,12 @@ window.done = true;
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium (scripts/test-setup.sh)")
+def browser(browser: Any) -> Any:
+    """The worker's one Chromium (tests/conftest.py: a second Playwright in a worker fails), once
+    the clients the pages load are there."""
     if not (NPM / "thebe/lib/index.js").is_file() or not (NPM / "node_modules/@jupyterhub/binderhub-client").is_dir():
         pytest.fail(f"{NPM} lacks thebe or @jupyterhub/binderhub-client: `make test-setup` installs them")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+    return browser
 
 
 class Page:

@@ -38,7 +38,7 @@ def stack(make_module_stack: StackFactory, engine: docker.DockerClient) -> Itera
 
 
 def pool_check(stack: Stack) -> dict[str, Any]:
-    checks = requests.get(f"{stack.url}/health", timeout=10).json()["checks"]
+    checks = requests.get(f"{stack.url}/health", timeout=30).json()["checks"]
     return next(check for check in checks if check["service"] == "Warm pool")
 
 

@@ -15,8 +15,11 @@ from app import create_app
 from app.redis_server import EmbeddedRedis
 
 CHROMIUM = "/usr/bin/chromium"
+# Nothing leaves loopback (thebe in tests/system/test_cross_origin.py would fetch MathJax or require.js
+# from CDNs only for output that needs them): names do not resolve.  Not Playwright's request routing:
+# with it, Chromium lets Playwright answer CORS preflights itself, and those tests are about who answers.
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update"]
+                 "--disable-component-update", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 VIEWPORT = {"width": 1280, "height": 900}
 PHONE = {"width": 375, "height": 740}
