@@ -30,7 +30,7 @@ test-setup: $(STAMP)
 # sockets, so more workers than the 2 cores pay off); each worker takes its own registry port from
 # TEST_REGISTRY_PORT (5055 by default) on, within the 5055-5062 the engine trusts (tests/stack.py).
 # pytest exits 5 when it collected nothing; that is a failure here, like any non-zero exit.
-TEST_WORKERS ?= 7
+TEST_WORKERS ?= 6
 test: test-setup
 	@set -e; engine=$$(scripts/engine.sh); export "$$engine"; \
 	  status=0; $(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS) || status=$$?; \

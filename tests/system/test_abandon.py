@@ -34,7 +34,7 @@ def slow_stack_settings() -> dict[str, Any]:
     return {
         "enabled_providers": ["image"],
         "allowed_specs": {"image": ["^localhost/bindery-jupyter:"]},
-        "launch_timeout": 60,
+        "launch_timeout": 180,  # a slow server on a machine busy with the rest of the suite
         "launch_command": SLOW_SERVER,
         "keepalive_interval": 1,
     }
