@@ -22,7 +22,7 @@ from flask import Flask
 
 from app import create_app
 from app.redis_server import EmbeddedRedis
-from tests.stack import REGISTRY_PORT, TRUSTED_REGISTRY_PORTS, LocalRegistry
+from tests.stack import REGISTRY_PORT, RUN_ID_VARIABLE, TRUSTED_REGISTRY_PORTS, LocalRegistry
 
 BASE_IMAGE = "localhost/bindery-base:bookworm"
 JUPYTER_IMAGE = "localhost/bindery-jupyter:bookworm"
@@ -80,6 +80,7 @@ def pytest_configure(config: pytest.Config) -> None:
         path = Path(tempfile.mkdtemp(prefix="bindery-test-")) / "images-to-remove"
         path.touch()
         os.environ[_IMAGES_TO_REMOVE] = str(path)
+        os.environ[RUN_ID_VARIABLE] = uuid.uuid4().hex[:8]
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -87,11 +88,13 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         return
     path = Path(os.environ[_IMAGES_TO_REMOVE])
     images = dict.fromkeys(path.read_text().split()) if path.exists() else {}
-    if images and os.environ.get("DOCKER_HOST"):
+    if os.environ.get("DOCKER_HOST"):
         client = docker.DockerClient(base_url=os.environ["DOCKER_HOST"], timeout=120)
-        for image in images:
+        mark = f"-{os.environ[RUN_ID_VARIABLE]}-"  # what the Stacks of this run built (tests/stack.py run_prefix)
+        built = {image.id for image in client.images.list() if any(mark in tag for tag in image.tags)}
+        for image in [*images, *built]:
             try:
-                client.images.remove(image)
+                client.images.remove(image, force=image in built)  # ours alone, whatever their tags
             except docker.errors.NotFound:
                 pass
             except docker.errors.APIError as error:

@@ -158,6 +158,16 @@ class Stack:
             log.close()
 
 
+#: Set once per run by the controller (tests/conftest.py), inherited by every worker.
+RUN_ID_VARIABLE = "TESTS_RUN_ID"
+
+
+def run_prefix(base: str) -> str:
+    """An image prefix only this run's images have: the end of the run removes exactly them
+    (tests/conftest.py), so the engine does not fill up (and slow down) run after run."""
+    return f"{base}{os.environ[RUN_ID_VARIABLE]}-"
+
+
 class StackFactory:
     """Starts Stacks for the system tests; ``stop_all`` stops exactly those it started.
 
@@ -182,7 +192,7 @@ class StackFactory:
             self.request.getfixturevalue("engine")  # the local base images are there
         if registry:
             defaults["registry_url"] = self.request.getfixturevalue("registry")
-            defaults["image_prefix"] = f"127.0.0.1:{REGISTRY_PORT}/bindery-test-"
+            defaults["image_prefix"] = run_prefix(f"127.0.0.1:{REGISTRY_PORT}/bindery-test-")
         stack = Stack(directory or self.tmp_path_factory.mktemp(name), {**defaults, **(settings or {})},
                       beat=beat, redis=redis)
         self.started.append(stack)

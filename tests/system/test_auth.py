@@ -27,7 +27,7 @@ import requests
 from tasks.backends.jupyterhub_launcher import user_server_name
 from tests.conftest import JUPYTER_IMAGE, GitServer
 from tests.sessions import session_cookie
-from tests.stack import Stack, StackFactory, collect
+from tests.stack import Stack, StackFactory, collect, run_prefix
 from tests.tasks.backends.test_jupyterhub_launcher import Hub
 
 pytestmark = [pytest.mark.integration, pytest.mark.engine]
@@ -75,7 +75,7 @@ def system(make_module_stack: StackFactory, tmp_path_factory: pytest.TempPathFac
     directory = tmp_path_factory.mktemp("auth")
     stack = make_module_stack("auth", {
         "launcher": "jupyterhub", "auth_enabled": True,
-        "keepalive_interval": 1, "launch_timeout": 120, "image_prefix": f"bindery-auth-{uuid.uuid4().hex[:6]}-",
+        "keepalive_interval": 1, "launch_timeout": 120, "image_prefix": run_prefix("bindery-auth-"),
     }, registry=False, directory=directory / "bindery", start=False)
     (directory / "hub").mkdir()
     hub = Hub(directory / "hub", docker_host,

@@ -40,7 +40,7 @@ from providers.base import image_name
 from tests.conftest import JUPYTER_IMAGE, LOOPBACK_ALLOWED, REGISTRY_PORT
 from tests.git_http import SmartGitServer, make_bare_repo
 from tests.providers.conftest import RECORDINGS
-from tests.stack import Stack, StackFactory, collect
+from tests.stack import Stack, StackFactory, collect, run_prefix
 
 pytestmark = [pytest.mark.integration, pytest.mark.engine]
 
@@ -110,7 +110,7 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
 def stack(make_module_stack: StackFactory, host: Host) -> Stack:
     return make_module_stack("providers-stack", {
         **host.settings,
-        "image_prefix": f"127.0.0.1:{REGISTRY_PORT}/bindery-prov-",
+        "image_prefix": run_prefix(f"127.0.0.1:{REGISTRY_PORT}/bindery-prov-"),
         "keepalive_interval": 1,
         "launch_timeout": 180,
     })

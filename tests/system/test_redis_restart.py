@@ -24,7 +24,7 @@ import redis
 from app.redis_server import EmbeddedRedis
 from tests.clients import Client, wait_for
 from tests.conftest import JUPYTER_IMAGE, GitServer
-from tests.stack import Stack, StackFactory
+from tests.stack import Stack, StackFactory, run_prefix
 
 pytestmark = [pytest.mark.integration, pytest.mark.engine]
 
@@ -49,7 +49,7 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     server = EmbeddedRedis(directory / "redis") if request.param == "embedded" \
         else ExternalRedis(directory / "external-redis")
     running = make_module_stack(f"redis-{request.param}", {
-        "image_prefix": "localhost/bindery-test-",  # no registry: images stay in the engine
+        "image_prefix": run_prefix("localhost/bindery-test-"),  # no registry: images stay in the engine
         "keepalive_interval": 1,
         "build_lock_ttl": 6,
     }, registry=False, redis=server, directory=directory)

@@ -24,6 +24,7 @@ import requests
 
 from tests.clients import Client, wait_for
 from tests.conftest import BASE_IMAGE, GitServer, remove_image_at_end
+from tests.stack import run_prefix
 from tests.system.supervised import Runner, follow, launch_url, wait_ended
 
 pytestmark = [pytest.mark.integration, pytest.mark.engine]
@@ -39,7 +40,7 @@ def runner(tmp_path_factory: pytest.TempPathFactory, docker_host: str,
            engine: docker.DockerClient) -> Iterator[Runner]:
     running = Runner(tmp_path_factory.mktemp("supervised"), {
         "docker_host": docker_host,  # no registry: images stay in the engine
-        "image_prefix": "localhost/bindery-test-",
+        "image_prefix": run_prefix("localhost/bindery-test-"),
         "launcher": "bench",
         "bench_launch_delay": 2,  # long enough to kill a worker while a launch is in its launch step
         "launch_concurrency": 20,

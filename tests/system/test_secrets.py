@@ -38,7 +38,7 @@ import yaml
 from app.config import ConfigSchema
 from app.redis_server import stop_process
 from tests.conftest import JUPYTER_IMAGE, GitServer
-from tests.stack import StackFactory, collect
+from tests.stack import StackFactory, collect, run_prefix
 
 pytestmark = [pytest.mark.integration, pytest.mark.engine]
 
@@ -199,7 +199,7 @@ def test_full_launch_shows_no_secret(tmp_path: Path, git_server: GitServer, auth
     github = GitHubReplay(sha)
     stack = make_stack("stack", {
         **secret_settings(tmp_path), "registry_url": auth_registry,
-        "image_prefix": f"127.0.0.1:{AUTH_REGISTRY_PORT}/bindery-secrets-",
+        "image_prefix": run_prefix(f"127.0.0.1:{AUTH_REGISTRY_PORT}/bindery-secrets-"),
         "github_api_url": github.url, "github_url": git_server.url, "keepalive_interval": 1,
         "launch_timeout": 180, "launch_event_sinks": ["file", "stdout"],
     }, registry=False, beat=True, directory=tmp_path / "stack", start=False)
