@@ -9,13 +9,15 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test venv engine test-setup lint bench clean
 
-# uv installs the pinned requirements in about 10 s where pip takes about 40 (the same packages);
+# uv installs the pinned requirements in about 10 s where pip takes about 40 (the same packages),
+# compiled to bytecode at install as pip does (where PYTHONDONTWRITEBYTECODE is set, nothing else would);
 # pip does it when uv cannot be had.
 UV_VERSION := 0.9.5
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	{ $(PY) -m pip install --quiet uv==$(UV_VERSION) && \
-	  $(PY) -m uv pip install --quiet --python $(PY) -r requirements-dev.txt; } || \
+	  env -u PYTHONDONTWRITEBYTECODE $(PY) -m uv pip install --quiet --compile-bytecode --python $(PY) \
+	    -r requirements-dev.txt; } || \
 	  $(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
