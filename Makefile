@@ -37,8 +37,10 @@ test-setup: $(STAMP)
 # TEST_REGISTRY_PORT (5055 by default) on, within the 5055-5062 the engine trusts (tests/stack.py).
 # pytest exits 5 when it collected nothing; that is a failure here, like any non-zero exit.
 TEST_WORKERS ?= 6
+# Bytecode is written (where PYTHONDONTWRITEBYTECODE is set, each of the suite's hundreds of
+# processes would compile the project's modules again).
 test: test-setup
-	@set -e; engine=$$(scripts/engine.sh); export "$$engine"; \
+	@set -e; unset PYTHONDONTWRITEBYTECODE; engine=$$(scripts/engine.sh); export "$$engine"; \
 	  status=0; $(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS) || status=$$?; \
 	  if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$status
 

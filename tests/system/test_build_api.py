@@ -21,7 +21,7 @@ import requests
 
 from providers.base import image_name
 from tasks.lock import BuildLock
-from tests.conftest import BASE_IMAGE, JUPYTER_IMAGE, REGISTRY_PORT, GitServer
+from tests.conftest import BASE_IMAGE, JUPYTER_IMAGE, GitServer
 from tests.stack import Stack, StackFactory, collect, read_events
 
 pytestmark = [pytest.mark.integration, pytest.mark.engine]
@@ -223,7 +223,7 @@ def test_lock_of_a_dead_build_expires_and_the_next_request_builds(
         stack: Stack, git_server: GitServer, build_counter: tuple[Path, list[str]],
         launched_containers: list[str]) -> None:
     repo_url, sha = git_server.make_repo(quick_dockerfile())
-    image = image_name(f"127.0.0.1:{REGISTRY_PORT}/bindery-test-", repo_url, sha)
+    image = image_name(stack.settings["image_prefix"], repo_url, sha)
     client = redis.Redis.from_url(stack.redis.url, decode_responses=True)
     # A build that died: it holds the lock, has written nothing, and will never release it.
     assert BuildLock(client, image).acquire("d" * 32, ttl=4)
