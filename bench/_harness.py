@@ -209,7 +209,8 @@ LAUNCH_LABEL = "org.bindery.launch"
 def remove_containers(engine: Any, launch_id: str) -> int:
     """Remove the containers of one launch (found by its label), each by its own id."""
     removed = 0
-    for container in engine.containers.list(all=True, filters={"label": [f"{LAUNCH_LABEL}={launch_id}"]}):
+    for container in engine.containers.list(ignore_removed=True,
+            all=True, filters={"label": [f"{LAUNCH_LABEL}={launch_id}"]}):
         if container.labels.get(LAUNCH_LABEL) == launch_id:
             container.remove(force=True)
             removed += 1
@@ -220,7 +221,7 @@ def remove_instance_containers(engine: Any, instance: str) -> int:
     """Remove what one benchmark stack launched (its own ``instance_name``), each by its own id."""
     label = "org.bindery.instance"
     removed = 0
-    for container in engine.containers.list(all=True, filters={"label": [f"{label}={instance}"]}):
+    for container in engine.containers.list(ignore_removed=True, all=True, filters={"label": [f"{label}={instance}"]}):
         if container.labels.get(label) == instance:
             container.remove(force=True)
             removed += 1

@@ -101,7 +101,7 @@ def pool_full(url: str, timeout: float = 60) -> None:
 
 def remove_by_port(engine: Any, instance: str, url: str) -> int:
     port = url.rstrip("/").rsplit(":", 1)[1]
-    found = engine.containers.list(all=True, filters={"label": [f"org.bindery.instance={instance}",
+    found = engine.containers.list(ignore_removed=True, all=True, filters={"label": [f"org.bindery.instance={instance}",
                                                                 f"org.bindery.port={port}"]})
     for container in found:
         container.remove(force=True)
@@ -123,7 +123,7 @@ def pool_main(args: Any) -> int:
         def remove_all() -> None:
             """After the stack stopped (its beat refills the pool up to then): its servers, then the image."""
             nonlocal removed
-            for container in engine.containers.list(all=True, filters={"label": [
+            for container in engine.containers.list(ignore_removed=True, all=True, filters={"label": [
                     f"org.bindery.instance={made['instance']}"]}):
                 container.remove(force=True)
                 removed += 1

@@ -120,7 +120,8 @@ def launched_containers(engine: docker.DockerClient) -> Iterator[list[str]]:
     launch_ids: list[str] = []
     yield launch_ids
     for launch_id in launch_ids:
-        for container in engine.containers.list(all=True, filters={"label": [f"org.bindery.launch={launch_id}"]}):
+        for container in engine.containers.list(ignore_removed=True,
+                all=True, filters={"label": [f"org.bindery.launch={launch_id}"]}):
             container.remove(force=True)
 
 

@@ -105,7 +105,7 @@ class DockerLauncher:
 
     def _running(self, repo_url: str | None = None) -> int:
         labels = [LABEL, self._mine] + ([f"org.bindery.repo={repo_label(repo_url)}"] if repo_url else [])
-        return len(self.client.containers.list(filters={"label": labels, "status": "running"}))
+        return len(self.client.api.containers(filters={"label": labels, "status": "running"}))
 
     def check_quota(self, repo_url: str, quota: int | None = None) -> None:
         """``quota``: the launch's own per-repository quota (spec policy), else quota_per_repo."""
@@ -224,7 +224,8 @@ class DockerLauncher:
 
     # --- cleanup -------------------------------------------------------------------------
     def _containers(self, label: str = LABEL) -> list[Any]:
-        return self.client.containers.list(all=True, filters={"label": [label, self._mine]})
+        # ignore_removed: another step or worker may remove a server between list and inspect.
+        return self.client.containers.list(ignore_removed=True, all=True, filters={"label": [label, self._mine]})
 
     def stop(self, launch_id: str) -> int:
         """Remove the launch's server (cancelled or given up); returns how many were removed."""

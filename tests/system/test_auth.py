@@ -88,7 +88,8 @@ def system(make_module_stack: StackFactory, tmp_path_factory: pytest.TempPathFac
     finally:
         stack.stop()  # before the hub (the factory's stop at the module's end finds it stopped)
         hub.stop()
-        for container in engine.containers.list(all=True, filters={"label": [f"org.bindery.test-hub={hub.run_id}"]}):
+        for container in engine.containers.list(ignore_removed=True,
+                all=True, filters={"label": [f"org.bindery.test-hub={hub.run_id}"]}):
             container.remove(force=True)
 
 

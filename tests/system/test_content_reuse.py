@@ -70,7 +70,8 @@ def stack(make_module_stack: StackFactory, engine: docker.DockerClient,
         "default_url": "/"})
     yield running
     instance = running.settings["instance_name"]  # the servers this module's launches started
-    for container in engine.containers.list(all=True, filters={"label": [f"{INSTANCE}={instance}"]}):
+    for container in engine.containers.list(ignore_removed=True,
+            all=True, filters={"label": [f"{INSTANCE}={instance}"]}):
         container.remove(force=True)
 
 

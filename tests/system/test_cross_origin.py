@@ -196,7 +196,7 @@ def stack(make_module_stack: StackFactory, engine: docker.DockerClient,
         "launch_event_sinks": ["file"],
     }, registry=False, beat=True)
     yield running
-    for container in engine.containers.list(all=True, filters={"label": [
+    for container in engine.containers.list(ignore_removed=True, all=True, filters={"label": [
             f"org.bindery.instance={running.settings['instance_name']}"]}):
         container.remove(force=True)  # this stack's servers, by its instance label
 

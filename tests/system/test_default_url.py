@@ -82,7 +82,7 @@ def stack(make_module_stack: StackFactory, engine: docker.DockerClient) -> Itera
     running.stop()  # (before its servers are removed; the factory's stop at the module's end finds it stopped)
     # exactly this stack's servers (its instance label), whatever the tests left running
     mine = f"{INSTANCE}={running.settings['instance_name']}"
-    for container in engine.containers.list(all=True, filters={"label": [mine]}):
+    for container in engine.containers.list(ignore_removed=True, all=True, filters={"label": [mine]}):
         container.remove(force=True)
 
 

@@ -133,7 +133,8 @@ def test_reload_mid_build_continues_the_same_launch(
     resumed = urllib.parse.parse_qs(urllib.parse.urlsplit(streams[1]).query)["lastEventId"][0]
     assert resumed.startswith(f"{launch_id}_"), "the reloaded page asked for the rest of the same launch"
     assert runs(build_counter[0], sha) == 1, "one build"
-    servers = engine.containers.list(all=True, filters={"label": [f"org.bindery.repo={repo_label(repo_url)}"]})
+    servers = engine.containers.list(ignore_removed=True,
+            all=True, filters={"label": [f"org.bindery.repo={repo_label(repo_url)}"]})
     assert [c.labels[LABEL] for c in servers] == [launch_id], "one server, of the first launch"
 
 

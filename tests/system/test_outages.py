@@ -317,5 +317,6 @@ def test_hub_down_fails_naming_it_and_health_503_then_recovers(
                                     headers=headers, json={"remove": True}, timeout=60)
                     requests.delete(f"{hub.url}hub/api/users/{user['name']}", headers=headers, timeout=60)
             hub.stop()
-        for container in engine.containers.list(all=True, filters={"label": [f"org.bindery.test-hub={hub.run_id}"]}):
+        for container in engine.containers.list(ignore_removed=True,
+                all=True, filters={"label": [f"org.bindery.test-hub={hub.run_id}"]}):
             container.remove(force=True)

@@ -236,7 +236,8 @@ def test_full_launch_shows_no_secret(tmp_path: Path, git_server: GitServer, auth
         events_file = tmp_path / "stack" / "launch-events.jsonl"
         assert sha[:7] in events_file.read_text() or "secrets-org" in events_file.read_text()
         assert_clean("the launch event file", events_file.read_text())
-        containers = engine.containers.list(filters={"label": [f"org.bindery.launch={launched_containers[0]}"]})
+        containers = engine.containers.list(ignore_removed=True,
+                filters={"label": [f"org.bindery.launch={launched_containers[0]}"]})
         assert len(containers) == 1
         attrs = containers[0].attrs
         env = [item for item in attrs["Config"]["Env"] if ready["token"] not in item]

@@ -33,7 +33,8 @@ def stack(make_module_stack: StackFactory, engine: docker.DockerClient) -> Itera
     yield running
     running.stop_role("beat")  # no refill from here on; then the servers this module's stack started
     instance = running.settings["instance_name"]
-    for container in engine.containers.list(all=True, filters={"label": [f"{INSTANCE}={instance}"]}):
+    for container in engine.containers.list(ignore_removed=True,
+            all=True, filters={"label": [f"{INSTANCE}={instance}"]}):
         container.remove(force=True)
 
 

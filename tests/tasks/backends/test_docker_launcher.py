@@ -101,7 +101,7 @@ def test_cleanup_removes_stopped_and_too_old_servers_only(
     launcher = DockerLauncher(engine, app.config["BINDERY"])
     with app.app_context():
         assert launcher.cleanup(max_age=3600) >= 2
-    remaining = {c.id for c in engine.containers.list(all=True, filters={"label": [LABEL]})}
+    remaining = {c.id for c in engine.containers.list(ignore_removed=True, all=True, filters={"label": [LABEL]})}
     assert stranger.id in remaining, "another Bindery's stopped server is not ours to remove"
     assert young.id in remaining
     assert old.id not in remaining and stopped.id not in remaining
@@ -121,7 +121,7 @@ def test_stop_removes_only_that_launch_s_server_and_frees_its_port(
         assert launcher.stop(launch_id) == 1
         assert launcher.stop(launch_id) == 0, "nothing left to stop"
         assert client.get("bindery:port:19677") is None
-    remaining = {c.id for c in engine.containers.list(all=True, filters={"label": [LABEL]})}
+    remaining = {c.id for c in engine.containers.list(ignore_removed=True, all=True, filters={"label": [LABEL]})}
     assert mine.id not in remaining and other.id in remaining
 
 

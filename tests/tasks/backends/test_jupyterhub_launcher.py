@@ -164,7 +164,8 @@ def hub_users(hub: Hub, engine: docker.DockerClient) -> Iterator[None]:
             requests.delete(f"{hub.url}hub/api/users/{user['name']}/servers/{SERVER_NAME}", headers=headers,
                             json={"remove": True}, timeout=60)
             requests.delete(f"{hub.url}hub/api/users/{user['name']}", headers=headers, timeout=60)
-    for container in engine.containers.list(all=True, filters={"label": [f"org.bindery.test-hub={hub.run_id}"]}):
+    for container in engine.containers.list(ignore_removed=True,
+            all=True, filters={"label": [f"org.bindery.test-hub={hub.run_id}"]}):
         container.remove(force=True)
 
 

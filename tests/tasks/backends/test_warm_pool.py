@@ -35,7 +35,8 @@ def app(redis_server: EmbeddedRedis, docker_host: str) -> Iterator[Flask]:
         warm_pool.retire_all(launcher)
         launcher.redis.delete(*[key for key in launcher.redis.scan_iter("bindery:pool:*")] or ["-"])
     instance = app.config["BINDERY"]["instance_name"]  # every container this test's instance started
-    for container in engine.containers.list(all=True, filters={"label": [f"{INSTANCE}={instance}"]}):
+    for container in engine.containers.list(ignore_removed=True,
+            all=True, filters={"label": [f"{INSTANCE}={instance}"]}):
         container.remove(force=True)
 
 
