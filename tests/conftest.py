@@ -91,10 +91,12 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if os.environ.get("DOCKER_HOST"):
         client = docker.DockerClient(base_url=os.environ["DOCKER_HOST"], timeout=120)
         mark = f"-{os.environ[RUN_ID_VARIABLE]}-"  # what the Stacks of this run built (tests/stack.py run_prefix)
-        built = {image.id for image in client.images.list() if any(mark in tag for tag in image.tags)}
+        # By name, never by id: a build can give an image another holds too (a Dockerfile that
+        # adds nothing to the base has the base's id), and removing the id would take the base.
+        built = {tag for image in client.images.list() for tag in image.tags if mark in tag}
         for image in [*images, *built]:
             try:
-                client.images.remove(image, force=image in built)  # ours alone, whatever their tags
+                client.images.remove(image, force=image in built)  # a name: an image with other names keeps them
             except docker.errors.NotFound:
                 pass
             except docker.errors.APIError as error:
