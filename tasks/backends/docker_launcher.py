@@ -188,7 +188,7 @@ class DockerLauncher:
             self._wait_ready(container, session, inside, token, emit)
         finally:
             warm_pool.started_after_miss(self, launch)  # refills waited for this server
-        found = find_default_url(session, inside, token, self.config["default_url"])
+        found = find_default_url(session, inside, token, self.config["default_url"], image=launch["image"])
         event = default_url_event(self.config["default_url"], found)
         if event:
             emit(event)

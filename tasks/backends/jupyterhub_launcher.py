@@ -207,7 +207,8 @@ class JupyterHubLauncher:
             self._follow_progress(server, lambda event: None, deadline, fallback=_hub_message(response))
         url = urllib.parse.urljoin(self.hub_url, self._follow_progress(server, emit, deadline))
         # not the service's session: the user's token goes on each request; no cookie is kept
-        found = find_default_url(self.server_session, url, token, self.config["default_url"])
+        found = find_default_url(self.server_session, url, token, self.config["default_url"],
+                                 image=launch["image"])
         event = default_url_event(self.config["default_url"], found)
         if event:
             emit(event)

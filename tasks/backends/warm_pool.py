@@ -156,7 +156,7 @@ def start_server(launcher: Any, target: dict[str, Any]) -> dict[str, Any]:
         inside = f"http://{config['launch_host']}:{port}/"
         session = requests.Session()
         launcher._wait_ready(container, session, inside, token, lambda event: None)
-        found = find_default_url(session, inside, token, config["default_url"])
+        found = find_default_url(session, inside, token, config["default_url"], image=image)
     except BaseException:
         if container is not None:
             _remove(launcher, container.id)

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import http.server
 import threading
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
 
+from tasks.backends import default_url
 from tasks.backends.default_url import candidates, default_url_event, find_default_url
 
 
@@ -91,6 +93,37 @@ def test_a_server_that_does_not_answer_keeps_the_setting(serve: Any) -> None:
     url = server.url
     server.stop()
     assert find_default_url(requests.Session(), url, "t0k", "/lab", timeout=(1, 1)) == "/lab"
+
+
+def test_an_image_seen_before_is_not_probed_again(serve: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its tag names one commit's build: what it served once, it serves on every launch."""
+    image = f"127.0.0.1:5000/bindery-r-{uuid.uuid4().hex}:0123abc"
+    server = serve({"/user/x/binder/tree"})
+    assert find_default_url(requests.Session(), server.url, "t0k", "/lab", image=image) == "/tree"
+    assert len(server.asked) == 2
+    other = serve({"/user/x/binder/tree"})
+    assert find_default_url(requests.Session(), other.url, "t1k", "/lab", image=image) == "/tree"
+    assert other.asked == [], "a second launch of the image pays no request"
+    assert find_default_url(requests.Session(), other.url, "t1k", "/voila/render/a.ipynb", image=image) == "/tree"
+    assert len(other.asked) == 3, "another setting is another question"
+    assert find_default_url(requests.Session(), other.url, "t1k", "/lab") == "/tree"
+    assert len(other.asked) == 5, "without an image, always asked"
+    monkeypatch.setattr(default_url, "FOUND_MAX", 2)
+    for n in range(3):
+        find_default_url(requests.Session(), other.url, "t1k", "/lab", image=f"{image}-{n}")
+    assert (image, "/lab") not in default_url._FOUND, "the oldest answer goes when the memory is full"
+    assert len(default_url._FOUND) == 2
+
+
+def test_a_failed_probe_is_not_remembered(serve: Any) -> None:
+    image = f"127.0.0.1:5000/bindery-r-{uuid.uuid4().hex}:0123abc"
+    gone = serve(set())
+    url = gone.url
+    gone.stop()
+    assert find_default_url(requests.Session(), url, "t0k", "/lab", timeout=(1, 1), image=image) == "/lab"
+    server = serve({"/user/x/binder/tree"})
+    assert find_default_url(requests.Session(), server.url, "t0k", "/lab", image=image) == "/tree"
+    assert len(server.asked) == 2, "the next launch asks"
 
 
 def test_events_say_what_the_page_opens_and_why() -> None:
