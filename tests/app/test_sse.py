@@ -207,7 +207,9 @@ def test_a_listener_whose_redis_is_gone_stops_when_no_stream_waits_and_the_next_
     a web worker idle through an outage); the next stream listens again."""
     server = EmbeddedRedis(tmp_path / "gone")
     server.start()
-    app = _app(server)
+    # each attempt gives up after about 1.5 s of retries (the default rides out 10 s: a join
+    # below would then race the retries on a busy machine)
+    app = _app(server, redis_retry_seconds=1)
     channel = uuid.uuid4().hex
     with app.app_context():
         notifier, waiter = events._waiter(channel)
@@ -215,7 +217,7 @@ def test_a_listener_whose_redis_is_gone_stops_when_no_stream_waits_and_the_next_
         time.sleep(1.5)  # lost, but a stream waits: the listener keeps reconnecting
         assert notifier._thread.is_alive()
         notifier.unregister(channel, waiter)
-        notifier._thread.join(timeout=10)  # its next attempt finds nobody waiting
+        notifier._thread.join(timeout=20)  # its next attempt finds nobody waiting (about 2.5 s)
         assert not notifier._thread.is_alive() and notifier.register(channel) is None
         server.start()
         again, waiter = events._waiter(channel)
