@@ -190,6 +190,7 @@ class StackFactory:
         if engine:
             defaults["docker_host"] = self.request.getfixturevalue("docker_host")
             self.request.getfixturevalue("engine")  # the local base images are there
+            defaults["image_prefix"] = run_prefix("localhost/bindery-test-")  # without a registry: kept in the engine
         if registry:
             defaults["registry_url"] = self.request.getfixturevalue("registry")
             defaults["image_prefix"] = run_prefix(f"127.0.0.1:{REGISTRY_PORT}/bindery-test-")
