@@ -19,11 +19,11 @@ import requests
 
 from app.redis_server import EmbeddedRedis
 from tests.conftest import BASE_IMAGE
+from tests.stack import run_prefix
 
 pytestmark = [pytest.mark.integration, pytest.mark.engine]
 
 ROOT = Path(__file__).resolve().parents[1]
-IMAGE = "localhost/bindery:test"
 
 
 def _free_port() -> int:
@@ -34,15 +34,16 @@ def _free_port() -> int:
 
 def test_image_builds_offline_starts_and_answers_versions(
         engine: docker.DockerClient, redis_server: EmbeddedRedis) -> None:
+    image = f"{run_prefix('localhost/bindery-')}dockerfile:test"  # this run's: removed at its end
     built = subprocess.run(
         ["podman", "build", "--network", "host", "--pull=never", "--build-arg", f"BASE={BASE_IMAGE}",
-         "-t", IMAGE, str(ROOT)], capture_output=True, text=True, timeout=900)
+         "-t", image, str(ROOT)], capture_output=True, text=True, timeout=900)
     assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
     assert "pip check" not in built.stderr  # (pip check and the import smoke test run in the build)
 
     port = _free_port()
     container = engine.containers.run(
-        IMAGE, detach=True, network_mode="host",
+        image, detach=True, network_mode="host",
         environment={"REDIS_URL": redis_server.url, "PORT": str(port), "BINDERY_LISTEN_ADDRESS": "127.0.0.1",
                      "BINDERY_LAUNCHER": "bench"})
     try:
