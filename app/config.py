@@ -520,8 +520,13 @@ class ConfigSchema(Schema):
         metadata=BUILD("Command that runs repo2docker. Unset: this Python's `-m repo2docker`."),
     )
     build_network = fields.String(
-        load_default="host", allow_none=True, validate=validate.Regexp(r"^[a-z0-9][a-z0-9_.-]{0,62}$"),
-        metadata=BUILD("Network mode of build containers (`host` reaches the package index here)."),
+        load_default="isolated", validate=validate.Regexp(r"^[a-z0-9][a-z0-9_.-]{0,62}$"),
+        metadata=BUILD("Network of a build's RUN steps and postBuild (user code). `isolated`: a network namespace "
+                       "of the build's own that reaches the internet but not this machine's services nor "
+                       "`user_egress_refused` (Podman: a namespace with slirp4netns and a build engine inside it; "
+                       "Docker: the engine's default bridge). `host` shares this machine's network (Redis, the "
+                       "registry, every port on 127.0.0.1): warned at start and in /health. Any other value is "
+                       "passed to the engine as the build's network mode."),
     )
     content_reuse = fields.Boolean(
         load_default=True,
@@ -624,6 +629,25 @@ class ConfigSchema(Schema):
     launch_ports = PortRange(
         load_default=(9000, 9999),
         metadata=LAUNCH("Host ports launched servers may use, as LOW-HIGH."),
+    )
+    launch_network = fields.String(
+        load_default="isolated", validate=validate.Regexp(r"^[a-z0-9][a-z0-9_.:=,-]{0,100}$"),
+        metadata=LAUNCH("Network of launched servers (user code). `isolated`: a network namespace per server, "
+                        "published on launch_host:<port>, reaching the internet but not this machine's services, "
+                        "other servers or `user_egress_refused` (Podman: slirp4netns without host loopback; Docker: "
+                        "the bridge network `bindery-users`, created without inter-container traffic). `host` "
+                        "shares this machine's network: warned at start and in /health. Any other value is an "
+                        "engine network to attach servers to, published the same way."),
+    )
+    user_egress_refused = StringList(
+        load_default=["0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "169.254.0.0/16", "172.16.0.0/12",
+                      "192.168.0.0/16", "224.0.0.0/3", "fc00::/7", "fe80::/10"],
+        validate=lambda value: _networks_ok(value),
+        metadata=LAUNCH("Networks (CIDR) that user code (builds and servers) may not open connections to: private "
+                        "ranges, link-local (cloud metadata at 169.254.169.254), shared address space, multicast. "
+                        "Set as packet filter rules inside each isolated namespace before user code runs (Podman, "
+                        "as root); on Docker the operator adds them (docs/security.md). DNS goes to the "
+                        "namespace's own resolver."),
     )
     launch_command = StringList(
         load_default=["jupyter", "server"],

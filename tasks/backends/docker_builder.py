@@ -19,10 +19,12 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+import docker
+
 from app.errors import BuildError
 from app.extensions import engine, engine_url, redis_client
 from providers.base import RepoProvider, check_safe, redact_url
-from tasks.backends import environment
+from tasks.backends import environment, user_network
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +68,7 @@ Repo2Docker.find_image = lambda self: False
 
 def repo2docker_config(config: dict[str, Any]) -> str:
     """The ``--config`` file of every build (build pods get it in a ConfigMap)."""
-    kwargs = {"network_mode": config["build_network"]} if config["build_network"] else {}
-    return f"c.Repo2Docker.extra_build_kwargs = {json.dumps(kwargs)}\n{REPO2DOCKER_CONFIG}"
+    return f"c.Repo2Docker.extra_build_kwargs = {json.dumps(user_network.build_kwargs(config))}\n{REPO2DOCKER_CONFIG}"
 
 
 def _event(line: str, previous: str) -> dict[str, Any]:
@@ -118,20 +119,37 @@ class DockerBuilder:
         return path
 
     def build(self, repo: RepoProvider, launch: dict[str, Any], emit: Emit) -> None:
-        """A thin image when only content changed (tasks/backends/environment.py), else repo2docker."""
-        reused, decision = environment.try_reuse(self.config, redis_client.client, engine.client, repo.repo_url(),
-                                                 repo.repo2docker_env(), launch, emit)
-        if reused:
-            return
-        self._build(repo, launch, emit)
+        """A thin image when only content changed (tasks/backends/environment.py), else repo2docker.
+
+        Both run their user code (RUN steps, postBuild) in the build's own network
+        (tasks/backends/user_network.py); images land in the engine's store either way.
+        """
+        try:
+            with user_network.build_engine(self.config, engine_url(self.config), engine.client) as url:
+                self._reuse_or_build(repo, launch, emit, url)
+        except user_network.NetworkSetupError as exc:
+            raise BuildError(f"Build failed: {exc}") from exc
+
+    def _reuse_or_build(self, repo: RepoProvider, launch: dict[str, Any], emit: Emit, url: str) -> None:
+        build_client = None if url == engine_url(self.config) else docker.DockerClient(base_url=url, timeout=120)
+        try:
+            reused, decision = environment.try_reuse(self.config, redis_client.client, engine.client,
+                                                     repo.repo_url(), repo.repo2docker_env(), launch, emit,
+                                                     build_client)
+            if reused:
+                return
+            self._build(repo, launch, emit, url)
+        finally:
+            if build_client is not None:
+                build_client.close()
         if decision is not None and decision.reusable:
             environment.remember(redis_client.client, launch["repo_url"], decision.env_hash, launch["image"],
                                  launch["resolved_ref"])
 
-    def _build(self, repo: RepoProvider, launch: dict[str, Any], emit: Emit) -> None:
-        """Run one build to completion, or raise BuildError quoting the end of its log."""
+    def _build(self, repo: RepoProvider, launch: dict[str, Any], emit: Emit, url: str) -> None:
+        """Run one build to completion on the engine at ``url``, or raise BuildError quoting the end of its log."""
         tail: deque[str] = deque(maxlen=self.config["build_log_tail"])
-        env = {**os.environ, "DOCKER_HOST": engine_url(self.config), "GIT_TERMINAL_PROMPT": "0",
+        env = {**os.environ, "DOCKER_HOST": url, "GIT_TERMINAL_PROMPT": "0",
                **repo.repo2docker_env()}
         with tempfile.TemporaryDirectory(prefix="bindery-build-") as tmp:
             command = repo2docker_command(self.config, repo, launch, self._config_file(tmp))
@@ -164,6 +182,8 @@ class DockerBuilder:
                 if proc.poll() is None:
                     _kill_group(proc)
                     proc.wait()
+                if proc.stdout is not None:
+                    proc.stdout.close()
         if code != 0:
             reason = (f"timed out after {self.config['build_timeout']} s" if timed_out.is_set()
                       else f"repo2docker exited with {code}")

@@ -1,7 +1,8 @@
 """Launcher ``docker``: one container per launch running a Jupyter server with its own token.
 
-Containers use host networking and listen on a port from ``launch_ports``
-(claimed in Redis, so concurrent launches on many workers never collide).
+Each container gets a network of its own (tasks/backends/user_network.py: the host's services are
+out of reach) and is published on ``launch_host`` at a port from ``launch_ports`` (claimed in
+Redis, so concurrent launches on many workers never collide).
 Labels record launch id, repository and start time: quotas are counted and
 old servers removed from them.  Servers stop themselves when idle (Jupyter's
 own idle shutdown); the cleanup beat task removes what is left.
@@ -30,7 +31,7 @@ from flask import current_app
 from app import keys
 from app.errors import LaunchError, QuotaExceeded
 from app.extensions import engine_unreachable, engine_url
-from tasks.backends import warm_pool
+from tasks.backends import user_network, warm_pool
 from tasks.backends.default_url import candidates, default_url_event, find_default_url
 
 log = logging.getLogger(__name__)
@@ -133,8 +134,9 @@ class DockerLauncher:
     def _command(self, port: int) -> list[str]:
         """launch_command with the server's options; behind PICK_DEFAULT_URL unless the root is wanted."""
         idle = self.config["launch_idle_timeout"]
-        command = [*self.config["launch_command"], f"--ServerApp.ip={self.config['launch_host']}",
-                   f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
+        address, inside_port = user_network.server_listen(self.config, port)
+        command = [*self.config["launch_command"], f"--ServerApp.ip={address}",
+                   f"--ServerApp.port={inside_port}", "--ServerApp.port_retries=0",
                    "--ServerApp.open_browser=False"]
         command += allow_origin_args(self.config["cors_allow_origin"])
         if idle:
@@ -169,18 +171,18 @@ class DockerLauncher:
         port = self._claim_port(launch["id"])
         token = secrets.token_hex(24)
         try:
-            container = self.client.containers.run(
-                launch["image"], self._command(port), detach=True, network_mode="host",
+            container = user_network.run_server(
+                self.client, self.config, port, launch["image"], self._command(port),
                 environment=self._environment(token), name=f"bindery-{launch['id']}",
                 labels={LABEL: launch["id"], INSTANCE: self.config["instance_name"],
                         "org.bindery.repo": repo_label(launch["repo_url"]),
                         "org.bindery.ref": launch["resolved_ref"], "org.bindery.port": str(port),
                         "org.bindery.created": str(int(time.time()))},
             )
-        except (docker.errors.APIError, requests.RequestException) as exc:
+        except (docker.errors.APIError, requests.RequestException, user_network.NetworkSetupError) as exc:
             self.redis.delete(keys.PORT(port))
             raise LaunchError(f"The container engine could not start the server: "
-                              f"{getattr(exc, 'explanation', None) or type(exc).__name__}") from exc
+                              f"{user_network.describe(exc)}") from exc
         url = self.config["launch_public_url"].format(host=self.config["launch_host"], port=port)
         inside = f"http://{self.config['launch_host']}:{port}/"
         session = requests.Session()

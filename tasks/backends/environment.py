@@ -276,7 +276,7 @@ def _checkout(config: dict[str, Any], repo_url: str, ref: str, git_env: dict[str
 
 
 def try_reuse(config: dict[str, Any], redis: Any, client: Any, repo_url: str, git_env: dict[str, str],
-              launch: dict[str, Any], emit: Emit) -> tuple[bool, Decision | None]:
+              launch: dict[str, Any], emit: Emit, build_client: Any = None) -> tuple[bool, Decision | None]:
     """(built, decision): True when a thin image was built; the decision lets a full build be remembered.
 
     Any trouble here (clone, engine) means a full build, said in the log: reuse is a shortcut,
@@ -299,7 +299,7 @@ def try_reuse(config: dict[str, Any], redis: Any, client: Any, repo_url: str, gi
         if base is None:
             return False, decision
         try:
-            thin_build.build(client, root, plan_for(decision, launch, repo_url, base), emit)
+            thin_build.build(client, root, plan_for(decision, launch, repo_url, base), emit, build_client)
         except Exception as exc:  # noqa: BLE001 - fall back to the full build, which says what is wrong
             emit({"phase": "building", "message": f"Full build: the thin image failed ({exc}).\n"})
             return False, decision

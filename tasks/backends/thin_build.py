@@ -108,8 +108,12 @@ def context_tar(root: Path, dockerfile: str, uid: int = 1000) -> io.BytesIO:
     return buffer
 
 
-def build(client: Any, root: Path, plan: dict[str, Any], emit: Emit) -> None:
-    """Build (and with ``plan["push"]``, push) the thin image; raises with the engine's message."""
+def build(client: Any, root: Path, plan: dict[str, Any], emit: Emit, build_client: Any = None) -> None:
+    """Build (and with ``plan["push"]``, push) the thin image; raises with the engine's message.
+
+    ``build_client``: the engine that runs the build's RUN steps, when it is not ``client`` (an
+    isolated build engine that shares ``client``'s image store: tasks/backends/user_network.py).
+    """
     import docker
 
     try:
@@ -121,8 +125,9 @@ def build(client: Any, root: Path, plan: dict[str, Any], emit: Emit) -> None:
     if deleted is None:
         raise ValueError(f"commit {plan['base_ref'][:12]} is not in the repository any more")
     dockerfile = thin_dockerfile(plan, image_config, deleted)
-    for chunk in client.api.build(fileobj=context_tar(root, dockerfile), custom_context=True, tag=plan["image"],
-                                  rm=True, forcerm=True, decode=True, pull=False):
+    builder = build_client or client
+    for chunk in builder.api.build(fileobj=context_tar(root, dockerfile), custom_context=True, tag=plan["image"],
+                                   rm=True, forcerm=True, decode=True, pull=False):
         if "error" in chunk:
             raise RuntimeError(str(chunk["error"]).strip())
         text = str(chunk.get("stream") or "").rstrip()

@@ -44,6 +44,7 @@ from flask import current_app
 from app import keys
 from app.launch_events import PROVIDER_NAMES, REDIS_STREAM
 from app.metrics import metrics
+from tasks.backends import user_network
 from tasks.backends.default_url import default_url_event, find_default_url
 
 log = logging.getLogger(__name__)
@@ -149,8 +150,8 @@ def start_server(launcher: Any, target: dict[str, Any]) -> dict[str, Any]:
     repo = labels["org.bindery.repo"]
     container = None
     try:
-        container = launcher.client.containers.run(
-            image, launcher._command(port), detach=True, network_mode="host",
+        container = user_network.run_server(
+            launcher.client, config, port, image, launcher._command(port),
             environment=launcher._environment(token), name=f"bindery-{pool_id}",
             labels={**labels, POOL_LABEL: keys.digest(image)})
         inside = f"http://{config['launch_host']}:{port}/"

@@ -128,8 +128,11 @@ def test_stop_removes_only_that_launch_s_server_and_frees_its_port(
 def test_server_command_sets_port_and_idle_shutdown(app: Flask, engine: docker.DockerClient) -> None:
     command = DockerLauncher(engine, {**app.config["BINDERY"], "launch_idle_timeout": 300})._command(19650)
     assert command[:2] == ["/bin/sh", "-c"] and command[3:6] == ["bindery-start", "jupyter", "server"]
-    assert "--ServerApp.port=19650" in command and "--ServerApp.ip=127.0.0.1" in command
+    # its own network: it listens on every address of its namespace, published on launch_host:19650
+    assert "--ServerApp.port=8888" in command and "--ServerApp.ip=0.0.0.0" in command
     assert "--ServerApp.shutdown_no_activity_timeout=300" in command
+    host = DockerLauncher(engine, {**app.config["BINDERY"], "launch_network": "host"})._command(19650)
+    assert "--ServerApp.port=19650" in host and "--ServerApp.ip=127.0.0.1" in host
     assert not any("token" in part.lower() for part in command), "the token travels in the environment"
 
 
@@ -163,8 +166,8 @@ def _run_command(tmp_path: Any, default_url: str, on_path: set[str]) -> list[str
 def test_the_container_picks_the_default_url_from_what_its_image_has(
         tmp_path: Any, default_url: str, on_path: set[str], picked: str) -> None:
     args = _run_command(tmp_path, default_url, on_path)
-    assert args[:2] == ["server", "--ServerApp.ip=127.0.0.1"], "launch_command and its options, unchanged"
-    assert "--ServerApp.port=19650" in args
+    assert args[:2] == ["server", "--ServerApp.ip=0.0.0.0"], "launch_command and its options, unchanged"
+    assert "--ServerApp.port=8888" in args
     assert args[-1] == f"--ServerApp.default_url={picked}"
     assert sum(a.startswith("--ServerApp.default_url=") for a in args) == 1
 
