@@ -97,6 +97,20 @@ class PortRange(fields.Field):
         return None if value is None else f"{value[0]}-{value[1]}"
 
 
+def _json_or(value: Any) -> Any:
+    """A string decoded as JSON, anything else as is: the environment writes mappings and lists as JSON.
+
+    Every setting that takes a mapping or a list reads its value through this, so the environment
+    and the YAML file can set all of them.
+    """
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError as exc:
+            raise ValidationError(f"not valid JSON: {exc}") from exc
+    return value
+
+
 class JsonValue(fields.Field):
     """A mapping or list from YAML, or a JSON string of one (for env vars); ``kind`` says which."""
 
@@ -105,11 +119,7 @@ class JsonValue(fields.Field):
         self.kind = kind
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
-        if isinstance(value, str):
-            try:
-                value = json.loads(value)
-            except ValueError as exc:
-                raise ValidationError(f"not valid JSON: {exc}") from exc
+        value = _json_or(value)
         if not isinstance(value, self.kind):
             raise ValidationError(f"expected a {'mapping' if self.kind is dict else 'list'}")
         return value
@@ -125,13 +135,17 @@ class StringList(fields.List):
         if isinstance(value, str):
             stripped = value.strip()
             if stripped.startswith("["):
-                try:
-                    value = json.loads(stripped)
-                except ValueError as exc:
-                    raise ValidationError("not a valid JSON list") from exc
+                value = _json_or(stripped)
             else:
                 value = [part.strip() for part in stripped.split(",") if part.strip()]
         return super()._deserialize(value, attr, data, **kwargs)
+
+
+class JsonDict(fields.Dict):
+    """A mapping with typed keys and values (``keys=``, ``values=``) that also takes its JSON (for env vars)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        return super()._deserialize(_json_or(value), attr, data, **kwargs)
 
 
 # Provider prefixes; the provider classes live in providers/ (not imported here).
@@ -148,15 +162,6 @@ def _compile(pattern: Any) -> str:
     except re.error as exc:
         raise ValidationError(f"{pattern!r} is not a valid regex: {exc}") from exc
     return pattern
-
-
-def _json_or(value: Any) -> Any:
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError as exc:
-            raise ValidationError("not valid JSON") from exc
-    return value
 
 
 class SpecPatterns(fields.Field):
@@ -695,7 +700,7 @@ class ConfigSchema(Schema):
                         "again (a worker killed just as it took the message loses it; only one copy ever runs). "
                         "0: never; each launch then costs two Redis commands less."),
     )
-    warm_pool = fields.Dict(
+    warm_pool = JsonDict(
         keys=fields.String(validate=validate.Length(1, 500)), values=fields.Integer(validate=validate.Range(0, 100)),
         load_default=dict,
         metadata=LAUNCH("Warm pool (docker launcher): spec (provider/spec as in a launch link, e.g. "
