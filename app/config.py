@@ -78,8 +78,13 @@ OPERATIONS = Section(
 SECTIONS = (FRONT_DOOR, PROVIDERS, BUILD, REGISTRY, LAUNCH, CLUSTER, OPERATIONS)
 
 
+# Every field type that is not a plain string, number or boolean says how it is written in a
+# BINDERY_<NAME> variable (``env_form``); the reference shows it beside the variable.
+
 class PortRange(fields.Field):
     """``"9000-9099"`` or ``[9000, 9099]`` → ``(9000, 9099)``."""
+
+    env_form = "LOW-HIGH, e.g. `9000-9099`"
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> tuple[int, int]:
         try:
@@ -117,6 +122,7 @@ class JsonValue(fields.Field):
     def __init__(self, kind: type, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.kind = kind
+        self.env_form = "a JSON object" if kind is dict else "a JSON array"
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
         value = _json_or(value)
@@ -127,6 +133,8 @@ class JsonValue(fields.Field):
 
 class StringList(fields.List):
     """A list of strings that also accepts a JSON list or a comma-separated string (for env vars)."""
+
+    env_form = "a JSON array of strings, or comma-separated: `a,b`"
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(fields.String(), **kwargs)
@@ -143,6 +151,8 @@ class StringList(fields.List):
 
 class JsonDict(fields.Dict):
     """A mapping with typed keys and values (``keys=``, ``values=``) that also takes its JSON (for env vars)."""
+
+    env_form = "a JSON object"
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
         return super()._deserialize(_json_or(value), attr, data, **kwargs)
@@ -167,6 +177,8 @@ def _compile(pattern: Any) -> str:
 class SpecPatterns(fields.Field):
     """``{prefix: [regex, ...]}`` (or its JSON, for env vars); every regex must compile."""
 
+    env_form = "a JSON object"
+
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dict[str, list[str]]:
         value = _json_or(value)
         if not isinstance(value, dict):
@@ -185,6 +197,8 @@ class SpecPatterns(fields.Field):
 
 class SpecConfig(fields.Field):
     """``{prefix: [{pattern, config}]}``, or one list for all providers (key ``*``)."""
+
+    env_form = "a JSON object, or a JSON array for every provider"
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dict[str, list[Any]]:
         value = _json_or(value)
@@ -220,6 +234,8 @@ def _networks_ok(value: list[str]) -> bool:
 
 class BanNetworks(fields.Field):
     """``{CIDR: label}`` (or its JSON, for env vars) of client networks refused at the front door."""
+
+    env_form = "a JSON object"
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dict[str, str]:
         value = _json_or(value)
@@ -1064,9 +1080,10 @@ def markdown_reference() -> str:
         "prints the effective configuration with secrets hidden.",
         "",
         "In the environment, mappings and lists are written as JSON; lists of strings may also be "
-        "comma-separated. Settings marked *secret* are masked in logs and in `app.cli config`, and the "
-        "Helm chart puts them in its Secret. A few settings are also read from the names other tools use "
-        "(`BINDERY_<NAME>` wins over them):",
+        "comma-separated. The environment column says which form each such setting takes. Settings "
+        "marked *secret* are masked in logs and in `app.cli config`, and the Helm chart puts them in its "
+        "Secret. A few settings are also read from the names other tools use (`BINDERY_<NAME>` wins over "
+        "them):",
         "",
         "| variable | setting |",
         "|---|---|",
@@ -1079,6 +1096,8 @@ def markdown_reference() -> str:
                 "| setting | environment | default | what it does |", "|---|---|---|---|"]
         for name, field in by_section[section.key]:
             secret = " *secret*" if field.metadata.get("secret") else ""
-            out.append(f"| `{name}`{secret} | `BINDERY_{name.upper()}` | {_shown_default(field)} "
+            form = getattr(field, "env_form", None)
+            env = f"`BINDERY_{name.upper()}`" + (f": {form}" if form else "")
+            out.append(f"| `{name}`{secret} | {env} | {_shown_default(field)} "
                        f"| {field.metadata['help']} |")
     return "\n".join(out) + "\n"

@@ -102,6 +102,17 @@ def test_reference_has_one_heading_per_section_in_order() -> None:
     assert headings == [section.title for section in SECTIONS]
 
 
+def test_reference_says_how_to_write_each_mapping_and_list_in_the_environment() -> None:
+    """A setting that is not a plain string, number or boolean names its form beside its variable."""
+    reference = markdown_reference()
+    for name, field in ConfigSchema().fields.items():
+        if isinstance(field, (fields.String, fields.Number, fields.Boolean)):
+            continue
+        form = getattr(field, "env_form", None)
+        assert form, f"{name} ({type(field).__name__}) does not say how it is written in the environment (env_form)"
+        assert f"| `BINDERY_{name.upper()}`: {form} |" in reference
+
+
 def test_code_reads_only_settings_the_schema_declares() -> None:
     """A misspelt setting name in app/, tasks/, providers/ or an entry module fails here, not when the line runs."""
     names = set(ConfigSchema().fields)
