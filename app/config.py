@@ -78,8 +78,13 @@ OPERATIONS = Section(
 SECTIONS = (FRONT_DOOR, PROVIDERS, BUILD, REGISTRY, LAUNCH, CLUSTER, OPERATIONS)
 
 
+# Every field type that is not a plain string, number or boolean says how it is written in a
+# BINDERY_<NAME> variable (``env_form``); the reference shows it beside the variable.
+
 class PortRange(fields.Field):
     """``"9000-9099"`` or ``[9000, 9099]`` → ``(9000, 9099)``."""
+
+    env_form = "LOW-HIGH, e.g. `9000-9099`"
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> tuple[int, int]:
         try:
@@ -97,19 +102,30 @@ class PortRange(fields.Field):
         return None if value is None else f"{value[0]}-{value[1]}"
 
 
+def _json_or(value: Any) -> Any:
+    """A string decoded as JSON, anything else as is: the environment writes mappings and lists as JSON.
+
+    Every setting that takes a mapping or a list reads its value through this, so the environment
+    and the YAML file can set all of them.
+    """
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError as exc:
+            raise ValidationError(f"not valid JSON: {exc}") from exc
+    return value
+
+
 class JsonValue(fields.Field):
     """A mapping or list from YAML, or a JSON string of one (for env vars); ``kind`` says which."""
 
     def __init__(self, kind: type, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.kind = kind
+        self.env_form = "a JSON object" if kind is dict else "a JSON array"
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
-        if isinstance(value, str):
-            try:
-                value = json.loads(value)
-            except ValueError as exc:
-                raise ValidationError(f"not valid JSON: {exc}") from exc
+        value = _json_or(value)
         if not isinstance(value, self.kind):
             raise ValidationError(f"expected a {'mapping' if self.kind is dict else 'list'}")
         return value
@@ -118,6 +134,8 @@ class JsonValue(fields.Field):
 class StringList(fields.List):
     """A list of strings that also accepts a JSON list or a comma-separated string (for env vars)."""
 
+    env_form = "a JSON array of strings, or comma-separated: `a,b`"
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(fields.String(), **kwargs)
 
@@ -125,13 +143,19 @@ class StringList(fields.List):
         if isinstance(value, str):
             stripped = value.strip()
             if stripped.startswith("["):
-                try:
-                    value = json.loads(stripped)
-                except ValueError as exc:
-                    raise ValidationError("not a valid JSON list") from exc
+                value = _json_or(stripped)
             else:
                 value = [part.strip() for part in stripped.split(",") if part.strip()]
         return super()._deserialize(value, attr, data, **kwargs)
+
+
+class JsonDict(fields.Dict):
+    """A mapping with typed keys and values (``keys=``, ``values=``) that also takes its JSON (for env vars)."""
+
+    env_form = "a JSON object"
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        return super()._deserialize(_json_or(value), attr, data, **kwargs)
 
 
 # Provider prefixes; the provider classes live in providers/ (not imported here).
@@ -150,17 +174,10 @@ def _compile(pattern: Any) -> str:
     return pattern
 
 
-def _json_or(value: Any) -> Any:
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError as exc:
-            raise ValidationError("not valid JSON") from exc
-    return value
-
-
 class SpecPatterns(fields.Field):
     """``{prefix: [regex, ...]}`` (or its JSON, for env vars); every regex must compile."""
+
+    env_form = "a JSON object"
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dict[str, list[str]]:
         value = _json_or(value)
@@ -180,6 +197,8 @@ class SpecPatterns(fields.Field):
 
 class SpecConfig(fields.Field):
     """``{prefix: [{pattern, config}]}``, or one list for all providers (key ``*``)."""
+
+    env_form = "a JSON object, or a JSON array for every provider"
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dict[str, list[Any]]:
         value = _json_or(value)
@@ -215,6 +234,8 @@ def _networks_ok(value: list[str]) -> bool:
 
 class BanNetworks(fields.Field):
     """``{CIDR: label}`` (or its JSON, for env vars) of client networks refused at the front door."""
+
+    env_form = "a JSON object"
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dict[str, str]:
         value = _json_or(value)
@@ -719,7 +740,7 @@ class ConfigSchema(Schema):
                         "again (a worker killed just as it took the message loses it; only one copy ever runs). "
                         "0: never; each launch then costs two Redis commands less."),
     )
-    warm_pool = fields.Dict(
+    warm_pool = JsonDict(
         keys=fields.String(validate=validate.Length(1, 500)), values=fields.Integer(validate=validate.Range(0, 100)),
         load_default=dict,
         metadata=LAUNCH("Warm pool (docker launcher): spec (provider/spec as in a launch link, e.g. "
@@ -1083,9 +1104,10 @@ def markdown_reference() -> str:
         "prints the effective configuration with secrets hidden.",
         "",
         "In the environment, mappings and lists are written as JSON; lists of strings may also be "
-        "comma-separated. Settings marked *secret* are masked in logs and in `app.cli config`, and the "
-        "Helm chart puts them in its Secret. A few settings are also read from the names other tools use "
-        "(`BINDERY_<NAME>` wins over them):",
+        "comma-separated. The environment column says which form each such setting takes. Settings "
+        "marked *secret* are masked in logs and in `app.cli config`, and the Helm chart puts them in its "
+        "Secret. A few settings are also read from the names other tools use (`BINDERY_<NAME>` wins over "
+        "them):",
         "",
         "| variable | setting |",
         "|---|---|",
@@ -1098,6 +1120,8 @@ def markdown_reference() -> str:
                 "| setting | environment | default | what it does |", "|---|---|---|---|"]
         for name, field in by_section[section.key]:
             secret = " *secret*" if field.metadata.get("secret") else ""
-            out.append(f"| `{name}`{secret} | `BINDERY_{name.upper()}` | {_shown_default(field)} "
+            form = getattr(field, "env_form", None)
+            env = f"`BINDERY_{name.upper()}`" + (f": {form}" if form else "")
+            out.append(f"| `{name}`{secret} | {env} | {_shown_default(field)} "
                        f"| {field.metadata['help']} |")
     return "\n".join(out) + "\n"

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
+from marshmallow import fields, validate
 
-from app.config import SECTIONS, ConfigSchema, load_config, markdown_reference
+from app.config import SECTIONS, ConfigSchema, JsonValue, load_config, markdown_reference
 from app.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -97,6 +102,17 @@ def test_reference_has_one_heading_per_section_in_order() -> None:
     assert headings == [section.title for section in SECTIONS]
 
 
+def test_reference_says_how_to_write_each_mapping_and_list_in_the_environment() -> None:
+    """A setting that is not a plain string, number or boolean names its form beside its variable."""
+    reference = markdown_reference()
+    for name, field in ConfigSchema().fields.items():
+        if isinstance(field, (fields.String, fields.Number, fields.Boolean)):
+            continue
+        form = getattr(field, "env_form", None)
+        assert form, f"{name} ({type(field).__name__}) does not say how it is written in the environment (env_form)"
+        assert f"| `BINDERY_{name.upper()}`: {form} |" in reference
+
+
 def test_code_reads_only_settings_the_schema_declares() -> None:
     """A misspelt setting name in app/, tasks/, providers/ or an entry module fails here, not when the line runs."""
     names = set(ConfigSchema().fields)
@@ -109,3 +125,99 @@ def test_code_reads_only_settings_the_schema_declares() -> None:
     assert len(used) > 50, f"the scan found too few settings to be reading the code: {sorted(used)}"
     unknown = {name: sorted(paths) for name, paths in used.items() if name not in names}
     assert not unknown, f"code reads settings the schema does not declare: {unknown}"
+
+
+# --- every setting loads from the environment and from the YAML file -------------------------
+
+FIELDS = ConfigSchema().fields
+# Settings whose valid value the walk cannot make from the field's class and validators: our own
+# field types, and values that a check of the whole schema or a validating function constrains.
+VALUES: dict[str, Any] = {
+    "ban_networks": {"192.0.2.0/24": "Example Corp"},
+    "banned_specs": {"gh": ["^evil/.*"]},
+    "allowed_specs": {"gh": ["^org/.*"], "gl": ["^group/.*"]},
+    "high_quota_specs": {"gh": ["^org/.*"]},
+    "spec_config": {"gh": [{"pattern": "^org/.*", "config": {"quota": 3}}]},
+    "allowed_private_networks": ["10.0.0.0/8", "::1/128"],
+    "git_credentials": {"https://git.example.org/team/": {"username": "bot", "password": "TOKEN"}},
+    "registry_url": "http://127.0.0.1:5000",
+    "launch_ports": (9100, 9199),
+    "flower_basic_auth": "admin:secret",
+    "cors_allow_origin": "https://docs.example.org",
+    "hub_oauth_client_id": "service-x-test",
+    "hub_oauth_redirect_url": "https://bindery.example.org/oauth_callback",
+}
+# Settings that load only beside others (the schema's checks across settings), given as overrides.
+COMPANIONS: dict[str, dict[str, Any]] = {
+    "auth_enabled": {"launcher": "jupyterhub", "hub_url": "https://hub.example.org/", "hub_api_token": "t"},
+    "git_allow_ssh": {"git_ssh_known_hosts": "/etc/ssh/ssh_known_hosts"},
+    "git_ssh_key": {"git_ssh_known_hosts": "/etc/ssh/ssh_known_hosts"},
+    "registry_url": {"allowed_private_networks": ["127.0.0.0/8"]},
+    "registry_username": {"registry_password": "p"},
+    "registry_password": {"registry_username": "u"},
+    "warm_pool_top": {"launch_event_sinks": ["file", "redis"]},
+}
+
+
+def _candidates(field: fields.Field) -> list[Any]:
+    """Values ``field`` may take, made from its class and validators; [] when the walk has no way to make one."""
+    choices = [choice for rule in field.validators if isinstance(rule, (validate.OneOf, validate.ContainsOnly))
+               for choice in rule.choices]
+    if isinstance(field, fields.Boolean):
+        return [not field.load_default]
+    if isinstance(field, fields.Number):
+        bounds = [bound for rule in field.validators if isinstance(rule, validate.Range)
+                  for bound in (rule.min, rule.max) if bound is not None]
+        return [*bounds, (field.load_default or 0) + 1]
+    if isinstance(field, fields.String):  # fields.Url too
+        long_enough = ["x" * rule.min for rule in field.validators if isinstance(rule, validate.Length) and rule.min]
+        return choices or ["x-test", "/x-test/0123456789", "https://x-test.example.org/", *long_enough]
+    if isinstance(field, fields.List):
+        return [[choice] for choice in choices] + [choices] if choices else [[c] for c in _candidates(field.inner)]
+    if isinstance(field, fields.Dict) and field.key_field and field.value_field:
+        return [{key: value} for key in _candidates(field.key_field) for value in _candidates(field.value_field)]
+    if isinstance(field, JsonValue):
+        return [{"x-test": "x-test"}] if field.kind is dict else [["x-test"]]
+    return []
+
+
+@functools.cache
+def _valid_value(name: str) -> Any:
+    """A value of ``name`` that is not its default and loads (beside its COMPANIONS) as itself."""
+    candidates = [VALUES[name]] if name in VALUES else _candidates(FIELDS[name])
+    if not candidates:
+        pytest.fail(f"{name} ({type(FIELDS[name]).__name__}): the walk has no way to make a value of this type; "
+                    "add one to VALUES in tests/app/test_config.py")
+    default = load_config(environ={})[name]
+    problems = []
+    for value in candidates:
+        try:
+            loaded = load_config({**COMPANIONS.get(name, {}), name: value}, environ={})[name]
+        except ConfigError as exc:
+            problems.append(f"{value!r}: {exc}")
+            continue
+        if loaded == value and value != default:
+            return value
+        problems.append(f"{value!r} loads as {loaded!r} (default {default!r})")
+    pytest.fail(f"{name}: no value the walk made loads as itself, apart from the default; add one to VALUES "
+                f"(or what it needs beside it to COMPANIONS) in tests/app/test_config.py: {problems}")
+
+
+def _env_text(name: str, value: Any) -> str:
+    """``value`` as written in ``BINDERY_<NAME>``: the field's own text (as `app.cli config` shows it), else JSON."""
+    shown = FIELDS[name].serialize(name, {name: value})
+    return shown if isinstance(shown, str) else json.dumps(shown)
+
+
+@pytest.mark.parametrize("source", ["environment", "yaml"])
+@pytest.mark.parametrize("name", list(FIELDS))
+def test_every_setting_loads_from_the_environment_and_the_yaml_file(name: str, source: str, tmp_path: Path) -> None:
+    """A setting added later cannot miss a source: each one is set through each, and read back as meant."""
+    value = _valid_value(name)
+    if source == "environment":
+        environ = {f"BINDERY_{name.upper()}": _env_text(name, value)}
+    else:
+        path = tmp_path / "bindery.yaml"
+        path.write_text(yaml.safe_dump({name: json.loads(json.dumps(value))}))  # tuples as YAML lists
+        environ = {"BINDERY_CONFIG": str(path)}
+    assert load_config(COMPANIONS.get(name), environ=environ)[name] == value, f"{source}: {environ}"
