@@ -139,6 +139,7 @@ VALUES: dict[str, Any] = {
     "high_quota_specs": {"gh": ["^org/.*"]},
     "spec_config": {"gh": [{"pattern": "^org/.*", "config": {"quota": 3}}]},
     "allowed_private_networks": ["10.0.0.0/8", "::1/128"],
+    "user_egress_refused": ["10.0.0.0/8", "fd00::/8"],
     "git_credentials": {"https://git.example.org/team/": {"username": "bot", "password": "TOKEN"}},
     "registry_url": "http://127.0.0.1:5000",
     "launch_ports": (9100, 9199),
