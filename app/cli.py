@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from app.config import ConfigSchema, load_config, markdown_reference
+from app.config import ConfigSchema, load_config, markdown_reference, mask_url_password
 from app.errors import ConfigError
 from app.launch_events import count_launches, event_file, read_file
 
@@ -49,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         print(err, file=sys.stderr)
         return 2
     fields = ConfigSchema().fields
-    shown = {k: ("***" if fields[k].metadata.get("secret") and v else v) for k, v in config.items()}
+    shown = {k: ("***" if fields[k].metadata.get("secret") and v else
+                 mask_url_password(v) if fields[k].metadata.get("secret_in_url") and v else v)
+             for k, v in config.items()}
     json.dump(shown, sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0

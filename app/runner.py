@@ -344,9 +344,9 @@ def children_for(config: dict[str, Any], env: dict[str, str]) -> list[Child]:
     if not config["redis_url"]:
         # Redis logs to our output (so its last lines are at hand); same port and data on every start.
         embedded = EmbeddedRedis(Path(config["data_dir"]) / "redis", logfile="")
-        embedded.directory.mkdir(parents=True, exist_ok=True)
-        env["REDIS_URL"] = embedded.url
-        say(f"embedded Redis at {embedded.url} (data in {embedded.directory})")
+        embedded.prepare()
+        env["REDIS_URL"] = embedded.url  # with its password: children read it, nobody else sees it
+        say(f"embedded Redis at {embedded.shown_url} (data and password in {embedded.directory})")
         found["redis"] = Child("redis", embedded.command(), env, policy,
                                ready=lambda child: embedded.wait_ready(child.running))
     for role, command in commands(config).items():

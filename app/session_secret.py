@@ -1,8 +1,9 @@
-"""The key that signs session cookies when ``session_secret`` is not set: made once, kept in the data dir.
+"""Secrets made once and kept in the data dir: the session key, the embedded Redis's password.
 
-Every web process on the machine must sign with the same key, so the first one to
-start creates the file (atomically, readable by its owner only) and the others read
-it.  A cluster sets ``session_secret`` instead (the chart keeps it in its Secret).
+Every process on the machine must use the same value, so the first one to need it
+creates the file (atomically, readable by its owner only) and the others read it.
+A cluster sets ``session_secret`` and ``redis_url`` instead (the chart keeps them in
+its Secret).
 """
 
 from __future__ import annotations
@@ -17,13 +18,21 @@ MIN_LENGTH = 32
 
 def ensure_session_secret(data_dir: str | os.PathLike[str]) -> str:
     """The key in ``<data_dir>/session_secret``, created with 0600 permissions if it is missing."""
-    directory = Path(data_dir)
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / FILE_NAME
+    return ensure_secret(data_dir, FILE_NAME, "session_secret")
+
+
+def ensure_secret(directory: str | os.PathLike[str], name: str, setting: str) -> str:
+    """The secret in ``<directory>/<name>``, created with 0600 permissions if it is missing.
+
+    ``setting``: what an operator sets instead, named when the file holds nothing usable.
+    """
+    folder = Path(directory)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
     if not path.exists():
         # Written aside, then linked into place: the link fails if another process got there
         # first, and no process ever reads a half-written key.
-        draft = directory / f".{FILE_NAME}.{os.getpid()}.{secrets.token_hex(4)}"
+        draft = folder / f".{name}.{os.getpid()}.{secrets.token_hex(4)}"
         fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="ascii") as fh:
             fh.write(secrets.token_urlsafe(48) + "\n")
@@ -35,6 +44,6 @@ def ensure_session_secret(data_dir: str | os.PathLike[str]) -> str:
             draft.unlink()
     key = path.read_text(encoding="ascii").strip()
     if len(key) < MIN_LENGTH:
-        raise RuntimeError(f"{path} holds no usable session key (under {MIN_LENGTH} characters); "
-                           "delete it to have a new one made, or set session_secret")
+        raise RuntimeError(f"{path} holds no usable secret (under {MIN_LENGTH} characters); "
+                           f"delete it to have a new one made, or set {setting}")
     return key

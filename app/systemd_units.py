@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.redis_server import EmbeddedRedis
+from app.redis_server import PASSWORD_FILE, EmbeddedRedis
 from app.runner import commands
 
 DESCRIPTIONS = {
@@ -123,8 +123,10 @@ def _service(role: str, command: list[str], config: dict[str, Any], install: Ins
     env = [f"BINDERY_CONFIG={install.config_file}", f"BINDERY_DATA_DIR={install.data_dir}",
            # web and workers write metrics here and the web's /metrics adds them up
            f"PROMETHEUS_MULTIPROC_DIR={install.data_dir}/prometheus", "PYTHONUNBUFFERED=1"]
-    if install.redis_port:
-        env.append(f"REDIS_URL=redis://127.0.0.1:{install.redis_port}/0")
+    if install.redis_port:  # the password is read at start from the file the Redis unit makes
+        env += [f"REDIS_URL=redis://127.0.0.1:{install.redis_port}/0",
+                f"BINDERY_REDIS_PASSWORD_FILE={Path(install.data_dir) / 'redis' / PASSWORD_FILE}"]
+    redis_dir = str(Path(install.data_dir) / "redis")  # its password and config are made before it starts
     lines = [
         _header(f"bindery-{role}.service"),
         "[Unit]",
@@ -143,6 +145,8 @@ def _service(role: str, command: list[str], config: dict[str, Any], install: Ins
         *(f"Environment={quote(item)}" for item in env),
         f"EnvironmentFile=-{install.env_file}",
         *_directories(install.data_dir, "redis" if role == "redis" else "prometheus"),
+        *([f"ExecStartPre={exec_line([install.python, '-m', 'app.redis_server', redis_dir])}"]
+          if role == "redis" else []),
         f"ExecStart={exec_line(command)}",
         "Restart=on-failure",
         f"RestartSec={config['runner_restart_delay']:g}",

@@ -187,5 +187,5 @@ def test_without_session_secret_one_key_is_made_in_the_data_dir_and_kept(
     assert not [p for p in (tmp_path / "var").iterdir() if p.name.startswith(".")], "no draft left behind"
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "session_secret").write_text("short\n")
-    with pytest.raises(RuntimeError, match="no usable session key"):
+    with pytest.raises(RuntimeError, match="no usable secret.*session_secret"):
         ensure_session_secret(tmp_path / "other")

@@ -40,6 +40,7 @@ def test_each_role_runs_the_runners_command_under_its_restart_policy() -> None:
         for expected in ("Restart=on-failure", "StartLimitBurst=7", "StartLimitIntervalSec=90", "RestartSec=1",
                          "RestartMaxDelaySec=30", "User=bindery", "WorkingDirectory=/opt/bindery",
                          "Environment=REDIS_URL=redis://127.0.0.1:6379/0", "PartOf=bindery.target",
+                         "Environment=BINDERY_REDIS_PASSWORD_FILE=/var/lib/bindery/redis/password",
                          "After=network-online.target bindery-redis.service", "WantedBy=bindery.target"):
             assert expected in lines, (role, expected)
     assert "-n build@%%h" in files["bindery-build-worker.service"], "systemd's %h escaped for Celery's"
