@@ -13,6 +13,9 @@ is back; a good answer clears the mark (a resolve never does, so launches pay
 nothing for this).  The chart's probes use ``/versions``,
 so an outage elsewhere never takes Bindery's pods out of service.
 
+The network user code runs in is reported with a warning where it shares this machine's
+(``launch_network`` / ``build_network`` = ``host``, or no egress rules).
+
 The build and launch workers are checked by their heartbeats (tasks/worker_heartbeat.py):
 a queue with no worker heard from lately makes ``/health`` 503 with that check named, so a
 monitor sees a dead worker before users do.
@@ -35,7 +38,7 @@ from app.extensions import redis_client
 from app.outages import clear_outage, has_outage
 from providers.http import github_headers
 from tasks import backends, worker_heartbeat
-from tasks.backends import warm_pool
+from tasks.backends import user_network, warm_pool
 
 bp = Blueprint("health", __name__)
 
@@ -85,6 +88,12 @@ def _github(config: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
+def _user_network(config: dict[str, Any]) -> dict[str, Any]:
+    said = user_network.warnings(config)
+    return {"launch": config["launch_network"], "build": config["build_network"],
+            **({"warnings": said} if said else {})}
+
+
 def _workers(queue: str) -> dict[str, Any]:
     workers = worker_heartbeat.alive(redis_client.client, queue)
     return {"workers": workers, "ok": workers > 0}
@@ -102,6 +111,8 @@ def run_checks() -> dict[str, Any]:
         ("Build worker", lambda: _workers("build")),
         ("Launch worker", lambda: _workers("launch")),
     ]
+    # what user code can reach (tasks/backends/user_network.py): warnings, never a failing check
+    probes.append(("User code network", lambda: _user_network(config)))
     if warm_pool.enabled(config):  # idle pooled servers per image (never failing: a pool is an extra)
         probes.append(("Warm pool", lambda: warm_pool.summary(config, redis_client.client)))
     if "gh" in config["enabled_providers"]:

@@ -53,6 +53,7 @@ from typing import IO, Any
 from app.config import load_config
 from app.errors import ConfigError
 from app.redis_server import EmbeddedRedis
+from tasks.backends.user_network import warnings as user_network_warnings
 
 #: Lines of recent output kept per process, and how many of them the stopping message shows.
 TAIL_KEPT = 200
@@ -361,6 +362,8 @@ def main() -> int:
     except ConfigError as err:
         print(err, file=sys.stderr)
         return 2
+    for warning in user_network_warnings(config):
+        say(f"WARNING: {warning}")
     env = dict(os.environ)
     # Web and workers record metrics into one directory, so the web's /metrics shows them all.
     metrics_dir = Path(config["data_dir"]) / "prometheus"

@@ -50,7 +50,7 @@ def launch_ports() -> tuple[int, int]:
 
 class Stack:
     def __init__(self, directory: Path, settings: dict[str, Any], *, beat: bool = False,
-                 redis: Any = None) -> None:
+                 redis: Any = None, flower: bool = False) -> None:
         self.directory = directory
         # any server with start(), stop() and url (default: an embedded Redis of its own)
         self.redis = redis or EmbeddedRedis(directory / "redis")
@@ -62,6 +62,7 @@ class Stack:
                          "instance_name": f"test-{self.port}",
                          **({"allowed_private_networks": allowed} if allowed else {}), **settings}
         self.beat = beat
+        self.flower_port = free_port() if flower else None
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self._logs: list[Any] = []
 
@@ -91,6 +92,8 @@ class Stack:
         }
         if self.beat:
             commands["beat"] = [*celery, "beat", "-s", str(self.directory / "beat-schedule")]
+        if self.flower_port:
+            commands["flower"] = [*celery, "flower", "--address=127.0.0.1", f"--port={self.flower_port}"]
         self._env, self._commands = env, commands
         for role in commands:
             self._spawn(role)
@@ -184,7 +187,7 @@ class StackFactory:
 
     def __call__(self, name: str, settings: dict[str, Any] | None = None, *, engine: bool = True,
                  registry: bool = True, beat: bool = False, redis: Any = None, directory: Path | None = None,
-                 start: bool = True) -> Stack:
+                 start: bool = True, flower: bool = False) -> Stack:
         low, high = launch_ports()
         defaults: dict[str, Any] = {"launch_ports": f"{low}-{high}"}
         if engine:
@@ -195,7 +198,7 @@ class StackFactory:
             defaults["registry_url"] = self.request.getfixturevalue("registry")
             defaults["image_prefix"] = run_prefix(f"127.0.0.1:{REGISTRY_PORT}/bindery-test-")
         stack = Stack(directory or self.tmp_path_factory.mktemp(name), {**defaults, **(settings or {})},
-                      beat=beat, redis=redis)
+                      beat=beat, redis=redis, flower=flower)
         self.started.append(stack)
         return stack.start() if start else stack
 

@@ -31,7 +31,9 @@ def test_health_turns_503_when_the_registry_stops_and_recovers(
         services = {check["service"]: check for check in healthy.json["checks"]}
         # GitHub is asked only after a resolve failed to reach it (tests/app/test_outages.py)
         assert set(services) == {"Redis", "Registry", "Launcher", "Server quota", "Build worker",
-                                 "Launch worker", "GitHub API"}
+                                 "Launch worker", "GitHub API", "User code network"}
+        assert services["User code network"] == {"service": "User code network", "ok": True,
+                                                 "launch": "isolated", "build": "isolated"}
         assert all(check["ok"] for check in services.values())
         assert isinstance(services["Server quota"]["servers"], int)
 
@@ -124,3 +126,21 @@ def test_checks_run_at_once_so_a_slow_dependency_costs_only_its_own_time(
         checks = {check["service"]: check for check in health.run_checks()["checks"]}
     assert checks["Build worker"]["ok"] and checks["Launch worker"]["ok"], checks
     assert checks["Redis"]["ok"], "each check runs inside the app's context"
+
+
+def test_host_networking_is_warned_about_without_failing_health(
+        redis_server: EmbeddedRedis, docker_host: str) -> None:
+    app = create_app({"redis_url": redis_server.url, "docker_host": docker_host, "health_cache_seconds": 0,
+                      "launch_network": "host", "build_network": "host"})
+    worker_heartbeat.beat(redis.Redis.from_url(redis_server.url), ["build", "launch"], "health-test@host")
+    from app import health
+
+    health._cache["result"] = None
+    try:
+        answer = app.test_client().get("/health").json
+    finally:
+        health._cache["result"] = None
+    (check,) = [c for c in answer["checks"] if c["service"] == "User code network"]
+    assert check["ok"] is True and (check["launch"], check["build"]) == ("host", "host")
+    assert any("launch_network is `host`" in w and "Redis" in w for w in check["warnings"]), check
+    assert any("build_network is `host`" in w for w in check["warnings"]), check

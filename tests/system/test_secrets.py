@@ -21,6 +21,7 @@ import json
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.parse
@@ -38,7 +39,7 @@ import yaml
 from app.config import ConfigSchema
 from app.redis_server import stop_process
 from tests.conftest import JUPYTER_IMAGE, GitServer
-from tests.stack import StackFactory, collect, run_prefix
+from tests.stack import ROOT, StackFactory, collect, run_prefix
 
 pytestmark = [pytest.mark.integration, pytest.mark.engine]
 
@@ -61,6 +62,8 @@ SECRET = {
     "session_secret": f"SECRET-session-cookie-key-{MARK}-{MARK}",
 }
 CLIENT_ID = "bindery-client-id"
+#: Secrets made by the service itself (the embedded Redis's password), added once the Stack runs.
+MADE: dict[str, str] = {}
 
 
 def secret_settings(directory: Path) -> dict[str, Any]:
@@ -87,7 +90,7 @@ def needles() -> dict[str, str]:
     pairs = {"registry_password": f"{REGISTRY_USER}:{SECRET['registry_password']}",
              "github_client_secret": f"{CLIENT_ID}:{SECRET['github_client_secret']}",
              "github_token": f"{CLIENT_ID}:{SECRET['github_token']}"}
-    for name, value in SECRET.items():
+    for name, value in {**SECRET, **MADE}.items():
         password = value.split(":", 1)[-1]
         for text in {value, password, pairs.get(name, value)}:
             forms[f"{name} as is"] = value
@@ -202,9 +205,11 @@ def test_full_launch_shows_no_secret(tmp_path: Path, git_server: GitServer, auth
         "image_prefix": run_prefix(f"127.0.0.1:{AUTH_REGISTRY_PORT}/bindery-secrets-"),
         "github_api_url": github.url, "github_url": git_server.url, "keepalive_interval": 1,
         "launch_timeout": 180, "launch_event_sinks": ["file", "stdout"],
-    }, registry=False, beat=True, directory=tmp_path / "stack", start=False)
+    }, registry=False, beat=True, directory=tmp_path / "stack", start=False, flower=True)
     try:
         stack.start()
+        assert stack.redis.password
+        MADE["redis_password"] = stack.redis.password
         events = collect(f"{stack.url}/build/gh/secrets-org/secret-repo/HEAD", timeout=600)
         raw_sse = requests.get(f"{stack.url}/build/gh/secrets-org/secret-repo/HEAD",
                                headers={"Accept": "text/event-stream", "Last-Event-ID": events[0][0] or ""},
@@ -244,6 +249,19 @@ def test_full_launch_shows_no_secret(tmp_path: Path, git_server: GitServer, auth
         assert_clean("the container's labels and environment", json.dumps([attrs["Config"]["Labels"], env,
                                                                           attrs["Config"]["Cmd"]]))
         assert_clean("the image's labels", json.dumps(engine.images.get(image).labels))
+        printout = subprocess.run([sys.executable, "-m", "app.cli", "config"], capture_output=True, text=True,
+                                  env={**stack._env}, cwd=ROOT, timeout=60, check=True).stdout
+        assert ":***@127.0.0.1" in printout, "the printout shows redis_url, its password masked"
+        assert_clean("the config printout", printout)
+        flower = f"http://127.0.0.1:{stack.flower_port}"
+        login = tuple(SECRET["flower_basic_auth"].split(":", 1))
+        assert requests.get(flower + "/", timeout=30).status_code == 401, "Flower asks for its login"
+        for path in ("/", "/workers", "/broker", "/tasks", "/api/workers", "/api/tasks"):
+            answer = requests.get(flower + path, auth=login, timeout=30)
+            assert answer.status_code == 200, (path, answer.status_code)
+            assert_clean(f"Flower's {path}", answer.text)
+        with pytest.raises(AssertionError, match="redis_password"):  # the search does find it
+            assert_clean("the Stack's Redis URL", stack.redis.url)
         with pytest.raises(AssertionError, match="registry_password"):  # the search does find them
             assert_clean("the config file", (tmp_path / "stack" / "bindery.yaml").read_text())
         with pytest.raises(AssertionError, match="base64"):
@@ -253,7 +271,7 @@ def test_full_launch_shows_no_secret(tmp_path: Path, git_server: GitServer, auth
         stack.stop()
         github.stop()
     time.sleep(0.5)  # the logs are complete once every process has exited
-    for role in ("web", "launch", "build", "beat"):
+    for role in ("web", "launch", "build", "beat", "flower"):
         text = (tmp_path / "stack" / f"{role}.log").read_text(errors="replace")
         assert text, role
         assert_clean(f"the {role} log", text)

@@ -136,7 +136,7 @@ def _slirp_of(namespace: str) -> list[str]:
             continue
         if args and args[0].endswith("slirp4netns") and namespace in args:
             return args
-    raise AssertionError(f"no slirp4netns serves the namespace of process {pid}")
+    raise AssertionError(f"no slirp4netns serves the namespace {namespace}")
 
 
 @pytest.mark.engine
