@@ -156,6 +156,23 @@ class StringList(fields.List):
         return super()._deserialize(value, attr, data, **kwargs)
 
 
+class CountOrAuto(fields.Field):
+    """A whole number of at least 1, or ``auto`` (worked out where it is used, from the machine)."""
+
+    env_form = "`auto` or a number, e.g. `4`"
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int | str:
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return "auto"
+        try:
+            number = int(value)
+        except (TypeError, ValueError) as exc:
+            raise ValidationError('expected "auto" or a whole number') from exc
+        if isinstance(value, bool) or number < 1 or number != float(value):
+            raise ValidationError('expected "auto" or a whole number of at least 1')
+        return number
+
+
 class JsonDict(fields.Dict):
     """A mapping with typed keys and values (``keys=``, ``values=``) that also takes its JSON (for env vars)."""
 
@@ -701,6 +718,14 @@ class ConfigSchema(Schema):
     launch_max_age = fields.Integer(
         load_default=6 * 3600, validate=validate.Range(60, 30 * 86400),
         metadata=LAUNCH("Seconds after which a launched server is removed whatever it is doing."),
+    )
+    launch_start_concurrency = CountOrAuto(
+        load_default="auto",
+        metadata=LAUNCH("Servers the docker launcher starts at once, across all launch workers; later launches wait "
+                        "their turn, first come first served, and are told how many start before them (a pool hit "
+                        "never waits). `auto`: one per CPU core of the launch worker's machine, measured best by "
+                        "bench/burst.py (thirty servers started at once on two cores were all late). A very large "
+                        "number switches the line off."),
     )
     quota_total = fields.Integer(
         load_default=0, validate=validate.Range(0),

@@ -93,6 +93,17 @@ TIMINGS_ALL = Key("bindery:timings:{kind}:all", "list", "tasks/timings.py", "non
 PORT = Key("bindery:port:{port}", "string", "tasks/backends/docker_launcher.py", "launch_max_age",
            "Which launch holds a port of the docker launcher's range.")
 
+START_LINE = Key("bindery:start:{line}:line", "sorted set", "tasks/lock.py (StartLine)",
+                 "members leave when admitted or gone; the key 60 s after the last look",
+                 "Launches waiting to start a server, scored by when they were asked for (first come, first "
+                 "served); line start: the docker launcher, hub: launches a JupyterHub turned away (429).")
+START_PLACES = Key("bindery:start:{line}:places", "sorted set", "tasks/lock.py (StartLine)",
+                   "a member 15 s after its waiter last looked",
+                   "Leases of the places in that line: a waiter whose worker died leaves it.")
+START_SLOTS = Key("bindery:start:{line}:slots", "sorted set", "tasks/lock.py (StartLine)",
+                  "a member 15 s after its holder last renewed it",
+                  "Launches starting a server now (at most launch_start_concurrency), scored by their lease's end.")
+
 POOL_IDLE = Key("bindery:pool:idle:{image_digest}", "set", "tasks/backends/warm_pool.py",
                 "until claimed (SPOP) or retired (warm_pool_max_age)",
                 "Started, unclaimed servers of one image (JSON: container, port, token, start time); SPOP hands "

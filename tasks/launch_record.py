@@ -97,7 +97,7 @@ def end_with(launch_id: str, outcome: str, event: dict[str, Any], pipe: Any = No
     return events.publish_if_claimed(event, launch_id, keys.LAUNCH_END(launch_id), outcome, pipe=pipe)
 
 
-def ended(launch_id: str) -> str | None:
-    """How the launch ended (its claim), or None while it runs."""
-    value = redis_client.client.get(keys.LAUNCH_END(launch_id))
+def ended(launch_id: str, client: Any = None) -> str | None:
+    """How the launch ended (its claim), or None while it runs (``client``: a launcher's own)."""
+    value = (client or redis_client.client).get(keys.LAUNCH_END(launch_id))
     return str(value) if value else None

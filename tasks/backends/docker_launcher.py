@@ -22,6 +22,7 @@ import secrets
 import socket
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import docker
@@ -33,6 +34,8 @@ from app.errors import LaunchError, QuotaExceeded
 from app.extensions import engine_unreachable, engine_url
 from tasks.backends import user_network, warm_pool
 from tasks.backends.default_url import candidates, default_url_event, find_default_url
+from tasks.launch_record import ended
+from tasks.lock import StartLine, start_concurrency, starting_message
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +170,37 @@ class DockerLauncher:
             stale.remove(force=True)
         self.check_quota(launch["repo_url"], launch.get("quota"))
         if warm_pool.enabled(self.config) and (pooled := warm_pool.claim(self, launch, emit)):
-            return pooled
+            return pooled  # a pool hit starts nothing: it never waits in the line
+        try:
+            with self._turn(launch, emit):
+                container, port, token = self._start(launch)
+                inside = f"http://{self.config['launch_host']}:{port}/"
+                session = requests.Session()
+                self._wait_ready(container, session, inside, token, emit)
+        finally:
+            warm_pool.started_after_miss(self, launch)  # refills waited for this server
+        url = self.config["launch_public_url"].format(host=self.config["launch_host"], port=port)
+        found = find_default_url(session, inside, token, self.config["default_url"], image=launch["image"])
+        event = default_url_event(self.config["default_url"], found)
+        if event:
+            emit(event)
+        return url, token
+
+    def _turn(self, launch: dict[str, Any], emit: Emit) -> AbstractContextManager[None]:
+        """This launch's turn to start a server: ``launch_start_concurrency`` at a time, in order of request.
+
+        Servers started together share the cores, so all of them are late; started a few at a
+        time, the first are ready at once and the last no later (bench/burst.py).
+        """
+        def told(ahead: int) -> None:
+            emit({"phase": "launching", "message": starting_message(ahead), "ahead": ahead})
+
+        return StartLine(self.redis, "start").turn(
+            launch["id"], launch.get("created") or time.time(), start_concurrency(self.config), told=told,
+            wanted=lambda: ended(launch["id"], self.redis) is None)
+
+    def _start(self, launch: dict[str, Any]) -> tuple[Any, int, str]:
+        """Run the launch's container: (container, port, token); it does not answer yet."""
         port = self._claim_port(launch["id"])
         token = secrets.token_hex(24)
         try:
@@ -183,18 +216,7 @@ class DockerLauncher:
             self.redis.delete(keys.PORT(port))
             raise LaunchError(f"The container engine could not start the server: "
                               f"{user_network.describe(exc)}") from exc
-        url = self.config["launch_public_url"].format(host=self.config["launch_host"], port=port)
-        inside = f"http://{self.config['launch_host']}:{port}/"
-        session = requests.Session()
-        try:
-            self._wait_ready(container, session, inside, token, emit)
-        finally:
-            warm_pool.started_after_miss(self, launch)  # refills waited for this server
-        found = find_default_url(session, inside, token, self.config["default_url"], image=launch["image"])
-        event = default_url_event(self.config["default_url"], found)
-        if event:
-            emit(event)
-        return url, token
+        return container, port, token
 
     def _wait_ready(self, container: Any, session: requests.Session, url: str, token: str, emit: Emit) -> None:
         deadline = time.monotonic() + self.config["launch_timeout"]

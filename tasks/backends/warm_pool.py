@@ -17,6 +17,8 @@ How a server is handed over:
 - The server keeps its labels (its launch label is ``pool-<id>``); the claim is recorded
   in Redis (``POOL_CLAIMED`` launch → container, ``POOL_OWNER`` container → claim time) so
   stopping the launch removes it and its ``launch_max_age`` counts from the claim.
+- Refills start only when no launch waits in the line of server starts (tasks/lock.py,
+  ``StartLine``), and a pool hit never joins that line.
 - Pooled servers never take a real launch's place: refills leave one server of
   ``quota_total`` free, a launch that finds the quota full removes a pooled server first
   (:func:`evict_one`), and idle pooled servers do not count against a repository's quota.
@@ -46,6 +48,7 @@ from app.launch_events import PROVIDER_NAMES, REDIS_STREAM
 from app.metrics import metrics
 from tasks.backends import user_network
 from tasks.backends.default_url import default_url_event, find_default_url
+from tasks.lock import StartLine, start_concurrency
 
 log = logging.getLogger(__name__)
 
@@ -304,7 +307,7 @@ def fill(launcher: Any, image: str, target: dict[str, Any], size: int, room: int
     """Start servers until the image has ``size`` idle ones (at most ``room`` new); returns how many."""
     config, redis = launcher.config, launcher.redis
     redis.zremrangebyscore(keys.POOL_STARTING(), "-inf", time.time())
-    if _launches_starting(redis):
+    if _launches_starting(redis) or StartLine(redis, "start").waiting():
         return 0  # real launches first (two servers starting at once slow both): the beat comes back
     lock = keys.POOL_FILLING(keys.digest(image))
     if not redis.set(lock, "1", nx=True, ex=config["launch_timeout"] + 30):
@@ -327,14 +330,18 @@ def fill(launcher: Any, image: str, target: dict[str, Any], size: int, room: int
                     log.warning("warm pool: a server of %s did not start: %s", image, exc)
 
         # Plain threads: greenlets in the gevent launch worker (a ThreadPoolExecutor's C queue
-        # would block its hub, and every launch with it, while servers start).
-        threads = [threading.Thread(target=start, daemon=True) for _ in range(need)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        started = len(results)
-        return started
+        # would block its hub, and every launch with it, while servers start).  As many at a
+        # time as launches start (launch_start_concurrency), and none once a launch waits.
+        width = start_concurrency(config)
+        for first in range(0, need, width):
+            if first and StartLine(redis, "start").waiting():
+                break
+            threads = [threading.Thread(target=start, daemon=True) for _ in range(min(width, need - first))]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        return len(results)
     finally:
         redis.delete(lock)
 

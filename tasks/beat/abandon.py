@@ -3,7 +3,8 @@
 Readers mark a channel as read at each keepalive (``keys.READER``); the web records every
 launch in ``keys.LAUNCHES_ACTIVE`` (tasks/launch_record.py).  This beat job looks only at
 launches whose last known reader is older than ``abandon_timeout``, and cancels each by
-taking its end claim: a launch step that started a server just before removes it itself.
+taking its end claim: a launch step that started a server just before removes it itself, and a
+launch waiting its turn to start a server leaves the line (tasks/lock.py, ``StartLine``).
 A shared build others wait on is not stopped: it keeps running and its image is reused.
 """
 
@@ -23,6 +24,7 @@ from app.errors import BinderyError
 from app.extensions import redis_client
 from app.sse import TERMINAL_PHASES
 from tasks.launch_record import CANCELLED, claim_end, request_of
+from tasks.lock import START_LINES, StartLine
 from tasks.outcomes import fail, record_launch, stop_servers
 
 log = logging.getLogger(__name__)
@@ -71,6 +73,8 @@ def cancel(launch_id: str, timeout: float) -> bool:
         "had started was removed. Open the launch link again (or reload the page) to start a new "
         "launch; an image build already under way keeps running and will be reused."), launch_id)
     client.zrem(keys.LAUNCHES_ACTIVE(), launch_id)
+    for line in START_LINES:  # its place goes to the next (its own step also leaves when it looks)
+        StartLine(client, line).leave(launch_id)
     stop_servers(launch_id)
     provider, _, spec = (request_of(launch_id) or "unknown/").partition("/")
     record_launch({"created": created or time.time(), "provider": provider, "spec": spec}, CANCELLED)
