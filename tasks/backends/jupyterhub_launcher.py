@@ -8,7 +8,10 @@ the hub's spawner takes the image, the server's default page and the origins it 
 through the hub finds whether the image serves that page (tasks/backends/default_url.py);
 a fallback reaches the loading page in a ``launching`` event.  The
 server's progress stream becomes ``launching`` events.  A failed spawn is
-retried with a new user after a growing pause.  The service token needs the
+retried with a new user after a growing pause.  A hub at its ``concurrent_spawn_limit``
+answers 429 ("Too many users trying to log in right now"): the launch does not fail, it
+waits its turn in a line shared by every worker (tasks/lock.py, ``StartLine`` ``hub``) and
+is told, as the docker launcher's waiting launches are, how many start before it.  The service token needs the
 scopes ``admin:users``, ``admin:servers``, ``access:servers`` and ``tokens``.
 
 A launch for a logged-in user (``auth_enabled``; the payload's ``user``) starts no
@@ -35,14 +38,18 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable
+from contextlib import nullcontext
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import requests
+from flask import current_app, has_app_context
 
 from app.errors import LaunchError, QuotaExceeded
 from providers.http import new_session, proxies_for
 from tasks.backends.default_url import default_url_event, find_default_url
+from tasks.launch_record import ended
+from tasks.lock import LeftTheLine, StartLine, starting_message
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +97,7 @@ def _created(user: dict[str, Any]) -> float:
 
 
 class JupyterHubLauncher:
-    def __init__(self, config: dict[str, Any], session: requests.Session | None = None) -> None:
+    def __init__(self, config: dict[str, Any], session: requests.Session | None = None, redis: Any = None) -> None:
         if not config.get("hub_url") or not config.get("hub_api_token"):
             raise LaunchError("The jupyterhub launcher needs hub_url and hub_api_token.", 503)
         self.config = config
@@ -100,6 +107,14 @@ class JupyterHubLauncher:
         if session is not None:
             self.session = session
         self.headers = {"Authorization": f"token {config['hub_api_token']}"}
+        self._redis = redis
+
+    @property
+    def redis(self) -> Any:
+        """The app's Redis (the line of launches the hub turned away); None outside the app (a script)."""
+        if self._redis is None and has_app_context():
+            self._redis = current_app.extensions["bindery.redis"]
+        return self._redis
 
     # --- HTTP ----------------------------------------------------------------------------
     def _call(self, method: str, path: str, ok: tuple[int, ...] = (200, 201, 202, 204), **kwargs: Any) -> Any:
@@ -200,7 +215,8 @@ class JupyterHubLauncher:
                    "default_url": self.config["default_url"],
                    "cors_allow_origin": self.config["cors_allow_origin"]}
         server = f"/users/{quoted}/servers/{SERVER_NAME}"
-        response = self._call("POST", server, json=options, ok=(201, 202, 400, 500))
+        response = self._post_in_order(server, options, launch, emit)
+        deadline = max(deadline, time.monotonic() + self.config["launch_timeout"])  # (from the hub's yes)
         if response.status_code in (400, 500):
             # A spawn that fails fast answers 500 "Internal Server Error"; the hub tells the
             # reason on the server's progress stream (a `failed` event), so read it there.
@@ -213,6 +229,48 @@ class JupyterHubLauncher:
         if event:
             emit(event)
         return url, token
+
+    def _post_in_order(self, server: str, options: dict[str, Any], launch: dict[str, Any],
+                       emit: Emit) -> requests.Response:
+        """Ask the hub to start the server; while it answers 429, wait in line and ask again, in order.
+
+        JupyterHub turns spawns away while ``concurrent_spawn_limit`` are pending and suggests
+        coming back in 30-60 s.  Launches it turned away wait in a line of their own: only the
+        first asks again (after 0.5 s, growing to 5 s), so the hub sees one retry at a time and
+        the launches start in the order they were asked for.  A new launch joins the line when
+        anyone waits in it, so it never overtakes them.  Waiting does not count against
+        ``launch_timeout``, which starts once the hub takes the spawn.
+        """
+        def post() -> requests.Response:
+            return self._call("POST", server, json=options, ok=(201, 202, 400, 429, 500))
+
+        def told(ahead: int) -> None:
+            emit({"phase": "launching", "message": starting_message(ahead), "ahead": ahead})
+
+        client = self.redis
+        line = StartLine(client, "hub") if client is not None else None
+        if line is None or not line.waiting():
+            response = post()
+            if response.status_code != 429:
+                return response
+            log.info("launch %s: the hub is at its spawn limit (%s); waiting in line", launch["id"],
+                     _hub_message(response))
+
+        def wanted() -> bool:
+            return client is None or ended(launch["id"], client) is None
+
+        arrival = launch.get("created") or time.time()
+        with line.turn(launch["id"], arrival, 1, told=told, wanted=wanted) if line else nullcontext():
+            told(0)
+            pause = 0.5
+            while True:
+                time.sleep(pause)
+                response = post()
+                if response.status_code != 429:
+                    return response
+                if not wanted():
+                    raise LeftTheLine(launch["id"])
+                pause = min(pause * 1.5, 5.0)
 
     def _follow_progress(self, server: str, emit: Emit, deadline: float, fallback: str = "",
                          name: str = SERVER_NAME) -> str:
@@ -348,7 +406,8 @@ class JupyterHubLauncher:
                    "binder_ref_url": launch.get("ref_url") or "",
                    "binder_launch_host": launch.get("origin") or "", "bindery_launch": launch["id"],
                    "default_url": self.config["default_url"]}  # (the server's root opens it: no token to check it)
-        response = self._call("POST", server, json=options, ok=(201, 202, 400, 500))
+        response = self._post_in_order(server, options, launch, emit)
+        deadline = max(deadline, time.monotonic() + self.config["launch_timeout"])  # (from the hub's yes)
         if response.status_code == 400:  # already running (a launch of the same link got there first)
             info = self._user_servers(user).get(name) or {}
             if info.get("ready"):

@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -25,11 +26,15 @@ from typing import Any
 
 import docker
 import pytest
+import redis
 import requests
 
+from app import keys
 from app.config import load_config
 from app.errors import LaunchError
+from app.redis_server import EmbeddedRedis
 from tasks.backends.jupyterhub_launcher import SERVER_NAME, JupyterHubLauncher
+from tasks.lock import StartLine
 from tests.conftest import JUPYTER_IMAGE
 from tests.tasks.backends.test_docker_launcher import LAB_IMAGE
 
@@ -144,9 +149,14 @@ class Hub:
         self.log.close()
 
 
+# One spawn pending at a time: a second launch meanwhile is answered 429 (the tests here launch one
+# after another, except the one that wants the 429).
+SPAWN_LIMIT = "\nc.JupyterHub.concurrent_spawn_limit = 1\n"
+
+
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory, docker_host: str, engine: docker.DockerClient) -> Iterator[Hub]:
-    server = Hub(tmp_path_factory.mktemp("hub"), docker_host)
+    server = Hub(tmp_path_factory.mktemp("hub"), docker_host, extra=SPAWN_LIMIT)
     try:
         server.wait()
         yield server
@@ -273,3 +283,42 @@ def test_an_unreachable_hub_is_a_launch_error() -> None:
         JupyterHubLauncher(config).launch(_launch(JUPYTER_IMAGE), lambda event: None)
     with pytest.raises(LaunchError, match="needs hub_url"):
         JupyterHubLauncher(load_config({"launcher": "jupyterhub"}, environ={}))
+
+
+def test_a_hub_at_its_spawn_limit_makes_the_launch_wait_its_turn_not_fail(
+        hub: Hub, hub_users: None, redis_server: EmbeddedRedis) -> None:
+    """The hub answers 429 while the first spawn is pending: the second launch waits in line, told so, then starts."""
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    config = _config(hub)
+    first, second = _launch(JUPYTER_IMAGE), _launch(JUPYTER_IMAGE)
+    first["created"], second["created"] = time.time(), time.time() + 0.001
+    events: dict[str, list[dict[str, Any]]] = {"first": [], "second": []}
+    results: dict[str, tuple[str, str]] = {}
+
+    def run(name: str, launch: dict[str, Any]) -> None:
+        results[name] = JupyterHubLauncher(config, redis=client).launch(launch, events[name].append)
+
+    thread = threading.Thread(target=run, args=("first", first))
+    thread.start()
+    headers = {"Authorization": f"token {hub.token}"}
+    prefix = f"binder-{first['id'][:12]}-"
+
+    def first_pending() -> bool:  # (the hub holds the first POST up to slow_spawn_timeout: ask it)
+        users = requests.get(f"{hub.url}hub/api/users", headers=headers, timeout=10).json()
+        return any(user["name"].startswith(prefix) and (user.get("servers") or {}).get(SERVER_NAME, {}).get("pending")
+                   for user in users)
+
+    deadline = time.monotonic() + 60
+    while not first_pending() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert first_pending(), "the first spawn never began"
+    run("second", second)
+    thread.join(120)
+
+    told = [event for event in events["second"] if "ahead" in event]
+    assert told and told[-1]["message"] == "Waiting to start: yours is next.\n", events["second"]
+    assert all(event["phase"] == "launching" for event in events["second"])
+    for url, token in results.values():  # both started, each server answers its own token
+        answer = requests.get(f"{url}api", headers={"Authorization": f"token {token}"}, timeout=10)
+        assert answer.status_code == 200, answer.text
+    assert StartLine(client, "hub").waiting() == 0 and not client.zcard(keys.START_SLOTS("hub"))
