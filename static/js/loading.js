@@ -169,6 +169,14 @@ function leaveWaiting(next) {
   }
 }
 
+// A launch waiting its turn to start a server: its launching events carry `ahead`, the starts
+// before it; the first launching event without it (its server is starting) ends the wait.
+function showStartLine(event) {
+  const waiting = typeof event.ahead === "number";
+  $("start-line").hidden = !waiting;
+  if (waiting) $("start-ahead").textContent = event.ahead === 0 ? "none: yours is next" : `${event.ahead}`;
+}
+
 // --- events ---------------------------------------------------------------------------------
 function finish(keepResume = false) {
   if (source) source.close();
@@ -176,6 +184,7 @@ function finish(keepResume = false) {
   leaveWaiting();
   if (etaTimer) clearInterval(etaTimer);
   $("where").hidden = true;
+  $("start-line").hidden = true;
 }
 
 function onReady(event) {
@@ -220,6 +229,7 @@ function onFailed(event, keepResume = false) {
 
 function onEvent(event) {
   if (event.message && event.phase !== "ready") appendLog(event.message);
+  if (event.phase === "launching") showStartLine(event);
   if (event.phase === "launching" && typeof event.default_url === "string") {
     defaultUrl = event.default_url;
     noInterface = event.no_interface ? event.message : null;

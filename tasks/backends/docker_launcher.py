@@ -21,8 +21,8 @@ import random
 import secrets
 import socket
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import docker
@@ -186,18 +186,25 @@ class DockerLauncher:
             emit(event)
         return url, token
 
-    def _turn(self, launch: dict[str, Any], emit: Emit) -> AbstractContextManager[None]:
+    @contextmanager
+    def _turn(self, launch: dict[str, Any], emit: Emit) -> Iterator[None]:
         """This launch's turn to start a server: ``launch_start_concurrency`` at a time, in order of request.
 
         Servers started together share the cores, so all of them are late; started a few at a
         time, the first are ready at once and the last no later (bench/burst.py).
         """
+        waited: list[int] = []
+
         def told(ahead: int) -> None:
+            waited.append(ahead)
             emit({"phase": "launching", "message": starting_message(ahead), "ahead": ahead})
 
-        return StartLine(self.redis, "start").turn(
-            launch["id"], launch.get("created") or time.time(), start_concurrency(self.config), told=told,
-            wanted=lambda: ended(launch["id"], self.redis) is None)
+        with StartLine(self.redis, "start").turn(
+                launch["id"], launch.get("created") or time.time(), start_concurrency(self.config), told=told,
+                wanted=lambda: ended(launch["id"], self.redis) is None):
+            if waited:  # (the loading page stops showing the line at a launching event without `ahead`)
+                emit({"phase": "launching", "message": "Your turn: starting your server...\n"})
+            yield
 
     def _start(self, launch: dict[str, Any]) -> tuple[Any, int, str]:
         """Run the launch's container: (container, port, token); it does not answer yet."""
