@@ -50,7 +50,8 @@ bench: test-setup
 	  $(PY) bench/streams.py --k 2000; \
 	  $(PY) bench/build_dedup.py --n 200; \
 	  $(PY) bench/cached_launch.py; \
-	  $(PY) bench/real_launch.py
+	  $(PY) bench/real_launch.py; \
+	  $(PY) bench/burst.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
