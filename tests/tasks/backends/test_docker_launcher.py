@@ -1,9 +1,10 @@
 """The docker launcher against the real engine: quotas from labels, cleanup, the server command,
-the page a server opens (its image's JupyterLab, notebook UI or bare root)."""
+the page a server opens (its image's JupyterLab, notebook UI or bare root), waiting its turn to start."""
 
 from __future__ import annotations
 
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,8 +18,10 @@ from flask import Flask
 from app import create_app
 from app.config import load_config
 from app.errors import QuotaExceeded
+from app.extensions import redis_client
 from app.redis_server import EmbeddedRedis
 from tasks.backends.docker_launcher import INSTANCE, LABEL, DockerLauncher, repo_label
+from tasks.lock import StartLine
 from tests.conftest import JUPYTER_IMAGE
 
 pytestmark = pytest.mark.engine
@@ -215,3 +218,31 @@ def test_a_launched_server_opens_an_interface_its_image_has(
     else:
         assert [(e["phase"], e["default_url"]) for e in told] == [("launching", found)], events
         assert "no_interface" not in told[0]
+
+
+def test_a_launch_waits_its_turn_while_the_starts_are_full_then_starts(
+        app: Flask, engine: docker.DockerClient) -> None:
+    """launch_start_concurrency 1 and another worker's start under way: told it is second, then started."""
+    launcher = DockerLauncher(engine, {**app.config["BINDERY"], "launch_start_concurrency": 1, "quota_per_repo": 0})
+    launch = {"id": uuid.uuid4().hex, "image": JUPYTER_IMAGE, "repo_url": "http://127.0.0.1:1/line.git",
+              "resolved_ref": "abc", "created": time.time()}
+    events: list[dict[str, Any]] = []
+    with app.app_context():
+        line = StartLine(redis_client.client, "start")
+        other = f"other-{uuid.uuid4().hex[:8]}"
+        assert line.admit(other, launch["created"] - 1, 1)[0]  # asked for earlier, starting now
+        freed = threading.Timer(1.0, line.leave, args=(other,))
+        freed.start()
+        try:
+            url, token = launcher.launch(launch, events.append)
+            answer = requests.get(f"{url}api", params={"token": token}, timeout=10)
+        finally:
+            freed.join()
+            launcher.stop(launch["id"])
+        assert line.waiting() == 0 and line.admit(other, 0, 1)[0], "nothing left holding a slot"
+        line.leave(other)
+    assert answer.status_code == 200
+    waits = [event for event in events if "ahead" in event]
+    assert [(e["phase"], e["ahead"], e["message"]) for e in waits] == [
+        ("launching", 1, "Waiting to start: 1 server is starting before yours.\n")], events
+    assert events[events.index(waits[-1]) + 1]["message"] == "Your turn: starting your server...\n"
