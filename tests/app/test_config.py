@@ -143,6 +143,7 @@ VALUES: dict[str, Any] = {
     "git_credentials": {"https://git.example.org/team/": {"username": "bot", "password": "TOKEN"}},
     "registry_url": "http://127.0.0.1:5000",
     "launch_ports": (9100, 9199),
+    "launch_start_concurrency": 3,
     "flower_basic_auth": "admin:secret",
     "cors_allow_origin": "https://docs.example.org",
     "hub_oauth_client_id": "service-x-test",
@@ -222,3 +223,14 @@ def test_every_setting_loads_from_the_environment_and_the_yaml_file(name: str, s
         path.write_text(yaml.safe_dump({name: json.loads(json.dumps(value))}))  # tuples as YAML lists
         environ = {"BINDERY_CONFIG": str(path)}
     assert load_config(COMPANIONS.get(name), environ=environ)[name] == value, f"{source}: {environ}"
+
+
+@pytest.mark.parametrize("value, loaded", [("auto", "auto"), ("AUTO", "auto"), (4, 4), ("4", 4)])
+def test_launch_start_concurrency_is_auto_or_a_count(value: Any, loaded: Any) -> None:
+    assert load_config({"launch_start_concurrency": value}, environ={})["launch_start_concurrency"] == loaded
+
+
+@pytest.mark.parametrize("value", [0, -1, "many", 2.5, True])
+def test_launch_start_concurrency_refuses_anything_else(value: Any) -> None:
+    with pytest.raises(ConfigError, match="launch_start_concurrency"):
+        load_config({"launch_start_concurrency": value}, environ={})
