@@ -126,14 +126,14 @@ def load1() -> float:
 
 
 def run_mode(bench: Bench, engine: Any, mode: str, n: int, settings: dict[str, Any], repo_url: str, sha: str,
-             made: dict[str, str]) -> dict[str, Any]:
+             made: dict[str, str], index: int) -> dict[str, Any]:
     concurrency: Any = {"auto": "auto", "off": OFF, "pool": "auto"}.get(mode) or int(mode[1:])
     spec = build_path(repo_url, sha).removeprefix("/build/")
     extra: dict[str, Any] = {"launch_start_concurrency": concurrency}
     if mode == "pool":
         extra.update({"warm_pool": {spec: n}, "warm_pool_max_servers": n, "warm_pool_interval": 1,
                       "health_cache_seconds": 0})
-    stack = bench.stack(mode, {**settings, **extra}, beat=mode == "pool")
+    stack = bench.stack(f"{index}-{mode}", {**settings, **extra}, beat=mode == "pool")  # (a mode may come twice)
     instance = stack.settings["instance_name"]
     try:
         if "image" not in made:
@@ -162,7 +162,7 @@ def run_mode(bench: Bench, engine: Any, mode: str, n: int, settings: dict[str, A
                "last_s": times[-1], "first/lone": times[0] / lone["ready_s"],
                "median/last": statistics.median(times) / times[-1], "ready": len(results), "answered": answered,
                "pool_hits": sum(r["pool"] for r in results), "max_told_ahead": max(r["ahead"] for r in results),
-               "wall_s": wall, "load1_before": load_before}
+               "wall_s": wall, "load1_before": load_before, "load1_after": load1()}
         say(f"[{mode}] {n} at once: first {row['first_s']:.2f} s, median {row['median_s']:.2f} s, "
             f"last {row['last_s']:.2f} s; {answered}/{n} answer their token")
         return row
@@ -175,7 +175,7 @@ def main() -> int:
     p = parser(__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=30, help="launches at once (default 30)")
     p.add_argument("--mode", action="append", choices=("auto", "off", "pool"),
-                   help="modes to run, in this order (default: auto, off, pool)")
+                   help="modes to run, in this order, each may come again (default: auto, off, pool)")
     p.add_argument("--concurrency", type=int, action="append", default=[],
                    help="also run admission with this many starts at a time (repeatable)")
     args = p.parse_args()
@@ -195,11 +195,11 @@ def main() -> int:
         settings = {"registry_url": registry.url, "image_prefix": f"127.0.0.1:{REGISTRY_PORT}/bindery-bench-",
                     "docker_host": bench.docker_host, "launch_ports": "19300-19499", "launch_timeout": 300,
                     "quota_per_repo": 0}
-        for mode in modes:
-            rows.append(run_mode(bench, engine, mode, args.n, settings, repo_url, sha, made))
+        for index, mode in enumerate(modes):
+            rows.append(run_mode(bench, engine, mode, args.n, settings, repo_url, sha, made, index))
     ok = all(r["ready"] == args.n and r["answered"] == args.n for r in rows)
-    notes = [f"{os.cpu_count()} cores; load1 before each burst: "
-             + ", ".join(f"{r['mode']} {r['load1_before']:.1f}" for r in rows)]
+    notes = [f"{os.cpu_count()} cores; load1 before / after each burst: "
+             + ", ".join(f"{r['mode']} {r['load1_before']:.1f} / {r['load1_after']:.1f}" for r in rows)]
     emit(args, {"rows": rows, "notes": notes},
          [(f"{args.n} cached launches at once vs one alone, same run (seconds to ready)", rows)])
     return 0 if ok else 1

@@ -25,6 +25,7 @@ from app.sse import KEEPALIVE
 from celeryconfig import abandon_check_interval, from_settings
 from tasks import launch_record, worker_lease
 from tasks.beat import abandon
+from tasks.lock import StartLine
 
 
 def _app(redis_server: EmbeddedRedis, **settings: Any) -> Flask:
@@ -77,6 +78,23 @@ def test_cancel_ends_the_launch_once_with_a_410_that_says_what_to_do(redis_serve
         assert _phases(launch_id).count("failed") == 1
         assert launch_record.ended(launch_id) == launch_record.CANCELLED
         assert redis_client.client.zscore(keys.LAUNCHES_ACTIVE(), launch_id) is None
+
+
+def test_a_cancelled_launch_leaves_the_line_of_server_starts(redis_server: EmbeddedRedis) -> None:
+    """Its place goes to the next launch at once, not when its own step next looks."""
+    app = _app(redis_server)
+    with app.app_context():
+        line = StartLine(redis_client.client, "start")
+        starting, next_one = (f"{name}-{uuid.uuid4().hex}" for name in ("starting", "next"))
+        assert line.admit(starting, 1.0, 1)[0]
+        launch_id = _launch(app, created=time.time() - 30)
+        assert line.admit(launch_id, 2.0, 1) == (False, 0, 1)
+        assert line.admit(next_one, 3.0, 1) == (False, 1, 1)
+        assert abandon.cancel(launch_id, 10) is True
+        assert line.admit(next_one, 3.0, 1) == (False, 0, 1), "one place up"
+        line.leave(starting)
+        assert line.admit(next_one, 3.0, 1)[0]
+        line.leave(next_one)
 
 
 def test_a_launch_that_ended_is_never_cancelled(redis_server: EmbeddedRedis) -> None:
