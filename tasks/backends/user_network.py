@@ -86,7 +86,7 @@ def seal(namespace: list[str], refused: list[str]) -> None:
     """Apply the rules in a namespace (``namespace``: nsenter's options naming it); raises when it cannot."""
     for version, tool in ((4, "iptables-restore"), (6, "ip6tables-restore")):
         done = subprocess.run(["nsenter", *namespace, tool], input=filter_rules(refused, version),
-                              capture_output=True, text=True, timeout=30, stdin=None)
+                              capture_output=True, text=True, timeout=30)
         if done.returncode != 0:
             raise NetworkSetupError(f"{tool} in the user namespace failed: {done.stderr.strip()[:300]}")
 
