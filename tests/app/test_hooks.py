@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 import redis as redis_lib
 from flask import Flask
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from app import create_app, keys, launches
 from app.extensions import redis_client
@@ -379,3 +381,43 @@ def test_the_events_url_follows_the_launch(hook_app: Flask, store: redis_lib.Red
             break
     response.close()
     assert '"phase": "waiting"' in text and answer.json["launch_id"] in text
+
+
+# --- whatever arrives: an answer, never a 500 ---------------------------------------------------------
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=50),
+                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=12), inner,
+                                                                                max_size=4),
+                    max_leaves=12)
+#: A real push with some fields replaced by anything: signed with the right secret, so every check runs.
+MUTATED = st.builds(lambda payload, changes: {**payload, **changes}, st.sampled_from([
+    gh_payload(), gh_payload(ref="refs/tags/v1"), gh_payload(deleted=True),
+    github_push(html_url="http://127.0.0.1:9/o/r", clone_url="http://127.0.0.1:9/o/r.git", full_name="o/r", after=SHA),
+    gitlab_push(web_url="https://gitlab.com/g/p", path_with_namespace="g/p", after=SHA)]),
+    st.dictionaries(st.sampled_from(["ref", "after", "deleted", "repository", "project", "object_kind", "x"]), JSON,
+                    max_size=3))
+
+
+@settings(max_examples=150, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(payload=MUTATED | st.dictionaries(st.text(max_size=12), JSON, max_size=4),
+       host=st.sampled_from(["github", "gitlab"]), event=st.sampled_from(["push", "ping", "Push Hook", "x", ""]))
+def test_any_signed_payload_gets_an_answer_never_a_500(hook_app: Flask, store: redis_lib.Redis,
+                                                       payload: dict[str, Any], host: str, event: str) -> None:
+    body = encode(payload)
+    headers = github_headers(body, SECRET, event=event) if host == "github" else gitlab_headers(SECRET, event=event)
+    answer = hook_app.test_client().post(f"/hooks/{host}", data=body, headers=headers)
+    assert answer.status_code in (200, 202, 400, 403, 404, 414), (answer.status_code, answer.get_data(as_text=True))
+    assert set(answer.json) >= {"message"}
+    store.delete("launch")
+
+
+@settings(max_examples=60, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(body=st.binary(max_size=300), content_type=st.sampled_from(["application/json",
+                                                                    "application/x-www-form-urlencoded", ""]),
+       signature=st.text(st.characters(min_codepoint=32, max_codepoint=255), max_size=80))
+def test_any_body_and_signature_are_refused_cleanly(hook_app: Flask, store: redis_lib.Redis, body: bytes,
+                                                    content_type: str, signature: str) -> None:
+    headers = {"Content-Type": content_type, "X-GitHub-Event": "push", "X-Hub-Signature-256": signature}
+    answer = hook_app.test_client().post("/hooks/github", data=body, headers=headers)
+    assert answer.status_code in (400, 401, 403), (answer.status_code, answer.get_data(as_text=True))
+    assert queued(store) == []
