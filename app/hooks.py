@@ -16,7 +16,8 @@ The rules, in the order they are applied (docs/build-on-push.md explains them to
    nothing.  A push's payload missing what Bindery needs is 400.
 5. The commit becomes a link as a click would name it (``gh/<owner>/<repo>/<sha>`` on the
    configured GitHub, ``gl/...`` on the configured GitLab, else ``git/<clone URL>/<sha>``)
-   and goes through the provider's parse and ``banned_specs``/``allowed_specs`` (400/403).
+   and goes through the provider's parse and ``banned_specs``/``allowed_specs`` (400/403).  The
+   repository built must be the one the payload names (whose secret signed it): else 400.
 6. A delivery id seen within ``webhook_delivery_ttl`` is answered 200 and builds nothing
    (``SET NX``); more than ``webhook_rate_limit`` pushes of one repository per period: 429
    with ``Retry-After`` (the delivery is then forgotten, so a redelivery later may build).
@@ -177,15 +178,19 @@ def _host(url: str) -> str:
 def link_specs(push: Push, name: str, settings: dict[str, Any]) -> tuple[str, str, list[str]]:
     """(provider, the commit's spec, the links the push updates): what a click of the commit would name."""
     quoted = urllib.parse.quote(name, safe="")
+    # What is built must be the repository whose secret signed the push (webhook_repositories' key).
     if push.host == "github" and push.host_name == _host(settings["github_url"]):
         provider, base, names = "gh", push.full_name, [name]  # (the gh provider reads its ref unescaped)
+        built = f"{str(settings['github_url']).rstrip('/')}/{push.full_name}"
     elif push.host == "gitlab" and push.host_name == _host(settings["gitlab_url"]):
         provider, base, names = "gl", urllib.parse.quote(push.full_name, safe=""), [quoted]
-    else:
-        # Any other host is a git URL; the clone URL must be the repository whose secret signed the push.
-        if normalise_repository(push.clone_url) != push.repository:
-            raise MalformedPayload("The push payload's clone URL is not the repository it names.")
+        built = f"{str(settings['gitlab_url']).rstrip('/')}/{push.full_name}"
+    else:  # any other host is a git URL
         provider, base, names = "git", urllib.parse.quote(push.clone_url, safe=""), [quoted]
+        built = push.clone_url
+    if normalise_repository(built) != push.repository:
+        raise MalformedPayload("The push payload names two repositories: the one it builds is not the one that "
+                               "signed it.")
     if push.branch is not None:
         names.append("HEAD")  # (only the default branch gets here)
     return provider, f"{base}/{push.after}", [f"{provider}/{base}/{ref}" for ref in names]

@@ -218,6 +218,20 @@ def test_more_pushes_than_the_limit_are_429_with_retry_after(redis_server: Embed
     assert push_github(again, gh_payload(after="b" * 40), delivery="second-delivery").status_code == 202
 
 
+@pytest.mark.parametrize("changes", [
+    {"full_name": "org/another"},  # GitHub: the repository built is the full name
+    {"clone_url": "http://127.0.0.1:9/org/another.git"},  # another host: the clone URL
+], ids=["github", "other-host"])
+def test_a_push_naming_two_repositories_is_400(redis_server: EmbeddedRedis, store: redis_lib.Redis,
+                                               changes: dict[str, str]) -> None:
+    """A secret of one repository must not build another (webhook_repositories gives each its own)."""
+    url = REPO if "full_name" in changes else "http://127.0.0.1:9/org/repo"
+    payload = github_push(html_url=url, clone_url=f"{url}.git", full_name="org/repo", after=SHA)
+    payload["repository"].update(changes)
+    app = make_app(redis_server, webhook_repositories={url: OTHER_SECRET})
+    _refused(push_github(app.test_client(), payload, secret=OTHER_SECRET), 400, "names two repositories", store)
+
+
 def test_a_body_over_the_limit_is_413(redis_server: EmbeddedRedis, store: redis_lib.Redis) -> None:
     payload = gh_payload()
     payload["padding"] = "x" * 5000
