@@ -196,7 +196,7 @@ def link_specs(push: Push, name: str, settings: dict[str, Any]) -> tuple[str, st
     return provider, f"{base}/{push.after}", [f"{provider}/{base}/{ref}" for ref in names]
 
 
-def _remember_delivery(source: str, delivery: str) -> str | None:
+def _remember_delivery(source: str, delivery: str) -> str:
     """Claim a delivery (``SET NX``): its key when it is new, Ignored when it was seen before."""
     key = keys.HOOK_DELIVERY(source, keys.digest(delivery))
     if not redis_client.client.set(key, "1", nx=True, ex=_settings()["webhook_delivery_ttl"]):
