@@ -254,6 +254,45 @@ class BanNetworks(fields.Field):
             raise ValidationError(str(exc)) from None
 
 
+def normalise_repository(url: str) -> str:
+    """How a repository is named in webhook settings and limits: its web URL, lower case, without
+    ``.git`` or a trailing slash (``https://github.com/Org/Repo.git/`` -> ``https://github.com/org/repo``)."""
+    return url.strip().lower().rstrip("/").removesuffix(".git").rstrip("/")
+
+
+class HookRepositories(fields.Field):
+    """``{repository web URL: its own secret, or null for webhook_secret}`` (or its JSON, for env vars)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dict[str, str | None]:
+        value = _json_or(value)
+        if not isinstance(value, dict):
+            raise ValidationError('expected a mapping of repository URL to its secret (or null), e.g. '
+                                  '{"https://github.com/org/repo": null}')
+        result: dict[str, str | None] = {}
+        for url, secret in value.items():
+            if not isinstance(url, str) or not re.match(r"^https?://[^\s/]+/\S+$", url.strip()):
+                raise ValidationError(f"{str(url)[:100]!r} is not a repository URL (https://host/owner/repo)")
+            if secret is not None and (not isinstance(secret, str) or len(secret) < 16):
+                raise ValidationError(f"{url}: the secret must be at least 16 characters (or null: webhook_secret)")
+            result[normalise_repository(url)] = secret or None
+        return result
+
+
+class TokenNames(fields.Field):
+    """``{name: token}`` (or its JSON, for env vars): names appear in logs, tokens never."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dict[str, str]:
+        value = _json_or(value)
+        if not isinstance(value, dict):
+            raise ValidationError('expected a mapping of name to token, e.g. {"ci-of-my-org": "<32+ characters>"}')
+        for name, token in value.items():
+            if not re.match(r"^[A-Za-z0-9_.-]{1,64}$", str(name)):
+                raise ValidationError(f"{str(name)[:80]!r}: a token's name is 1-64 letters, digits, '_', '.' or '-'")
+            if not isinstance(token, str) or len(token) < 32:
+                raise ValidationError(f"{name}: the token must be at least 32 characters")
+        return dict(value)
+
+
 class ConfigSchema(Schema):
     """Bindery's settings.  Names are lower case here, ``BINDERY_<UPPER>`` in the environment."""
 
@@ -362,6 +401,58 @@ class ConfigSchema(Schema):
         load_default="", validate=validate.Length(max=5000),
         metadata=FRONT_DOOR("Operator's message shown on /about (plain text; line breaks kept)."),
     )
+    # Build on push (docs/build-on-push.md): signed webhooks and API tokens queue build-only launches.
+    webhook_secret = fields.String(
+        load_default=None, allow_none=True, validate=validate.Length(min=16),
+        metadata=FRONT_DOOR("Secret that signs push webhooks (GitHub's X-Hub-Signature-256 key, GitLab's "
+                            "X-Gitlab-Token) of every repository without one of its own in webhook_repositories "
+                            "(at least 16 characters). Unset, and no repository secrets: /hooks/* answer 404. "
+                            "Never logged.", secret=True),
+    )
+    webhook_repositories = HookRepositories(
+        load_default=dict,
+        metadata=FRONT_DOOR("Repository web URL -> its own webhook secret, or null to use webhook_secret. When any "
+                            "is listed, only these repositories may build on push (others get 403). Empty: any "
+                            "repository that signs with webhook_secret. Never logged.", secret=True),
+    )
+    webhook_tags = fields.Boolean(
+        load_default=False,
+        metadata=FRONT_DOOR("Build pushed tags too (a link can name a tag); off: only the default branch builds on "
+                            "push."),
+    )
+    webhook_rate_limit = fields.Integer(
+        load_default=30, validate=validate.Range(0, 100_000),
+        metadata=FRONT_DOOR("Pushes (webhooks and /api/prebuild calls) one repository may queue per "
+                            "webhook_rate_limit_period; more are refused with 429 and Retry-After. 0: no limit."),
+    )
+    webhook_rate_limit_period = fields.Integer(
+        load_default=3600, validate=validate.Range(1, 86400),
+        metadata=FRONT_DOOR("Seconds of the push rate limit's fixed window (counted in Redis)."),
+    )
+    webhook_max_body_bytes = fields.Integer(
+        load_default=1_048_576, validate=validate.Range(4096, 26_214_400),
+        metadata=FRONT_DOOR("Largest webhook body accepted; a larger one is refused with 413 before it is read "
+                            "(GitHub's push payloads list at most 20 commits and are far smaller)."),
+    )
+    webhook_delivery_ttl = fields.Integer(
+        load_default=86400, validate=validate.Range(60, 30 * 86400),
+        metadata=FRONT_DOOR("Seconds a webhook delivery id is remembered: a delivery seen before (a retry or "
+                            "redelivery) is answered 200 and builds nothing."),
+    )
+    prebuild_tokens = TokenNames(
+        load_default=dict,
+        metadata=FRONT_DOOR("Name -> token (at least 32 characters) for POST /api/prebuild/<provider>/<spec> "
+                            "(Authorization: Bearer <token>): CI jobs and hosts without webhooks. The name shows in "
+                            "logs, the token never. Empty: the endpoint answers 404. Never logged.", secret=True),
+    )
+
+    @validates_schema
+    def _check_hooks(self, data: Mapping[str, Any], **kwargs: Any) -> None:
+        listed = data.get("webhook_repositories") or {}
+        if not data.get("webhook_secret") and any(secret is None for secret in listed.values()):
+            raise ValidationError("a repository listed with null uses webhook_secret, which is not set: give it a "
+                                  "secret of its own or set webhook_secret", "webhook_repositories")
+
     # Authentication (docs/authentication.md): users log in through JupyterHub's OAuth, as with
     # BinderHub's auth_enabled; each launch is a named server of the logged-in user.
     auth_enabled = fields.Boolean(

@@ -251,7 +251,17 @@ SECRET_VALUES: dict[str, Any] = {
     "git_credentials": {"https://git.example.org/team/": {"username": "bot", "password": "git-password-7"}},
     "git_ssh_key": "/etc/bindery/ssh/id-ed25519-8", "build_token_secret": "build-token-secret-9-xxxxxxxx",
     "hub_oauth_client_secret": "hub-oauth-client-secret-10", "session_secret": "session-secret-11-" + "x" * 20,
+    "webhook_secret": "webhook-secret-12-xxxxxxxx",
+    "webhook_repositories": {"https://github.com/org/repo": "webhook-repo-secret-13-xxxxx"},
+    "prebuild_tokens": {"ci": "prebuild-token-14-" + "x" * 20},
 }
+
+
+def _secret_texts(value: Any) -> list[str]:
+    """The secret strings inside a setting's value (a mapping's values, git_credentials' passwords)."""
+    if isinstance(value, str):
+        return [value]
+    return [str(entry["password"]) if isinstance(entry, dict) else str(entry) for entry in value.values()]
 
 
 def test_cors_allow_origin_is_one_value_as_in_binderhub_s_chart(tmp_path: Path) -> None:
@@ -275,7 +285,7 @@ def test_every_secret_setting_goes_to_the_secret_never_the_configmap(tmp_path: P
                               "git_ssh_known_hosts": "/etc/bindery/ssh/known_hosts"}})
     configmap = json.dumps(find(docs, "ConfigMap", "bindery"))
     for name, value in SECRET_VALUES.items():
-        for text in ([value] if isinstance(value, str) else [value["https://git.example.org/team/"]["password"]]):
+        for text in _secret_texts(value):
             assert text not in configmap, f"{name} is in the ConfigMap"
     config = bindery_config(docs, tmp_path)
     assert {name: config[name] for name in SECRET_VALUES} == SECRET_VALUES  # mappings travel as JSON
