@@ -87,7 +87,8 @@ def test_default_values_render_valid_manifests_and_a_loadable_config(tmp_path: P
                                       "bindery-beat", "bindery-flower"}
     config = bindery_config(docs, tmp_path)
     assert config["builder"] == "kubernetes" and config["launcher"] == "docker"
-    assert config["redis_url"] == "redis://bindery-redis:6379/0"
+    password = secret_env(docs)["REDIS_PASSWORD"]
+    assert config["redis_url"] == f"redis://:{password}@bindery-redis:6379/0"
     assert config["kubernetes_namespace"] == "binder" and config["listen_address"] == "0.0.0.0"
     assert config["build_pod_engine_socket"] == "/var/run/docker.sock"
     assert config["registry_url"] is None
@@ -149,6 +150,92 @@ def test_external_redis(tmp_path: Path) -> None:
     assert not [d for d in docs if d["kind"] == "StatefulSet"]
     assert "redis" not in find(docs, "ConfigMap")["data"]["bindery.yaml"]
     assert bindery_config(docs, tmp_path)["redis_url"] == "redis://:pw@redis.example:6379/1"
+    assert "REDIS_PASSWORD" not in secret_env(docs)
+
+
+CLIENTS = {"bindery-web", "bindery-worker-build", "bindery-worker-launch", "bindery-beat", "bindery-flower"}
+
+
+def test_bundled_redis_asks_for_a_password_that_only_the_secret_holds(tmp_path: Path) -> None:
+    docs = render()
+    env = secret_env(docs)
+    password = env["REDIS_PASSWORD"]
+    assert len(password) == 32 and password.isalnum()
+    assert env["REDIS_URL"] == f"redis://:{password}@bindery-redis:6379/0"
+    # nowhere but the Secret: not the ConfigMap, not a command line, not an env value in a pod spec
+    for doc in docs:
+        if doc["kind"] != "Secret":
+            assert password not in json.dumps(doc), f"{doc['kind']} {doc['metadata']['name']}"
+    assert "redis" not in find(docs, "ConfigMap", "bindery")["data"]["bindery.yaml"]
+
+    (redis,) = find(docs, "StatefulSet")["spec"]["template"]["spec"]["containers"]
+    refs = {item["name"]: item["valueFrom"]["secretKeyRef"] for item in redis["env"]}
+    assert refs == {name: {"name": "bindery", "key": "REDIS_PASSWORD"} for name in ("REDIS_PASSWORD", "REDISCLI_AUTH")}
+    assert "requirepass $REDIS_PASSWORD" in redis["command"][-1] and "args" not in redis
+    # every client reads REDIS_URL (an alias of redis_url) from the Secret
+    clients = deployments(docs)
+    assert set(clients) == CLIENTS
+    for name, deployment in clients.items():
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        assert {"secretRef": {"name": "bindery"}} in container["envFrom"], name
+    assert bindery_config(docs, tmp_path)["redis_url"] == env["REDIS_URL"]
+
+
+def test_an_explicit_redis_password_is_used_and_restarts_redis_when_changed() -> None:
+    def rendered(password: str) -> tuple[dict[str, str], str]:
+        docs = render({"redis": {"password": password}})
+        annotations = find(docs, "StatefulSet")["spec"]["template"]["metadata"]["annotations"]
+        return secret_env(docs), annotations["checksum/redis-password"]
+
+    first, first_checksum = rendered("first-redis-password-0123")
+    assert first["REDIS_PASSWORD"] == "first-redis-password-0123"
+    assert first["REDIS_URL"] == "redis://:first-redis-password-0123@bindery-redis:6379/0"
+    again, again_checksum = rendered("first-redis-password-0123")
+    assert again == first and again_checksum == first_checksum
+    assert rendered("second-redis-password-45")[1] != first_checksum
+    # Without one, a password is made at install; an upgrade keeps the Secret's (Helm's lookup,
+    # which needs a cluster: offline every render makes a new one).
+    assert secret_env(render())["REDIS_PASSWORD"] != secret_env(render())["REDIS_PASSWORD"]
+
+
+def test_the_charts_redis_command_refuses_clients_without_the_password(tmp_path: Path) -> None:
+    """The StatefulSet's command and probe, run against this machine's redis-server."""
+    import shutil
+    import socket
+    import subprocess
+    import time
+
+    if not shutil.which("redis-server") or not shutil.which("redis-cli"):
+        pytest.skip("redis-server and redis-cli are not installed")
+    docs = render()
+    password = secret_env(docs)["REDIS_PASSWORD"]
+    (redis,) = find(docs, "StatefulSet")["spec"]["template"]["spec"]["containers"]
+    with socket.socket() as probe_port:
+        probe_port.bind(("127.0.0.1", 0))
+        port = probe_port.getsockname()[1]
+    where = f"--dir {tmp_path} --port {port} --bind 127.0.0.1"
+    script = redis["command"][-1].replace("--dir /data", where)
+    server = subprocess.Popen([*redis["command"][:-1], script], env={"PATH": "/usr/bin:/bin",
+                              "REDIS_PASSWORD": password}, stdout=subprocess.DEVNULL)
+    try:
+        probe = redis["readinessProbe"]["exec"]["command"]
+        probe = [*probe[:-1], probe[-1].replace("redis-cli", f"redis-cli -p {port}")]
+        for _ in range(100):
+            if subprocess.run(probe, env={"PATH": "/usr/bin:/bin", "REDISCLI_AUTH": password}).returncode == 0:
+                break
+            server.poll()
+            assert server.returncode is None, "redis-server exited"
+            time.sleep(0.1)
+        else:
+            pytest.fail("the readiness probe never passed with the password")
+        assert subprocess.run(probe, env={"PATH": "/usr/bin:/bin"}).returncode != 0, "ready without the password"
+        refused = subprocess.run(["redis-cli", "-p", str(port), "DBSIZE"], capture_output=True, text=True)
+        assert "NOAUTH" in refused.stdout + refused.stderr
+        cmdline = Path(f"/proc/{server.pid}/cmdline").read_bytes().decode()
+        assert cmdline.startswith("redis-server") and password not in cmdline  # exec'd, and not on its command line
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
 
 
 def test_ingress() -> None:
@@ -385,6 +472,8 @@ def test_lint_is_clean() -> None:
     {"auth": {"enabled": True, "sessionSecret": "too-short"}},
     {"cors": {"allowOrigin": "https://docs.example.org/path"}},
     {"cors": {"allowedOrigin": "*"}},
+    {"redis": {"password": "too-short"}},
+    {"redis": {"password": "has a space and is long enough"}},
 ])
 def test_values_that_violate_the_schema_are_refused(values: dict[str, Any]) -> None:
     chart = helm.Chart.load(CHART)
