@@ -101,9 +101,7 @@ Zero to BinderHub layout say. Explicit lower-case settings win over translated o
 {{- with $v.builder.limits }}{{- $_ := set $s "build_pod_limits" . -}}{{- end -}}
 {{- if $v.builder.stickyBuilds }}{{- $_ := set $s "build_pod_sticky" true -}}{{- end -}}
 {{- with $v.builder.nodes }}{{- $_ := set $s "build_pod_nodes" . -}}{{- end -}}
-{{- if $v.redis.enabled -}}
-{{- $_ := set $s "redis_url" (printf "redis://%s-redis:6379/0" (include "bindery.fullname" .)) -}}
-{{- end -}}
+{{- /* redis_url carries the password: REDIS_URL in the Secret (bindery.secretEnv), never here */ -}}
 {{- if $reg.enabled -}}
 {{- $_ := set $s "registry_url" $reg.url -}}
 {{- if $reg.username -}}
@@ -162,6 +160,17 @@ Secret already holds (kept on upgrade, so logins survive), else a new one. */}}
 {{- end -}}
 {{- end -}}
 
+{{/* The bundled Redis's password: redis.password, else the one this release's Secret already holds
+(kept on upgrade, so Redis and its clients stay in step), else a new one. */}}
+{{- define "bindery.redisPassword" -}}
+{{- if .Values.redis.password -}}{{ .Values.redis.password }}
+{{- else -}}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "bindery.fullname" .) | default dict -}}
+{{- $kept := dig "data" "REDIS_PASSWORD" "" $existing -}}
+{{- if $kept }}{{ $kept | b64dec }}{{ else }}{{ randAlphaNum 32 }}{{ end -}}
+{{- end -}}
+{{- end -}}
+
 {{/* The ConfigMap's settings: everything but secrets. */}}
 {{- define "bindery.settings" -}}
 {{- $s := include "bindery.allSettings" . | fromJson -}}
@@ -169,7 +178,8 @@ Secret already holds (kept on upgrade, so logins survive), else a new one. */}}
 {{- toYaml $s -}}
 {{- end -}}
 
-{{/* The Secret's variables: secret settings as BINDERY_<NAME>, and REDIS_URL when external. */}}
+{{/* The Secret's variables: secret settings as BINDERY_<NAME>; REDIS_URL with the password (the bundled
+Redis's, which redis-server and its readiness probe read from REDIS_PASSWORD; or redis.externalUrl). */}}
 {{- define "bindery.secretEnv" -}}
 {{- $s := include "bindery.allSettings" . | fromJson -}}
 {{- $env := dict -}}
@@ -177,7 +187,13 @@ Secret already holds (kept on upgrade, so logins survive), else a new one. */}}
 {{- $value := get $s $name -}}
 {{- if $value }}{{- $_ := set $env (printf "BINDERY_%s" (upper $name)) (ternary (toString $value) (toJson $value) (kindIs "string" $value)) -}}{{- end -}}
 {{- end -}}
-{{- if not .Values.redis.enabled }}{{- $_ := set $env "REDIS_URL" .Values.redis.externalUrl -}}{{- end -}}
+{{- if .Values.redis.enabled -}}
+{{- $password := include "bindery.redisPassword" . -}}
+{{- $_ := set $env "REDIS_PASSWORD" $password -}}
+{{- $_ := set $env "REDIS_URL" (printf "redis://:%s@%s-redis:6379/0" $password (include "bindery.fullname" .)) -}}
+{{- else -}}
+{{- $_ := set $env "REDIS_URL" .Values.redis.externalUrl -}}
+{{- end -}}
 {{- toJson $env -}}
 {{- end -}}
 
