@@ -23,10 +23,13 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 venv: $(STAMP)
 
-# `make run`: embedded Redis, build + launch workers, beat, gunicorn and Flower. Ctrl-C stops all.
+# `make run`: embedded Redis, build + launch workers, beat, gunicorn and Flower. Ctrl-C stops all,
+# and the engine service too when scripts/engine.sh started it for this run (by its pid, which the
+# runner checks is still that process); an engine that was already running is left running.
 run: $(STAMP)
-	@set -e; engine=$$(scripts/engine.sh); export "$$engine"; echo "bindery: engine $$engine"; \
-	  exec $(PY) -m app.runner
+	@set -e; started=$$(mktemp); engine=$$(scripts/engine.sh --started-pid-file "$$started"); \
+	  export "$$engine"; echo "bindery: engine $$engine"; pid=$$(cat "$$started" 2>/dev/null || true); rm -f "$$started"; \
+	  exec $(PY) -m app.runner $${pid:+--engine-pid "$$pid"}
 
 # Everything the tests need: apt packages, the engine, the local base images.
 test-setup: $(STAMP)
