@@ -836,12 +836,14 @@ class ConfigSchema(Schema):
     )
     hub_url = fields.String(
         load_default=None, allow_none=True,
-        metadata=CLUSTER("JupyterHub's public URL (BinderHub's hub_url); launched servers are at "
-                         "<hub_url>user/<name>/<server>/."),
+        metadata=CLUSTER("JupyterHub's public URL, the address browsers open (BinderHub's hub_url): `ready` "
+                         "events send them to <hub_url>user/<name>/<server>/, and logins go through it. Not an "
+                         "in-cluster name: Bindery's own calls go to hub_api_url."),
     )
     hub_api_url = fields.String(
         load_default=None, allow_none=True,
-        metadata=CLUSTER("JupyterHub's REST API. Unset: <hub_url>hub/api."),
+        metadata=CLUSTER("JupyterHub's REST API as Bindery reaches it, e.g. in the cluster (the chart sets "
+                         "http://proxy-public/hub/api with its bundled hub). Unset: <hub_url>hub/api."),
     )
     hub_api_token = fields.String(
         load_default=None, allow_none=True,
