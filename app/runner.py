@@ -442,11 +442,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     engine = EngineService(args.engine_pid) if args.engine_pid else None
     try:
+        return serve()
+    finally:  # however the service ended, even before it started
+        if engine:
+            engine.stop()
+
+
+def serve() -> int:
+    """Start everything, supervise until stopped; the exit status of `make run`."""
+    try:
         config = load_config()
     except ConfigError as err:
         print(err, file=sys.stderr)
-        if engine:
-            engine.stop()
         return 2
     env = dict(os.environ)
     # Web and workers record metrics into one directory, so the web's /metrics shows them all.
@@ -471,9 +478,6 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as err:  # the embedded Redis did not come up
         say(str(err))
         return 1
-    finally:
-        if engine:
-            engine.stop()
 
 
 if __name__ == "__main__":
