@@ -1104,13 +1104,14 @@ def markdown_reference() -> str:
     out = [
         "# Configuration reference",
         "",
-        "<!-- Generated from the schema in app/config.py: `python -m app.cli config-reference > "
+        "<!-- Generated from the schema in app/config.py: `.venv/bin/python -m app.cli config-reference > "
         "docs/configuration.md`. tests/app/test_config.py fails when this file is stale; do not edit it. -->",
         "",
         "Settings come from a YAML file named by `BINDERY_CONFIG`, then from `BINDERY_<NAME>` environment "
         "variables (the environment wins). They are validated at start-up: a bad value, or an unknown "
-        "`BINDERY_` name, stops the start with a message naming the setting. `python -m app.cli config` "
-        "prints the effective configuration with secrets hidden.",
+        "`BINDERY_` name, stops the start with a message naming the setting (for a misspelt name, the "
+        "closest ones). `.venv/bin/python -m app.cli config` prints the effective configuration with secrets "
+        "hidden.",
         "",
         "In the environment, mappings and lists are written as JSON; lists of strings may also be "
         "comma-separated. Settings marked *secret* are masked in logs and in `app.cli config`, and the "

@@ -159,6 +159,7 @@ SKIPPED: dict[str, str] = {
     "make image REGISTRY=registry.example.org/bindery TAG=v1": "tests/test_dockerfile.py runs it against a "
                                                                "registry on loopback",
     "make image REGISTRY=...": "the same command, abbreviated",
+    "make image": "named, not shown with its REGISTRY (tests/test_dockerfile.py: refused without one)",
     "helm install binder charts/bindery --set image.repository=registry.example.org/bindery --set image.tag=v1 ...":
         "needs a cluster; tests/charts/ render the chart with these values",
     "helm install binder charts/bindery -f secret.yaml -f config.yaml -f image.yaml":
