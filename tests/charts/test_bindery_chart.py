@@ -146,6 +146,7 @@ def test_engine_daemonsets(engine: str, socket: str, args0: str, tmp_path: Path)
 
 
 def notes(values: dict[str, Any] | None = None) -> str:
+    """What `helm install` prints after installing (templates/NOTES.txt)."""
     rendered = helm.Chart.load(CHART).render(values or {}, name="bindery", namespace="binder", is_install=True)
     return next(text for path, text in rendered.items() if path.endswith("NOTES.txt"))
 
@@ -578,6 +579,49 @@ def test_behind_the_charts_ingress_one_proxy_hop_is_trusted(tmp_path: Path) -> N
     assert bindery_config(render(explicit), tmp_path)["trusted_proxy_hops"] == 2
 
 
+# --- the hub's two addresses and NOTES ---------------------------------------------------------
+
+def test_the_bundled_hub_is_called_in_cluster_and_browsers_go_to_its_public_address(tmp_path: Path) -> None:
+    values = {"jupyterhub": {"enabled": True}, "config": {"BinderHub": {"hub_url": "https://hub.example.org"}}}
+    config = bindery_config(render(values), tmp_path)
+    assert config["launcher"] == "jupyterhub"
+    assert config["hub_url"] == "https://hub.example.org/", "ready events send browsers here"
+    assert config["hub_api_url"] == "http://proxy-public/hub/api", "Bindery's own calls stay in the cluster"
+    explicit = merge(values, {"config": {"hub_api_url": "http://hub:8081/hub/api"}})
+    assert bindery_config(render(explicit), tmp_path)["hub_api_url"] == "http://hub:8081/hub/api"
+    external = {"config": {"hub_url": "https://hub.example.org/"}}  # a hub of its own: one address for both
+    config = bindery_config(render(external), tmp_path)
+    assert config["hub_url"] == "https://hub.example.org/" and config["hub_api_url"] is None
+    assert "Browsers are sent to the hub at https://hub.example.org/" in notes(values)
+
+
+@pytest.mark.parametrize("values", [
+    {"jupyterhub": {"enabled": True}},
+    {"config": {"launcher": "jupyterhub"}},
+    {"auth": {"enabled": True, "redirectUrl": "https://b.example.org/oauth_callback"}},
+])
+def test_launches_through_the_hub_without_a_public_hub_address_are_refused_saying_what_to_set(
+        values: dict[str, Any]) -> None:
+    with pytest.raises(Exception, match=r"set config\.BinderHub\.hub_url to the hub's public address"):
+        render(values)
+
+
+@pytest.mark.parametrize(("tls", "scheme"), [("", "http"), ("binder-tls", "https")])
+def test_notes_print_the_scheme_the_ingress_serves(tls: str, scheme: str) -> None:
+    text = notes({"ingress": {"enabled": True, "host": "binder.example.org", "tlsSecretName": tls}})
+    assert f"Its address: {scheme}://binder.example.org/" in text
+    assert ("set ingress.tlsSecretName" in text) is (not tls)
+    assert "port-forward svc/bindery 8585:80" in notes()
+
+
+def test_notes_and_values_say_which_image_runs() -> None:
+    assert "image bindery:0.1.0" in notes() and "make image" in notes(), "the default image is published nowhere"
+    pushed = notes({"image": {"repository": "registry.example.org/bindery", "tag": "abc123"}})
+    assert "image registry.example.org/bindery:abc123" in pushed and "make image" not in pushed
+    values = (CHART / "values.yaml").read_text()
+    assert "make image REGISTRY=" in values
+
+
 # --- authentication (auth.enabled) -------------------------------------------------------------
 
 AUTH = {"auth": {"enabled": True}, "ingress": {"enabled": True, "host": "binder.example.org",
@@ -647,7 +691,7 @@ def test_auth_settings_and_a_hub_without_the_service(tmp_path: Path) -> None:
 
 def test_auth_without_a_redirect_url_is_refused_with_a_message() -> None:
     with pytest.raises(Exception, match="auth.enabled needs auth.redirectUrl"):
-        render({"auth": {"enabled": True}})
+        render({"auth": {"enabled": True}, "config": {"BinderHub": {"hub_url": "https://hub.example.org/"}}})
 
 
 # --- lint and schema ---------------------------------------------------------------------------

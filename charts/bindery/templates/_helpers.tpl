@@ -111,10 +111,13 @@ Zero to BinderHub layout say. Explicit lower-case settings win over translated o
 {{- end -}}
 {{- end -}}
 {{- with $reg.prefix }}{{- $_ := set $s "image_prefix" . -}}{{- end -}}
-{{- $hubUrl := get $bh "hub_url" | default (ternary "http://proxy-public/" "" ($v.jupyterhub.enabled | default false)) -}}
+{{- /* The hub has two addresses: hub_url, where browsers are sent (ready events, logins), and
+hub_api_url, where Bindery calls its API; with the bundled hub the API is reached in-cluster. */ -}}
+{{- $hubUrl := include "bindery.hubUrl" . -}}
 {{- if $hubUrl -}}
-{{- $_ := set $s "hub_url" (printf "%s/" (trimSuffix "/" $hubUrl)) -}}
+{{- $_ := set $s "hub_url" $hubUrl -}}
 {{- $_ := set $s "launcher" "jupyterhub" -}}
+{{- if $v.jupyterhub.enabled }}{{- $_ := set $s "hub_api_url" "http://proxy-public/hub/api" -}}{{- end -}}
 {{- end -}}
 {{- $hubToken := dig "hub" "services" "binder" "apiToken" "" ($v.jupyterhub | default dict) -}}
 {{- with $hubToken }}{{- $_ := set $s "hub_api_token" . -}}{{- end -}}
@@ -136,6 +139,20 @@ Zero to BinderHub layout say. Explicit lower-case settings win over translated o
 {{- if regexMatch "^[a-z][a-z0-9_]*$" $key }}{{- $_ := set $s $key $value -}}{{- end -}}
 {{- end -}}
 {{- toJson $s -}}
+{{- end -}}
+
+{{/* The hub's public address, the one browsers open: config.BinderHub.hub_url (or config.hub_url), with
+one trailing slash. Launches through the hub (the bundled hub, launcher jupyterhub, auth.enabled) cannot
+do without it: the in-cluster name Bindery reaches the hub by means nothing to a browser. */}}
+{{- define "bindery.hubUrl" -}}
+{{- $v := .Values -}}
+{{- $cfg := $v.config | default dict -}}
+{{- $hubUrl := get (get $cfg "BinderHub" | default dict) "hub_url" | default (get $cfg "hub_url") | default "" -}}
+{{- $viaHub := or ($v.jupyterhub.enabled | default false) (eq (toString (get $cfg "launcher")) "jupyterhub") $v.auth.enabled -}}
+{{- if and $viaHub (not $hubUrl) -}}
+{{- fail "launches go through JupyterHub (jupyterhub.enabled, config.launcher: jupyterhub or auth.enabled), so browsers are sent to the hub: set config.BinderHub.hub_url to the hub's public address, e.g. https://hub.example.org/ (Bindery itself reaches the bundled hub in-cluster at http://proxy-public/hub/api; config.hub_api_url overrides that)" -}}
+{{- end -}}
+{{- with $hubUrl }}{{ printf "%s/" (trimSuffix "/" .) }}{{ end -}}
 {{- end -}}
 
 {{/* auth.enabled: where the hub sends users back after they log in (the service's oauth_redirect_uri). */}}
