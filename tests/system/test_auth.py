@@ -49,7 +49,8 @@ def chart_hub_config(bindery_url: str) -> str:
     from tests.charts.test_bindery_chart import find, render
 
     docs = render({"auth": {"enabled": True, "serviceName": "bindery",
-                            "redirectUrl": f"{bindery_url}/oauth_callback"}})
+                            "redirectUrl": f"{bindery_url}/oauth_callback"},
+                   "config": {"hub_url": "https://hub.example.org/"}})  # (the chart needs the browsers' hub)
     return str(find(docs, "ConfigMap", "bindery-hub-auth")["data"]["bindery-auth.py"])
 
 

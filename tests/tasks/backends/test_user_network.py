@@ -15,6 +15,7 @@ import json
 import socket
 import subprocess
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -73,6 +74,22 @@ def test_host_networks_are_warned_about_and_isolated_is_the_default() -> None:
     said = " ".join(user_network.warnings(host))
     assert "launch_network is `host`" in said and "build_network is `host`" in said and "metadata" in said
     assert user_network.build_kwargs(host) == {"network_mode": "host"}
+
+
+def test_namespaces_a_dead_build_worker_left_are_removed_and_others_kept() -> None:
+    now = time.time()
+    old = f"{user_network.BUILD_NAMESPACE}-{int(now) - 4000}-{uuid.uuid4().hex[:8]}"
+    fresh = f"{user_network.BUILD_NAMESPACE}-{int(now)}-{uuid.uuid4().hex[:8]}"
+    for name in (old, fresh):
+        subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        removed = user_network.remove_stale_namespaces(3600, now)
+        left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+        assert old in removed and old not in left
+        assert fresh not in removed and fresh in left, "a namespace of a build still running stays"
+    finally:
+        for name in (old, fresh):
+            subprocess.run(["ip", "netns", "delete", name], capture_output=True)
 
 
 # --- on the real engine -------------------------------------------------------------------------
