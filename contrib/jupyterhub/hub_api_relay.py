@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import sys
 import threading
@@ -132,6 +133,18 @@ def _unix(path: str) -> socket.socket:
     return sock
 
 
+def _die_with_parent() -> None:
+    """SIGTERM when COMMAND ends, also where the container's first process is an init (Linux only)."""
+    parent = os.getppid()
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # it ended before the call
+        os._exit(0)
+
+
 def main(argv: list[str]) -> None:
     """``hub_api_relay.py -- COMMAND...``: relay ``JUPYTERHUB_API_URL``'s address, then exec COMMAND."""
     rest = argv[1:]
@@ -148,8 +161,9 @@ def main(argv: list[str]) -> None:
         # bound and listening before the server starts: its first call to the hub queues, never fails
         listener.bind(("127.0.0.1" if url.hostname == "localhost" else url.hostname, url.port))
         listener.listen(128)
-        if os.fork() == 0:  # the relay: lives as long as the container (whose first process is COMMAND)
+        if os.fork() == 0:  # the relay: lives as long as COMMAND (the container's first process)
             os.setsid()
+            _die_with_parent()
             _accept_forever(listener, lambda: _unix(path))
             os._exit(0)
         listener.close()
