@@ -3,8 +3,10 @@
 Real: JupyterHub (PyPI) with configurable-http-proxy (npm), started here on
 127.0.0.1 free ports; DockerSpawner (with the mixin of
 contrib/jupyterhub/bindery_spawner.py) starting real single-user servers
-through the Podman socket from localhost/bindery-jupyter:bookworm; the
-launcher's HTTP to the hub and to the spawned server.  The hub process and the containers it made are removed by
+through the Podman socket from localhost/bindery-jupyter:bookworm, each in a
+network namespace of its own (slirp4netns without host loopback) that reaches the
+hub's API only, through contrib/jupyterhub/hub_api_relay.py; the launcher's HTTP to
+the hub and to the spawned server.  The hub process and the containers it made are removed by
 pid / exact container name afterwards.
 """
 
