@@ -41,6 +41,8 @@ from typing import Any
 import docker
 import requests
 
+from app.redis_server import stop_process
+
 log = logging.getLogger(__name__)
 
 ISOLATED = "isolated"
@@ -295,14 +297,8 @@ def _dies_with_parent() -> list[str]:
     return [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
 
 
-def _stop(process: subprocess.Popen[bytes], timeout: float = 10) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    stop_process(process)
     if process.stderr:
         process.stderr.close()
 

@@ -92,6 +92,44 @@ def test_namespaces_a_dead_build_worker_left_are_removed_and_others_kept() -> No
             subprocess.run(["ip", "netns", "delete", name], capture_output=True)
 
 
+class _RecordingDocker:
+    """A Docker engine's client as far as run_server uses it: no Docker engine can run here, so
+    this records what Bindery asks of one (our own logic; Podman's path runs for real below)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+        self.api = self
+        self.base_url = "unix:///recording-docker.sock"
+        self.networks = self
+        self.containers = self
+
+    def version(self) -> dict[str, Any]:
+        return {"Components": [{"Name": "Engine", "Version": "27.0"}]}
+
+    def list(self, names: list[str]) -> list[Any]:
+        return []
+
+    def create(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls.append(("create", (args, kwargs)))
+        return self
+
+    def start(self) -> None:
+        self.calls.append(("start", None))
+
+
+def test_on_docker_servers_join_a_bridge_without_inter_container_traffic_published_on_loopback() -> None:
+    client = _RecordingDocker()
+    config = load_config(environ={})
+    user_network.run_server(client, config, 19999, "img", ["jupyter", "server"], name="bindery-x")
+    assert [name for name, _ in client.calls] == ["create", "create", "start"]
+    (args, network), (image_args, server) = client.calls[0][1], client.calls[1][1]
+    assert args == (user_network.DOCKER_SERVER_NETWORK,)
+    assert network["options"] == {"com.docker.network.bridge.enable_icc": "false"}
+    assert image_args == ("img", ["jupyter", "server"])
+    assert server["network_mode"] == user_network.DOCKER_SERVER_NETWORK
+    assert server["ports"] == {"8888/tcp": ("127.0.0.1", 19999)} and server["name"] == "bindery-x"
+
+
 # --- on the real engine -------------------------------------------------------------------------
 
 class Listener:
