@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test venv engine test-setup lint bench clean
+.PHONY: run test venv engine test-setup image lint bench clean
 
 # uv installs the pinned requirements in about 10 s where pip takes about 40 (the same packages),
 # compiled to bytecode at install as pip does (where PYTHONDONTWRITEBYTECODE is set, nothing else would);
@@ -23,10 +23,19 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 venv: $(STAMP)
 
-# `make run`: embedded Redis, build + launch workers, beat, gunicorn and Flower. Ctrl-C stops all.
+# `make run`: embedded Redis, build + launch workers, beat, gunicorn and Flower. Ctrl-C stops all,
+# and the engine service too when scripts/engine.sh started it for this run (by its pid, which the
+# runner checks is still that process); an engine that was already running is left running.
 run: $(STAMP)
-	@set -e; engine=$$(scripts/engine.sh); export "$$engine"; echo "bindery: engine $$engine"; \
-	  exec $(PY) -m app.runner
+	@set -e; started=$$(mktemp); engine=$$(scripts/engine.sh --started-pid-file "$$started"); \
+	  export "$$engine"; echo "bindery: engine $$engine"; pid=$$(cat "$$started" 2>/dev/null || true); rm -f "$$started"; \
+	  exec $(PY) -m app.runner $${pid:+--engine-pid "$$pid"}
+
+# `make image REGISTRY=registry.example.org/bindery [TAG=v1] [BASE=...]`: the image the Helm chart runs,
+# built from the Dockerfile with the local engine, smoke-tested and pushed (scripts/image.sh; TAG
+# defaults to the commit). It prints the helm --set arguments that select it.
+image:
+	@scripts/image.sh "$(REGISTRY)" "$(TAG)"
 
 # Everything the tests need: apt packages, the engine, the local base images.
 test-setup: $(STAMP)

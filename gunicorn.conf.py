@@ -1,9 +1,17 @@
-"""gunicorn settings: gevent workers so each open event stream costs a greenlet."""
+"""gunicorn settings: gevent workers so each open event stream costs a greenlet.
 
+The web's start is where an operator looks, under `make run`, systemd or a pod alike, so the
+warnings about a service open beyond loopback without its limits are printed here, once.
+"""
 
-from app.config import load_config
+import sys
+
+from app.config import exposure_warnings, load_config
 
 _settings = load_config()
+for _warning in exposure_warnings(_settings):
+    print(f"bindery: WARNING: {_warning}. See docs/operating.md, before you open it to the world.",
+          file=sys.stderr, flush=True)
 
 bind = f"{_settings['listen_address']}:{_settings['port']}"
 worker_class = "gevent"

@@ -21,6 +21,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     # Views and the task machinery are imported when an app is built, not when ``app`` is:
     # ``from app.errors import ...`` in a worker or a tool loads no view.
     from app import auth, build_api, build_logs, cors, errors_view, health, metrics, pages, request_limits, where_api
+    from app import hooks as push_hooks
     from app.extensions import engine, events, redis_client
     from app.repoproviders import bp as repoproviders_bp
 
@@ -37,6 +38,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(where_api.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(build_logs.bp)
+    app.register_blueprint(push_hooks.bp)
     app.register_blueprint(repoproviders_bp)
     metrics.init_app(app)
     return app

@@ -10,6 +10,8 @@ generated from this schema (``python -m app.cli config-reference``).
 
 from __future__ import annotations
 
+import difflib
+import ipaddress
 import json
 import os
 import re
@@ -271,6 +273,49 @@ class BanNetworks(fields.Field):
             raise ValidationError(str(exc)) from None
 
 
+def normalise_repository(url: str) -> str:
+    """How a repository is named in webhook settings and limits: its web URL, lower case, without
+    ``.git`` or a trailing slash (``https://github.com/Org/Repo.git/`` -> ``https://github.com/org/repo``)."""
+    return url.strip().lower().rstrip("/").removesuffix(".git").rstrip("/")
+
+
+class HookRepositories(fields.Field):
+    """``{repository web URL: its own secret, or null for webhook_secret}`` (or its JSON, for env vars)."""
+
+    env_form = "a JSON object"
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dict[str, str | None]:
+        value = _json_or(value)
+        if not isinstance(value, dict):
+            raise ValidationError('expected a mapping of repository URL to its secret (or null), e.g. '
+                                  '{"https://github.com/org/repo": null}')
+        result: dict[str, str | None] = {}
+        for url, secret in value.items():
+            if not isinstance(url, str) or not re.match(r"^https?://[^\s/]+/\S+$", url.strip()):
+                raise ValidationError(f"{str(url)[:100]!r} is not a repository URL (https://host/owner/repo)")
+            if secret is not None and (not isinstance(secret, str) or len(secret) < 16):
+                raise ValidationError(f"{url}: the secret must be at least 16 characters (or null: webhook_secret)")
+            result[normalise_repository(url)] = secret or None
+        return result
+
+
+class TokenNames(fields.Field):
+    """``{name: token}`` (or its JSON, for env vars): names appear in logs, tokens never."""
+
+    env_form = "a JSON object"
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dict[str, str]:
+        value = _json_or(value)
+        if not isinstance(value, dict):
+            raise ValidationError('expected a mapping of name to token, e.g. {"ci-of-my-org": "<32+ characters>"}')
+        for name, token in value.items():
+            if not re.match(r"^[A-Za-z0-9_.-]{1,64}$", str(name)):
+                raise ValidationError(f"{str(name)[:80]!r}: a token's name is 1-64 letters, digits, '_', '.' or '-'")
+            if not isinstance(token, str) or len(token) < 32:
+                raise ValidationError(f"{name}: the token must be at least 32 characters")
+        return dict(value)
+
+
 class ConfigSchema(Schema):
     """Bindery's settings.  Names are lower case here, ``BINDERY_<UPPER>`` in the environment."""
 
@@ -379,6 +424,58 @@ class ConfigSchema(Schema):
         load_default="", validate=validate.Length(max=5000),
         metadata=FRONT_DOOR("Operator's message shown on /about (plain text; line breaks kept)."),
     )
+    # Build on push (docs/build-on-push.md): signed webhooks and API tokens queue build-only launches.
+    webhook_secret = fields.String(
+        load_default=None, allow_none=True, validate=validate.Length(min=16),
+        metadata=FRONT_DOOR("Secret that signs push webhooks (GitHub's X-Hub-Signature-256 key, GitLab's "
+                            "X-Gitlab-Token) of every repository without one of its own in webhook_repositories "
+                            "(at least 16 characters). Unset, and no repository secrets: /hooks/* answer 404. "
+                            "Never logged.", secret=True),
+    )
+    webhook_repositories = HookRepositories(
+        load_default=dict,
+        metadata=FRONT_DOOR("Repository web URL -> its own webhook secret, or null to use webhook_secret. When any "
+                            "is listed, only these repositories may build on push (others get 403). Empty: any "
+                            "repository that signs with webhook_secret. Never logged.", secret=True),
+    )
+    webhook_tags = fields.Boolean(
+        load_default=False,
+        metadata=FRONT_DOOR("Build pushed tags too (a link can name a tag); off: only the default branch builds on "
+                            "push."),
+    )
+    webhook_rate_limit = fields.Integer(
+        load_default=30, validate=validate.Range(0, 100_000),
+        metadata=FRONT_DOOR("Pushes (webhooks and /api/prebuild calls) one repository may queue per "
+                            "webhook_rate_limit_period; more are refused with 429 and Retry-After. 0: no limit."),
+    )
+    webhook_rate_limit_period = fields.Integer(
+        load_default=3600, validate=validate.Range(1, 86400),
+        metadata=FRONT_DOOR("Seconds of the push rate limit's fixed window (counted in Redis)."),
+    )
+    webhook_max_body_bytes = fields.Integer(
+        load_default=1_048_576, validate=validate.Range(4096, 26_214_400),
+        metadata=FRONT_DOOR("Largest webhook body accepted; a larger one is refused with 413 before it is read "
+                            "(GitHub's push payloads list at most 20 commits and are far smaller)."),
+    )
+    webhook_delivery_ttl = fields.Integer(
+        load_default=86400, validate=validate.Range(60, 30 * 86400),
+        metadata=FRONT_DOOR("Seconds a webhook delivery id is remembered: a delivery seen before (a retry or "
+                            "redelivery) is answered 200 and builds nothing."),
+    )
+    prebuild_tokens = TokenNames(
+        load_default=dict,
+        metadata=FRONT_DOOR("Name -> token (at least 32 characters) for POST /api/prebuild/<provider>/<spec> "
+                            "(Authorization: Bearer <token>): CI jobs and hosts without webhooks. The name shows in "
+                            "logs, the token never. Empty: the endpoint answers 404. Never logged.", secret=True),
+    )
+
+    @validates_schema
+    def _check_hooks(self, data: Mapping[str, Any], **kwargs: Any) -> None:
+        listed = data.get("webhook_repositories") or {}
+        if not data.get("webhook_secret") and any(secret is None for secret in listed.values()):
+            raise ValidationError("a repository listed with null uses webhook_secret, which is not set: give it a "
+                                  "secret of its own or set webhook_secret", "webhook_repositories")
+
     # Authentication (docs/authentication.md): users log in through JupyterHub's OAuth, as with
     # BinderHub's auth_enabled; each launch is a named server of the logged-in user.
     auth_enabled = fields.Boolean(
@@ -723,9 +820,9 @@ class ConfigSchema(Schema):
         load_default="auto",
         metadata=LAUNCH("Servers the docker launcher starts at once, across all launch workers; later launches wait "
                         "their turn, first come first served, and are told how many start before them (a pool hit "
-                        "never waits). `auto`: one per CPU core of the launch worker's machine: a Jupyter server's start "
-                        "is CPU-bound, so more at once only share the cores (bench/burst.py, 30 at once on 2 cores "
-                        "with Podman: 2 at a time ready last after 41 s, 4 at a time 59 s, all at once 145 s). "
+                        "never waits). `auto`: one per CPU core of the launch worker's machine: a Jupyter server's "
+                        "start is CPU-bound, so more at once only share the cores (bench/burst.py, 30 at once on 2 "
+                        "cores with Podman: 2 at a time ready last after 41 s, 4 at a time 59 s, all at once 145 s). "
                         "A very large number switches the line off."),
     )
     quota_total = fields.Integer(
@@ -912,12 +1009,14 @@ class ConfigSchema(Schema):
     )
     hub_url = fields.String(
         load_default=None, allow_none=True,
-        metadata=CLUSTER("JupyterHub's public URL (BinderHub's hub_url); launched servers are at "
-                         "<hub_url>user/<name>/<server>/."),
+        metadata=CLUSTER("JupyterHub's public URL, the address browsers open (BinderHub's hub_url): `ready` "
+                         "events send them to <hub_url>user/<name>/<server>/, and logins go through it. Not an "
+                         "in-cluster name: Bindery's own calls go to hub_api_url."),
     )
     hub_api_url = fields.String(
         load_default=None, allow_none=True,
-        metadata=CLUSTER("JupyterHub's REST API. Unset: <hub_url>hub/api."),
+        metadata=CLUSTER("JupyterHub's REST API as Bindery reaches it, e.g. in the cluster (the chart sets "
+                         "http://proxy-public/hub/api with its bundled hub). Unset: <hub_url>hub/api."),
     )
     hub_api_token = fields.String(
         load_default=None, allow_none=True,
@@ -971,11 +1070,14 @@ class ConfigSchema(Schema):
     )
     listen_address = fields.String(
         load_default="127.0.0.1",
-        metadata=OPERATIONS("Address gunicorn binds (0.0.0.0 in a container)."),
+        metadata=OPERATIONS("Address the web app (gunicorn) binds: 127.0.0.1 serves this machine only; 0.0.0.0 (the "
+                            "chart, a container) or a public address serves others, and start-up then warns about "
+                            "each missing limit of docs/operating.md's list (rate_limit, quota_total, "
+                            "flower_basic_auth). Flower under `make run` stays on 127.0.0.1 whatever this says."),
     )
     port = fields.Integer(
         load_default=8585, validate=validate.Range(1, 65535),
-        metadata=OPERATIONS("Port of the web app (127.0.0.1). Also read from PORT."),
+        metadata=OPERATIONS("Port of the web app, on listen_address. Also read from PORT."),
     )
     web_workers = fields.Integer(
         load_default=1, validate=validate.Range(1, 64),
@@ -998,7 +1100,8 @@ class ConfigSchema(Schema):
     )
     flower_port = fields.Integer(
         load_default=5555, validate=validate.Range(1, 65535),
-        metadata=OPERATIONS("Port of Celery Flower started by `make run`."),
+        metadata=OPERATIONS("Port of Celery Flower: on 127.0.0.1 under `make run` (reach it from elsewhere "
+                            "through an ssh tunnel), on the pod's address in the chart."),
     )
     task_events = fields.Boolean(
         load_default=False,
@@ -1008,7 +1111,8 @@ class ConfigSchema(Schema):
     )
     flower_basic_auth = fields.String(
         load_default=None, allow_none=True, validate=validate.Regexp(r"^[^:\s]+:\S+$"),
-        metadata=OPERATIONS("user:password protecting Flower. Never logged.", secret=True),
+        metadata=OPERATIONS("user:password protecting Flower (its pages and API answer anyone who reaches the "
+                            "port without it). Never logged.", secret=True),
     )
     health_cache_seconds = fields.Float(
         load_default=15.0, validate=validate.Range(0, 3600),
@@ -1098,6 +1202,15 @@ ALIASES = {
 }
 
 
+def unknown_setting(name: str, names: set[str] | None = None) -> str:
+    """``unknown setting; did you mean rate_limit?``: the closest names, not all ~150 of them."""
+    known = set(ConfigSchema().fields) if names is None else names
+    close = difflib.get_close_matches(name.lower(), sorted(known), n=3, cutoff=0.6)
+    if close:
+        return f"unknown setting; did you mean {' or '.join(close)}?"
+    return "unknown setting (every setting is listed in docs/configuration.md)"
+
+
 def _from_env(environ: Mapping[str, str]) -> dict[str, str]:
     names = set(ConfigSchema().fields)
     values: dict[str, str] = {}
@@ -1108,7 +1221,7 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, str]:
         if key.startswith(ENV_PREFIX) and key != "BINDERY_CONFIG":
             name = key[len(ENV_PREFIX):].lower()
             if name not in names:
-                raise ConfigError(f"{key}: unknown setting; known settings: {', '.join(sorted(names))}")
+                raise ConfigError(f"{key}: {unknown_setting(name, names)}")
             values[name] = value
     return values
 
@@ -1140,8 +1253,44 @@ def load_config(
             field = ConfigSchema().fields.get(name)
             help_text = f" ({field.metadata['help']})" if field is not None else ""
             text = "; ".join(messages) if isinstance(messages, list) else str(messages)
+            if field is None and name != "_schema":  # a misspelt key in the YAML file
+                text = unknown_setting(name)
             problems.append(f"{name}: {text}{help_text}")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems)) from exc
+
+
+
+def listens_beyond_loopback(config: Mapping[str, Any]) -> bool:
+    """Whether ``listen_address`` lets other machines in (0.0.0.0, ::, a LAN or public address, a name)."""
+    address = str(config["listen_address"]).strip("[]")
+    if address == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(address).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return True
+
+
+def exposure_warnings(config: Mapping[str, Any]) -> list[str]:
+    """What a service open beyond loopback lacks: the settings of docs/operating.md's list before going public.
+
+    Warnings, not errors: a Bindery behind a trusted gateway may mean it, and a private cluster
+    pod listens on 0.0.0.0 as a matter of course. Called once, where the web starts (gunicorn.conf.py).
+    """
+    if not listens_beyond_loopback(config):
+        return []
+    where = f"listen_address is {config['listen_address']}, beyond loopback"
+    warnings = []
+    if not config["rate_limit"]:
+        warnings.append(f"{where}, and rate_limit is 0: any client may start launches without limit "
+                        "(a public Bindery sets e.g. rate_limit: 30)")
+    if not config["quota_total"]:
+        warnings.append(f"{where}, and quota_total is 0: launched servers are unbounded and can exhaust the "
+                        "machine (set the number of servers it can hold, e.g. quota_total: 50)")
+    if not config["flower_basic_auth"]:
+        warnings.append(f"{where}, and flower_basic_auth is unset: Flower's pages and API (workers, queues, "
+                        "revoking tasks) answer anyone who reaches its port (set flower_basic_auth: user:password)")
+    return warnings
 
 
 def _shown_default(field: fields.Field) -> str:
@@ -1164,13 +1313,14 @@ def markdown_reference() -> str:
     out = [
         "# Configuration reference",
         "",
-        "<!-- Generated from the schema in app/config.py: `python -m app.cli config-reference > "
+        "<!-- Generated from the schema in app/config.py: `.venv/bin/python -m app.cli config-reference > "
         "docs/configuration.md`. tests/app/test_config.py fails when this file is stale; do not edit it. -->",
         "",
         "Settings come from a YAML file named by `BINDERY_CONFIG`, then from `BINDERY_<NAME>` environment "
         "variables (the environment wins). They are validated at start-up: a bad value, or an unknown "
-        "`BINDERY_` name, stops the start with a message naming the setting. `python -m app.cli config` "
-        "prints the effective configuration with secrets hidden.",
+        "`BINDERY_` name, stops the start with a message naming the setting (for a misspelt name, the "
+        "closest ones). `.venv/bin/python -m app.cli config` prints the effective configuration with secrets "
+        "hidden.",
         "",
         "In the environment, mappings and lists are written as JSON; lists of strings may also be "
         "comma-separated. The environment column says which form each such setting takes. Settings "

@@ -16,7 +16,7 @@ from app.errors import BinderyError
 
 log = logging.getLogger(__name__)
 
-API_PATHS = ("/build", "/api", "/health", "/versions", "/metrics")
+API_PATHS = ("/build", "/api", "/health", "/versions", "/metrics", "/hooks")
 
 
 def _bindery_error(exc: BinderyError) -> ResponseReturnValue:

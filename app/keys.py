@@ -132,7 +132,11 @@ ENVIRONMENT = Key("bindery:environment:{repo_digest}:{env_hash}", "hash", "tasks
 # --- front door and operations -------------------------------------------------------------------
 
 RATE_LIMIT = Key("bindery:ratelimit:{client}:{window}", "string (counter)", "app/rate_limit.py",
-                 "rate_limit_period + 1 s", "Launches of one client address in one window.")
+                 "rate_limit_period + 1 s", "Launches of one client address (or pushes of one repository, "
+                 "push-<sha256(repository URL)[:32]>, for webhook_rate_limit_period) in one window.")
+HOOK_DELIVERY = Key("bindery:hook:delivery:{source}:{delivery_digest}", "string", "app/hooks.py",
+                    "webhook_delivery_ttl",
+                    "A webhook delivery already acted on (SET NX): the same delivery again builds nothing.")
 STREAMS = Key("bindery:streams:{client}", "sorted set", "app/stream_limit.py", "one stream lease",
               "Open event streams of one client address (max_streams_per_ip), as leases.")
 BUILD_TOKEN_KEY = Key("bindery:build-token-key", "string", "app/build_tokens.py", "none",

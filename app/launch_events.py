@@ -28,6 +28,8 @@ PROVIDER_NAMES = {
     "figshare": "Figshare", "hydroshare": "Hydroshare", "dataverse": "Dataverse", "ckan": "CKAN",
     "swh": "SWHID", "image": "Image",
 }
+#: What may start a launch: a click (a link, /build), a push (a webhook), an API call (/api/prebuild).
+TRIGGERS = ("click", "push", "api")
 _file_lock = threading.Lock()
 
 
@@ -46,6 +48,10 @@ class LaunchEventSchema(Schema):
     pool = fields.String(validate=validate.OneOf(["hit", "miss"]),
                          metadata={"help": "present when the image has a warm pool: the launch got a pooled "
                                            "server (hit) or started one (miss)"})
+    trigger = fields.String(validate=validate.OneOf(TRIGGERS),
+                            metadata={"help": "what started the launch: click, or push/api for a build-only "
+                                              "launch that built (or found) the commit's image before anyone "
+                                              "clicked (docs/build-on-push.md)"})
     authenticated = fields.Boolean(metadata={"help": "present (true) when the launch was for a logged-in user "
                                                      "(auth_enabled); never who"})
 
@@ -67,6 +73,7 @@ def make_event(launch: dict[str, Any], status: str) -> dict[str, Any]:
         event["authenticated"] = True
     if launch.get("pool"):
         event["pool"] = launch["pool"]
+    event["trigger"] = launch.get("trigger") or "click"
     return _SCHEMA.load(event)
 
 
@@ -106,7 +113,8 @@ def count_launches(events: Iterable[dict[str, Any]], repo: str, days: float,
     for event in events:
         prefix = next((k for k, v in PROVIDER_NAMES.items() if v == event.get("provider")), "")
         name = f"{prefix}/{event.get('spec', '')}".lower()
-        if event.get("status") == "success" and (name == wanted or name.startswith(wanted + "/")) \
+        clicked = event.get("trigger", "click") == "click"  # a push's build launched nothing
+        if event.get("status") == "success" and clicked and (name == wanted or name.startswith(wanted + "/")) \
                 and datetime.datetime.fromisoformat(event["timestamp"]) >= since:
             total += 1
     return total

@@ -70,6 +70,7 @@ def secrets_of(config: dict[str, Any]) -> list[str]:
         elif field.metadata.get("secret") and isinstance(value, dict):  # e.g. git_credentials
             values.extend(str(entry["password"]) for entry in value.values()
                           if isinstance(entry, dict) and entry.get("password"))
+            values.extend(entry for entry in value.values() if isinstance(entry, str) and entry)  # prebuild_tokens
     return values
 
 

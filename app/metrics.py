@@ -42,6 +42,11 @@ class BinderHubMetrics:
                                          multiprocess_mode="livesum")
         self.pool_launches = Counter("bindery_warm_pool_launches", "Launches of pooled images: pool hit or miss",
                                      ["result"])
+        self.builds = Counter("bindery_builds", "Builds run, by what started them (click, push, api) and outcome",
+                              ["trigger", "status"])
+        self.hook_requests = Counter("bindery_prebuild_requests",
+                                     "Pushes and /api/prebuild calls, by trigger and answer (queued, ignored, refused)",
+                                     ["trigger", "result"])
         self.github_rate_limit = Gauge("binderhub_github_rate_limit_remaining",
                                        "Remaining GitHub API requests", multiprocess_mode="mostrecent")
 

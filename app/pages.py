@@ -15,6 +15,7 @@ from app import build_tokens, request_limits
 from app.auth import login_required
 from app.errors import BinderyError
 from app.health import VERSION
+from app.hooks import hooks_enabled
 from app.network_bans import check_client_allowed
 from app.rawpath import raw_spec
 
@@ -28,7 +29,10 @@ BADGE_MAX_AGE = 86400
 @bp.route("/")
 @login_required
 def index() -> ResponseReturnValue:
-    return render_template("index.html")
+    settings = current_app.config["BINDERY"]
+    push = {"hooks": hooks_enabled(settings), "api": bool(settings["prebuild_tokens"]),
+            "tags": settings["webhook_tags"]}  # the share box's "Build on push" part (static/js/push_hooks.js)
+    return render_template("index.html", push=push)
 
 
 def _error_page(error: BinderyError) -> ResponseReturnValue:

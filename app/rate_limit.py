@@ -55,13 +55,14 @@ def hit(client: redis.Redis, key: str, limit: int, period: int, now: float | Non
     return Window(limit=limit, period=period, count=int(count), reset=(window + 1) * period)
 
 
-def refusal(window: Window, now: float | None = None) -> RateLimited:
-    """The 429 for a client over its limit, saying when it may try again."""
+def refusal(window: Window, now: float | None = None, *, what: str = "new launches from your address",
+            whose: str = "one address") -> RateLimited:
+    """The 429 for a client (or a repository's pushes) over its limit, saying when it may try again."""
     wait = window.retry_after(now)
     when = time.strftime("%H:%M:%S UTC", time.gmtime(window.reset))
     return RateLimited(
-        f"Too many new launches from your address: this Bindery starts at most {window.limit} per "
-        f"{_duration(window.period)} for one address. Try again in {_duration(wait)} (at {when}).",
+        f"Too many {what}: this Bindery starts at most {window.limit} per "
+        f"{_duration(window.period)} for {whose}. Try again in {_duration(wait)} (at {when}).",
         retry_after=wait,
     )
 

@@ -10,7 +10,10 @@ event streams survive it), after a delay that starts at
 crashes ``runner_restart_limit`` times inside the window stops the whole
 service, with a message naming it and its last lines of output.  SIGINT
 (Ctrl-C), SIGTERM and SIGHUP stop everything in order, and nothing is restarted
-once stopping began.
+once stopping began; then the container engine's service goes too when `make run`
+started it for this run (``--engine-pid``, from scripts/engine.sh), never an engine
+that was already running.  ``bindery: serving on http://<listen_address>:<port>/``
+is printed once the web answers there, not when gunicorn is merely started.
 
 These are the semantics of systemd's ``Restart=always`` with ``StartLimitBurst``
 / ``StartLimitIntervalSec`` and of supervisor's ``startretries`` (every role is
@@ -37,6 +40,9 @@ cannot have been reused by anyone else.
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import http.client
 import os
 import shutil
 import signal
@@ -44,11 +50,14 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
+
+import psutil
 
 from app.config import load_config
 from app.errors import ConfigError
@@ -356,7 +365,92 @@ def children_for(config: dict[str, Any], env: dict[str, str]) -> list[Child]:
         child for role, child in found.items() if role not in ORDER]  # launch-worker-2...
 
 
-def main() -> int:
+def served_address(config: dict[str, Any]) -> tuple[str, str]:
+    """(the URL the start-up line names, the URL the runner probes): the address gunicorn really binds.
+
+    A wildcard bind (0.0.0.0, ::) is named as such and probed on loopback, which it includes.
+    """
+    host = str(config["listen_address"]).strip("[]")
+    probe = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+
+    def url(name: str) -> str:
+        return f"http://{f'[{name}]' if ':' in name else name}:{config['port']}/"
+
+    return url(host), url(probe)
+
+
+def wait_for_web(probe: str, stopping: Callable[[], bool], timeout: float | None = None) -> bool:
+    """Until the web answers an HTTP request on ``probe`` (any status): True, or False once stopping.
+
+    http.client, not urllib: an http_proxy in the environment must not answer for our own web.
+    """
+    parts = urllib.parse.urlsplit(probe)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while not stopping() and (deadline is None or time.monotonic() < deadline):
+        connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=2)
+        try:
+            connection.request("GET", "/versions")
+            connection.getresponse().read()
+            return True
+        except (OSError, http.client.HTTPException):
+            time.sleep(POLL_SECONDS)
+        finally:
+            connection.close()
+    return False
+
+
+class EngineService:
+    """The container engine's service that `make run` started for this run (scripts/engine.sh's pid).
+
+    Stopped with the rest on Ctrl-C, by that pid only, and only while it is still the process that
+    was running when the runner started (its start time is compared, so a reused pid is left alone).
+    An engine the runner did not start (Docker, a Podman service somebody else runs) is never touched.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        try:
+            self.started: float | None = psutil.Process(pid).create_time()
+        except psutil.Error:
+            self.started = None  # already gone: nothing to stop
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        if self.started is None:
+            return
+        try:
+            process = psutil.Process(self.pid)
+            if process.create_time() != self.started:
+                return
+            say(f"stopping the engine service this run started (pid {self.pid})")
+            process.terminate()
+            process.wait(timeout)
+        except psutil.TimeoutExpired:
+            say(f"the engine service (pid {self.pid}) did not stop within {timeout:g} s; killing it")
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+        except psutil.Error:
+            pass  # it stopped on its own meanwhile
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m app.runner", description="Bindery on one machine (make run).")
+    parser.add_argument("--engine-pid", type=int, default=None,
+                        help="pid of the engine service `make run` started (scripts/engine.sh): stopped with the rest")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    engine = EngineService(args.engine_pid) if args.engine_pid else None
+    try:
+        return serve()
+    finally:  # however the service ended, even before it started
+        if engine:
+            engine.stop()
+
+
+def serve() -> int:
+    """Start everything, supervise until stopped; the exit status of `make run`."""
     try:
         config = load_config()
     except ConfigError as err:
@@ -370,9 +464,16 @@ def main() -> int:
     shutil.rmtree(metrics_dir, ignore_errors=True)
     metrics_dir.mkdir(parents=True)
     env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir.resolve())
-    supervisor = Supervisor(children_for(config, env), started=lambda: say(
-        f"serving on http://127.0.0.1:{config['port']}/ (Flower on http://127.0.0.1:{config['flower_port']}/); "
-        "a process that stops is started again; Ctrl-C stops everything"))
+    shown, probe = served_address(config)
+
+    def announce() -> None:
+        """The start-up line, once the web answers: an operator who opens it then finds it serving."""
+        if wait_for_web(probe, lambda: supervisor.stopping):
+            say(f"serving on {shown} (Flower on http://127.0.0.1:{config['flower_port']}/); "
+                "a process that stops is started again; Ctrl-C stops everything")
+
+    supervisor = Supervisor(children_for(config, env), started=lambda: threading.Thread(
+        target=announce, name="announce", daemon=True).start())
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # (SIGHUP: its terminal closed)
         signal.signal(signum, supervisor.stop)
     try:
@@ -383,4 +484,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -12,7 +12,21 @@
 # Idempotent: when everything is in place it only pings the socket.
 #
 # Usage:  export "$(scripts/engine.sh)"
+#         scripts/engine.sh --started-pid-file FILE
+#   With --started-pid-file, FILE receives the pid of the podman service when this call started
+#   it (and is left absent otherwise), so the caller (`make run`) can stop exactly that process
+#   when it stops, and leave alone a service it found running.
 set -euo pipefail
+
+STARTED_PID_FILE=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --started-pid-file) [ $# -ge 2 ] || { echo "engine.sh: --started-pid-file needs a path" >&2; exit 2; }
+                            STARTED_PID_FILE="$2"; shift 2 ;;
+        *) echo "engine.sh: unknown argument: $1 (usage: engine.sh [--started-pid-file FILE])" >&2; exit 2 ;;
+    esac
+done
+[ -z "$STARTED_PID_FILE" ] || rm -f "$STARTED_PID_FILE"
 
 RUN_DIR=/run/bindery
 SOCK="$RUN_DIR/podman.sock"
@@ -188,6 +202,7 @@ start_service() {
     setsid nohup podman system service --time=0 "unix://$SOCK" \
         >>"$LOG_FILE" 2>&1 </dev/null &
     echo $! > "$PID_FILE"
+    [ -z "$STARTED_PID_FILE" ] || echo $! > "$STARTED_PID_FILE"
 }
 
 if ping_host "unix://$SOCK"; then

@@ -36,7 +36,8 @@ def open_record(launch: dict[str, Any], first_event: dict[str, Any] | None = Non
     if settings["launch_pickup_timeout"]:
         pipe.set(keys.LAUNCH_PAYLOAD(launch_id), json.dumps(launch), ex=ttl)
         pipe.zadd(keys.LAUNCHES_PENDING(), {launch_id: now})
-    if settings["abandon_timeout"]:
+    if settings["abandon_timeout"] and launch.get("trigger", "click") == "click":
+        # (a push's or an API call's build has no reader by design: it is never abandoned)
         pipe.zadd(keys.LAUNCHES_ACTIVE(), {launch_id: now})
         pipe.zremrangebyscore(keys.LAUNCHES_ACTIVE(), "-inf", now - ttl)  # bounded even if beat never runs
     if first_event is not None:

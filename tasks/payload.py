@@ -6,6 +6,8 @@ from typing import Any
 
 from marshmallow import EXCLUDE, Schema, fields, validate
 
+from app.launch_events import TRIGGERS
+
 
 class LaunchSchema(Schema):
     """What is known about one launch request; steps fill in the optional fields."""
@@ -36,6 +38,13 @@ class LaunchSchema(Schema):
                                            "None: an anonymous launch"})
     log_path = fields.String(load_default=None, allow_none=True,
                              metadata={"help": "where this image's build log is served"})
+    trigger = fields.String(load_default="click", validate=validate.OneOf(TRIGGERS),
+                            metadata={"help": "what asked for the launch: a click (a link, /build), a push "
+                                              "(a webhook) or an api call (/api/prebuild); metrics and launch "
+                                              "events count builds by it"})
+    pool_specs = fields.List(fields.String(), load_default=list,
+                             metadata={"help": "the links (provider/spec) a pushed commit is now the image of: "
+                                               "their warm pools follow it when the build is done"})
 
 
 #: One schema for the process: making a marshmallow Schema deep-copies its fields, which cost more

@@ -287,6 +287,7 @@ SLOWEST_FIRST: list[str] = [  # the suite's own summary at the end lists the slo
     "outages-hub", "tests/system/test_last_good.py", "tests/test_dockerfile.py", "outages-engine",
     "tests/charts/test_bindery_chart.py", "tests/system/test_launch_worker_crash.py", "tests/system/test_abandon.py",
     "tests/tasks/backends/test_thin_build_pod.py", "tests/system/test_warm_pool.py",
+    "tests/system/test_build_on_push.py",
     "build_api-quota", "tests/system/test_outages.py", "metrics-worker",
     "tests/system/test_build_logs.py",
     "tests/system/test_front_door.py", "build_api-registry-down",

@@ -1,5 +1,6 @@
 // The landing page: pick a provider (from /api/repoproviders), paste a URL, get a link and badges.
 import { FALLBACK_PROVIDERS, badges, buildSpec, detect, launchPath, shareUrl } from "./links.js";
+import { pushSettings } from "./push_hooks.js";
 
 const $ = (id) => document.getElementById(id);
 const form = $("launch-form");
@@ -46,6 +47,22 @@ function update() {
   $("badge-rst").textContent = snippets.rst || "—";
   for (const id of ["copy-url", "copy-markdown", "copy-rst"]) $(id).disabled = !ready;
   form.dataset.spec = spec;
+  showPush(provider.id, spec);
+}
+
+function showPush(providerId, spec) {
+  const box = $("push-box");
+  if (!box) return; // build on push is off on this Bindery
+  const enabled = { hooks: Boolean(box.dataset.hooks), api: Boolean(box.dataset.api), tags: Boolean(box.dataset.tags) };
+  const found = pushSettings(baseUrl, providerId, spec, enabled);
+  $("push-label").textContent = found ? found.label : "Webhook URL";
+  $("push-url").textContent = found ? found.url : spec ? "Not offered for this kind of repository." : "—";
+  $("copy-push").disabled = !found;
+  $("push-steps").replaceChildren(...(found ? found.steps : []).map((step) => {
+    const item = document.createElement("li");
+    item.textContent = step;
+    return item;
+  }));
 }
 
 function applyDetected() {
@@ -109,6 +126,7 @@ fields.pathType.addEventListener("change", () => { describePath(); update(); });
 $("copy-url").addEventListener("click", () => copy($("share-url").textContent, "link"));
 $("copy-markdown").addEventListener("click", () => copy($("badge-markdown").textContent, "Markdown badge"));
 $("copy-rst").addEventListener("click", () => copy($("badge-rst").textContent, "reStructuredText badge"));
+if ($("copy-push")) $("copy-push").addEventListener("click", () => copy($("push-url").textContent, "build-on-push URL"));
 form.addEventListener("submit", (event) => {
   event.preventDefault();
   applyDetected();

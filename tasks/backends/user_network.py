@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -39,6 +40,8 @@ from typing import Any
 
 import docker
 import requests
+
+from app.redis_server import stop_process
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,11 @@ DOCKER_SERVER_NETWORK = "bindery-users"
 SLIRP_DNS = "10.0.2.3"
 #: Seconds a build engine or slirp4netns gets to come up.
 START_TIMEOUT = 30.0
+#: Build namespaces: ``<BUILD_NAMESPACE>-<creation time>-<hex>`` in NETNS_DIR (``ip netns``'s).
+BUILD_NAMESPACE = "bindery-build"
+NETNS_DIR = "/run/netns"
+#: Seconds past build_timeout after which a build namespace is a dead worker's leftover.
+STALE_AFTER = 300
 
 _engine_kinds: dict[str, str] = {}
 
@@ -141,8 +149,13 @@ def run_server(client: Any, config: dict[str, Any], port: int, image: str, comma
     kind = engine_kind(client)
     if network == ISOLATED:
         network = PODMAN_SERVER_NETWORK if kind == "podman" else _docker_network(client)
-    container = client.containers.create(image, command, detach=True, network_mode=network,
-                                         ports={f"{INSIDE_PORT}/tcp": (config["launch_host"], port)}, **create)
+    options = {"detach": True, "network_mode": network,
+               "ports": {f"{INSIDE_PORT}/tcp": (config["launch_host"], port)}, **create}
+    try:
+        container = client.containers.create(image, command, **options)
+    except docker.errors.ImageNotFound:  # in the registry only: pulled first, as `docker run` does
+        client.images.pull(image)
+        container = client.containers.create(image, command, **options)
     try:
         if kind == "podman" and config["user_egress_refused"]:
             # Podman makes the namespace at init, before the image's entrypoint (a repository's
@@ -187,15 +200,34 @@ def build_engine(config: dict[str, Any], engine_url: str, client: Any) -> Iterat
                                 f"the build (missing: {', '.join(missing)}). Run the build worker as root with "
                                 "iproute2, iptables, slirp4netns and podman, or set build_network: host to accept "
                                 "that builds reach this machine's services.")
+    remove_stale_namespaces(config["build_timeout"] + STALE_AFTER)
     with _namespace(config) as path, _podman_service(path) as url:
         yield url
+
+
+def remove_stale_namespaces(older_than: float, now: float | None = None) -> list[str]:
+    """Remove build namespaces left by a worker that died mid-build (by SIGKILL: no ``finally`` ran).
+
+    A namespace's name carries its creation time; none outlives its build, which ends within
+    ``build_timeout``.  Their slirp4netns and engine died with the worker (``_dies_with_parent``).
+    """
+    now = time.time() if now is None else now
+    removed = []
+    for name in os.listdir(NETNS_DIR) if os.path.isdir(NETNS_DIR) else []:
+        match = re.fullmatch(rf"{BUILD_NAMESPACE}-(\d+)-[0-9a-f]+", name)
+        if match and now - int(match.group(1)) > older_than:
+            if subprocess.run(["ip", "netns", "delete", name], capture_output=True, timeout=30).returncode == 0:
+                removed.append(name)
+    if removed:
+        log.info("removed %d build namespaces left by dead workers", len(removed))
+    return removed
 
 
 @contextlib.contextmanager
 def _namespace(config: dict[str, Any]) -> Iterator[str]:
     """A sealed network namespace with slirp4netns in front of it; removed afterwards."""
-    name = f"bindery-build-{secrets.token_hex(6)}"
-    path = f"/run/netns/{name}"
+    name = f"{BUILD_NAMESPACE}-{int(time.time())}-{secrets.token_hex(4)}"
+    path = f"{NETNS_DIR}/{name}"
     _run(["ip", "netns", "add", name])
     slirp = None
     try:
@@ -265,14 +297,8 @@ def _dies_with_parent() -> list[str]:
     return [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
 
 
-def _stop(process: subprocess.Popen[bytes], timeout: float = 10) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    stop_process(process)
     if process.stderr:
         process.stderr.close()
 

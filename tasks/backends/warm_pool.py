@@ -82,7 +82,8 @@ def top_specs(config: dict[str, Any], redis: Any, now: float | None = None) -> l
             event = json.loads(fields["event"])
         except (KeyError, ValueError):
             continue
-        if event.get("status") != "success" or event.get("provider") not in _PROVIDER_PREFIX:
+        if event.get("status") != "success" or event.get("provider") not in _PROVIDER_PREFIX \
+                or event.get("trigger", "click") != "click":  # (a push's build is nobody's launch)
             continue
         name = f"{_PROVIDER_PREFIX[event['provider']]}/{event.get('spec', '')}"
         counts[name] = counts.get(name, 0) + 1
@@ -110,14 +111,31 @@ def wanted(config: dict[str, Any], redis: Any) -> dict[str, tuple[int, dict[str,
     return result
 
 
-def note_launch(config: dict[str, Any], redis: Any, launch: dict[str, Any]) -> None:
-    """A launch of a pooled spec makes its image the spec's pool (a new image retires the old one)."""
-    name = spec_key(launch)
+def note_launch(config: dict[str, Any], redis: Any, launch: dict[str, Any], name: str | None = None) -> bool:
+    """A launch of a pooled spec (or ``name``) makes its image the spec's pool (a new image retires the old one)."""
+    name = name or spec_key(launch)
     if not (name in config["warm_pool"] or config["warm_pool_top"]):
-        return
+        return False
     redis.hset(keys.POOL_TARGETS(), name, json.dumps({
         "image": launch["image"], "repo_url": launch["repo_url"], "resolved_ref": launch["resolved_ref"],
         "at": time.time()}))
+    return True
+
+
+def note_build(config: dict[str, Any], redis: Any, launch: dict[str, Any]) -> bool:
+    """A push built (or found) a commit's image: the links it names (``pool_specs``) now run that image.
+
+    Their pools move to it and a refill is queued at once, so the first click after the push
+    is a pool hit instead of waiting for a click to name the new image (the beat task retires
+    the old image's idle servers).  True when a refill was queued.
+    """
+    if not enabled(config):
+        return False
+    noted = [name for name in launch.get("pool_specs") or () if note_launch(config, redis, launch, name)]
+    if noted and launch["image"] in wanted(config, redis):
+        _refill_soon(launch["image"])
+        return True
+    return False
 
 
 # --- the pool's servers ----------------------------------------------------------------------------

@@ -90,4 +90,5 @@ def _run_build(launch: dict[str, Any], lock: BuildLock) -> None:
         figures.inprogress_builds.dec()
         figures.build_time.labels(status=status).observe(time.monotonic() - started)
         figures.build_count.labels(status=status, provider=launch["provider"], repo=launch["repo_url"]).inc()
+        figures.builds.labels(trigger=launch.get("trigger") or "click", status=status).inc()
         log.finish("built" if status == "success" else "failed")

@@ -14,6 +14,7 @@ from app.extensions import events, redis_client
 from app.metrics import metrics
 from providers import get_provider
 from tasks import backends, timings
+from tasks.backends import warm_pool
 from tasks.launch_record import CANCELLED, end_with, ended
 from tasks.outcomes import record_launch, stop_servers
 
@@ -37,11 +38,13 @@ def ready_event(launch: dict[str, Any], url: str, token: str) -> dict[str, Any]:
 @shared_task(name="bindery.launch")
 def launch(launch: dict[str, Any]) -> None:
     channel = launch["id"]
-    if launch["build_only"]:
-        end_with(channel, "ready", {"phase": "ready", "message": "Image built; not launching (build_only).\n",
-                                    "imageName": launch["image"]})
-        return
     config = current_app.config["BINDERY"]
+    if launch["build_only"]:
+        claimed = end_with(channel, "ready", {"phase": "ready", "message": "Image built; not launching (build_only).\n",
+                                              "imageName": launch["image"]})
+        if claimed is not None and launch.get("trigger", "click") != "click":
+            _prebuilt(config, launch)
+        return
     events.publish({"phase": "launching", "message": "Launching server...\n"}, channel=channel)
     figures = metrics()
     figures.inprogress_launches.inc()
@@ -63,6 +66,13 @@ def launch(launch: dict[str, Any]) -> None:
         return
     log.info("server ready at %s", url)
     record_launch(launch, "success")
+    launch_events.emit(config, launch_events.make_event(launch, "success"), redis_client.client)
+
+
+def _prebuilt(config: dict[str, Any], launch: dict[str, Any]) -> None:
+    """A push's (or an API call's) image is ready: warm pools of its links follow it, and it is counted."""
+    if warm_pool.note_build(config, redis_client.client, launch):
+        log.info("warm pool of %s: refill with %s queued", ", ".join(launch["pool_specs"]), launch["image"])
     launch_events.emit(config, launch_events.make_event(launch, "success"), redis_client.client)
 
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from marshmallow import fields, validate
 
-from app.config import SECTIONS, ConfigSchema, JsonValue, load_config, markdown_reference
+from app.config import SECTIONS, ConfigSchema, JsonValue, exposure_warnings, load_config, markdown_reference
 from app.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -140,6 +140,8 @@ VALUES: dict[str, Any] = {
     "spec_config": {"gh": [{"pattern": "^org/.*", "config": {"quota": 3}}]},
     "allowed_private_networks": ["10.0.0.0/8", "::1/128"],
     "user_egress_refused": ["10.0.0.0/8", "fd00::/8"],
+    "webhook_repositories": {"https://github.com/org/repo": "a-secret-of-16-or-more"},
+    "prebuild_tokens": {"ci-of-my-org": "t" * 32},
     "git_credentials": {"https://git.example.org/team/": {"username": "bot", "password": "TOKEN"}},
     "registry_url": "http://127.0.0.1:5000",
     "launch_ports": (9100, 9199),
@@ -234,3 +236,61 @@ def test_launch_start_concurrency_is_auto_or_a_count(value: Any, loaded: Any) ->
 def test_launch_start_concurrency_refuses_anything_else(value: Any) -> None:
     with pytest.raises(ConfigError, match="launch_start_concurrency"):
         load_config({"launch_start_concurrency": value}, environ={})
+
+
+@pytest.mark.parametrize(("source", "name", "suggested"), [
+    ("env", "RATE_LIMT", "rate_limit"),
+    ("env", "FLOWER_AUTH", "flower_basic_auth"),
+    ("yaml", "max_stream_per_ip", "max_streams_per_ip"),
+])
+def test_a_misspelt_setting_gets_the_closest_names_not_all_of_them(
+        source: str, name: str, suggested: str, tmp_path: Path) -> None:
+    if source == "env":
+        environ = {f"BINDERY_{name}": "3"}
+    else:
+        (tmp_path / "c.yaml").write_text(f"{name}: 3\n")
+        environ = {"BINDERY_CONFIG": str(tmp_path / "c.yaml")}
+    with pytest.raises(ConfigError) as info:
+        load_config(environ=environ)
+    message = str(info.value)
+    assert f"did you mean {suggested}" in message
+    assert "launch_ports" not in message and len(message) < 300, "only the close names, not the ~150 known"
+
+
+def test_a_setting_like_no_other_points_at_the_reference() -> None:
+    with pytest.raises(ConfigError, match=r"BINDERY_ZQXJ: unknown setting \(every setting is listed in "
+                                          r"docs/configuration.md\)"):
+        load_config(environ={"BINDERY_ZQXJ": "1"})
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "::1", "[::1]", "localhost", "127.0.0.2"])
+def test_no_exposure_warning_on_loopback(address: str) -> None:
+    assert exposure_warnings(load_config({"listen_address": address}, environ={})) == []
+
+
+@pytest.mark.parametrize("address", ["0.0.0.0", "::", "192.0.2.10", "binder.example.org"])
+def test_listening_beyond_loopback_warns_about_each_missing_limit(address: str) -> None:
+    warnings = exposure_warnings(load_config({"listen_address": address}, environ={}))
+    assert [w.split(", and ")[1].split(" ")[0] for w in warnings] == ["rate_limit", "quota_total", "flower_basic_auth"]
+    assert all(f"listen_address is {address}" in w for w in warnings)
+    safe = load_config({"listen_address": address, "rate_limit": 30, "quota_total": 50,
+                        "flower_basic_auth": "operator:flower-secret-1"}, environ={})
+    assert exposure_warnings(safe) == []
+
+
+def test_the_web_prints_the_warnings_once_at_start_without_secrets() -> None:
+    """gunicorn.conf.py is what every web start loads (make run, systemd, the chart's pods)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BINDERY_") and k != "REDIS_URL"}
+    loaded = subprocess.run([sys.executable, "-c", "import runpy; runpy.run_path('gunicorn.conf.py')"],
+                            cwd=ROOT, env={**env, "BINDERY_LISTEN_ADDRESS": "0.0.0.0", "BINDERY_RATE_LIMIT": "30"},
+                            capture_output=True, text=True, timeout=60)
+    assert loaded.returncode == 0, loaded.stderr
+    lines = [line for line in loaded.stderr.splitlines() if line.startswith("bindery: WARNING:")]
+    assert len(lines) == 2 and "quota_total is 0" in lines[0] and "flower_basic_auth is unset" in lines[1]
+    quiet = subprocess.run([sys.executable, "-c", "import runpy; runpy.run_path('gunicorn.conf.py')"],
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert quiet.returncode == 0 and "WARNING" not in quiet.stderr, "loopback: nothing to warn about"

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import psutil
@@ -17,7 +18,17 @@ import requests
 
 from app.config import load_config
 from app.redis_server import free_port
-from app.runner import Child, Crashes, RestartPolicy, Supervisor, commands, describe_exit
+from app.runner import (
+    Child,
+    Crashes,
+    EngineService,
+    RestartPolicy,
+    Supervisor,
+    commands,
+    describe_exit,
+    served_address,
+    wait_for_web,
+)
 from tests.stack import ROOT
 
 # --- the restart policy ----------------------------------------------------------------------------
@@ -232,3 +243,103 @@ def test_launch_workers_split_launch_concurrency_and_default_to_one_per_core() -
 def test_flower_keeps_task_events_off_unless_they_are_on(task_events: bool) -> None:
     flower = commands(load_config({"task_events": task_events}, environ={}), python="python")["flower"]
     assert ("--enable_events=False" in flower) is not task_events
+
+
+# --- the start-up line and the engine service ------------------------------------------------------
+
+@pytest.mark.parametrize(("listen", "shown", "probed"), [
+    ("127.0.0.1", "http://127.0.0.1:8600/", "http://127.0.0.1:8600/"),
+    ("0.0.0.0", "http://0.0.0.0:8600/", "http://127.0.0.1:8600/"),
+    ("::", "http://[::]:8600/", "http://[::1]:8600/"),
+    ("192.0.2.10", "http://192.0.2.10:8600/", "http://192.0.2.10:8600/"),
+])
+def test_the_start_up_line_names_the_address_gunicorn_binds(listen: str, shown: str, probed: str) -> None:
+    assert served_address(load_config({"listen_address": listen, "port": 8600}, environ={})) == (shown, probed)
+
+
+def test_waiting_for_the_web_ends_when_it_answers_or_when_stopping() -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    assert wait_for_web(url, lambda: False, timeout=0.5) is False, "nothing listens yet"
+    assert wait_for_web(url, lambda: True) is False, "stopping: no line"
+
+    class Answer(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(503)  # any answer: the web is up, even while a dependency is not
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", port), Answer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        assert wait_for_web(url, lambda: False, timeout=10) is True
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+class Detached:
+    """A process started as engine.sh starts the engine service: in the background, not our child."""
+
+    def __init__(self) -> None:
+        out = subprocess.run(["sh", "-c", "sleep 120 >/dev/null 2>&1 & echo $!"], capture_output=True, text=True,
+                             check=True, timeout=10).stdout
+        self.pid = int(out.strip())
+        self.process = psutil.Process(self.pid)
+        self.started = self.process.create_time()
+
+    def gone(self, timeout: float = 10) -> bool:
+        try:
+            self.process.wait(timeout)
+        except psutil.TimeoutExpired:
+            return False
+        return True
+
+    def kill(self) -> None:
+        """Ours to stop, by id, and only while the pid is still this process."""
+        try:
+            if self.process.create_time() == self.started:
+                self.process.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
+def test_the_engine_service_make_run_started_is_stopped_by_its_pid() -> None:
+    service = Detached()
+    try:
+        EngineService(service.pid).stop(timeout=10)
+        assert service.gone(), "SIGTERM stops it"
+    finally:
+        service.kill()
+
+
+def test_a_reused_pid_is_left_alone() -> None:
+    service = Detached()
+    try:
+        engine = EngineService(service.pid)
+        engine.started = (engine.started or 0) - 100  # as if the pid now named a later process
+        engine.stop(timeout=1)
+        assert not service.gone(0.5), "another process with the same pid must not be stopped"
+        EngineService(2**22 + 1).stop()  # above pid_max's ceiling: no such process, nothing to do
+    finally:
+        service.kill()
+
+
+def test_the_runner_stops_the_engine_service_even_when_its_config_is_refused(tmp_path: Path) -> None:
+    """The cheapest whole path: `make run`'s command line, a bad setting, and the engine stopped anyway."""
+    service = Detached()
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BINDERY_") and k != "REDIS_URL"}
+        env.update({"BINDERY_RATE_LIMT": "30", "BINDERY_DATA_DIR": str(tmp_path)})
+        runner = subprocess.run([sys.executable, "-m", "app.runner", "--engine-pid", str(service.pid)],
+                                cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+        assert runner.returncode == 2
+        assert "BINDERY_RATE_LIMT: unknown setting; did you mean rate_limit" in runner.stderr
+        assert f"stopping the engine service this run started (pid {service.pid})" in runner.stderr
+        assert service.gone()
+    finally:
+        service.kill()

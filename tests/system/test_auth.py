@@ -48,8 +48,10 @@ def chart_hub_config(bindery_url: str) -> str:
     """The chart's jupyterhub_config.d file for a Bindery at ``bindery_url`` (service "bindery")."""
     from tests.charts.test_bindery_chart import find, render
 
+    # the chart refuses to render without the hub's public address; its hub-side file does not use it
     docs = render({"auth": {"enabled": True, "serviceName": "bindery",
-                            "redirectUrl": f"{bindery_url}/oauth_callback"}})
+                            "redirectUrl": f"{bindery_url}/oauth_callback"},
+                   "config": {"BinderHub": {"hub_url": "https://hub.example.org/"}}})
     return str(find(docs, "ConfigMap", "bindery-hub-auth")["data"]["bindery-auth.py"])
 
 

@@ -242,7 +242,7 @@ def test_quota_per_repository_is_a_failed_event(make_stack: StackFactory, git_se
         repo_url, _ = git_server.make_repo(quick_dockerfile())
         first = collect(build_url(small, repo_url, "main"), timeout=300)
         launched_containers.append(launch_id_of(first))
-        assert first[-1][1]["phase"] == "ready"
+        assert first[-1][1]["phase"] == "ready", first[-4:]
         second = collect(build_url(small, repo_url, "main"), timeout=120)
         launched_containers.append(launch_id_of(second))
     finally:

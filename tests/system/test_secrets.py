@@ -60,6 +60,9 @@ SECRET = {
     "git_credentials": f"SECRET-git-credential-{MARK}",
     "hub_oauth_client_secret": f"SECRET-hub-oauth-client-{MARK}",
     "session_secret": f"SECRET-session-cookie-key-{MARK}-{MARK}",
+    "webhook_secret": f"SECRET-webhook-{MARK}",
+    "webhook_repositories": f"SECRET-webhook-repo-{MARK}",
+    "prebuild_tokens": f"SECRET-prebuild-token-{MARK}-{MARK}",
 }
 CLIENT_ID = "bindery-client-id"
 #: Secrets made by the service itself (the embedded Redis's password), added once the Stack runs.
@@ -81,6 +84,9 @@ def secret_settings(directory: Path) -> dict[str, Any]:
         "hub_oauth_client_secret": SECRET["hub_oauth_client_secret"], "session_secret": SECRET["session_secret"],
         "git_ssh_key": str(key), "git_ssh_known_hosts": str(known),
         "git_credentials": {"https://git.example.org/": {"username": "bot", "password": SECRET["git_credentials"]}},
+        "webhook_secret": SECRET["webhook_secret"],
+        "webhook_repositories": {"https://git.example.org/org/repo": SECRET["webhook_repositories"]},
+        "prebuild_tokens": {"ci": SECRET["prebuild_tokens"]},
     }
 
 

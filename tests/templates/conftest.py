@@ -30,7 +30,8 @@ def live_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The Flask app from its factory, served by a threaded WSGI server on 127.0.0.1."""
     redis = EmbeddedRedis(tmp_path_factory.mktemp("pages-redis")).start()
     app = create_app({"redis_url": redis.url, "launcher": "bench",
-                      "about_message": "Maintenance on Sunday.\nBe kind."})
+                      "about_message": "Maintenance on Sunday.\nBe kind.",
+                      "webhook_secret": "page-test-webhook-secret", "prebuild_tokens": {"ci": "p" * 32}})
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

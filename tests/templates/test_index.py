@@ -103,6 +103,29 @@ def test_share_link_and_badges_follow_the_fields_and_copy(page: Any, live_app: s
     screenshot(page, "landing")
 
 
+def test_the_share_box_says_how_to_build_on_push(page: Any, live_app: str) -> None:
+    """The webhook URL for GitHub and GitLab repositories and what to paste in their settings; the API otherwise."""
+    open_landing(page, live_app)
+    assert page.is_disabled("#copy-push") and page.text_content("#push-url") == "—"
+    page.select_option("#provider", "gh")
+    page.fill("#repo", "org/project")
+    assert page.text_content("#push-url") == f"{live_app}/hooks/github"
+    steps = page.locator("#push-steps li").all_text_contents()
+    assert f"Payload URL: {live_app}/hooks/github" in steps and "Content type: application/json" in steps
+    assert any(step.startswith("Secret: ") for step in steps) and "Which events: Just the push event." in steps
+    page.select_option("#provider", "gl")
+    page.fill("#repo", "group/project")
+    assert page.text_content("#push-url") == f"{live_app}/hooks/gitlab"
+    assert f"URL: {live_app}/hooks/gitlab" in page.locator("#push-steps li").all_text_contents()
+    page.select_option("#provider", "git")
+    page.fill("#repo", "https://example.org/r.git")
+    url = f"{live_app}/api/prebuild/git/https%3A%2F%2Fexample.org%2Fr.git/HEAD"
+    assert page.text_content("#push-url") == url, "no webhook from an unknown host: the API, with a token"
+    assert any(url in step and "Authorization: Bearer" in step
+               for step in page.locator("#push-steps li").all_text_contents())
+    assert page.is_enabled("#copy-push")
+
+
 def test_launch_button_opens_the_loading_page(page: Any, live_app: str) -> None:
     open_landing(page, live_app)
     page.click("#launch")

@@ -66,7 +66,7 @@ The registry, as Zero to BinderHub describes it, resolved once:
 
 {{/* Settings whose values are secrets: they go to the Secret (as BINDERY_* variables), never the ConfigMap. */}}
 {{- /* Every setting app/config.py marks secret (tests/charts checks the two lists agree). */ -}}
-{{- define "bindery.secretNames" -}}github_token github_client_secret gitlab_token registry_password hub_api_token flower_basic_auth git_credentials git_ssh_key build_token_secret hub_oauth_client_secret session_secret{{- end -}}
+{{- define "bindery.secretNames" -}}github_token github_client_secret gitlab_token registry_password hub_api_token flower_basic_auth git_credentials git_ssh_key build_token_secret hub_oauth_client_secret session_secret webhook_secret webhook_repositories prebuild_tokens{{- end -}}
 
 {{/*
 Bindery's settings: every lower-case key of .Values.config, then what the chart and the
@@ -101,9 +101,7 @@ Zero to BinderHub layout say. Explicit lower-case settings win over translated o
 {{- with $v.builder.limits }}{{- $_ := set $s "build_pod_limits" . -}}{{- end -}}
 {{- if $v.builder.stickyBuilds }}{{- $_ := set $s "build_pod_sticky" true -}}{{- end -}}
 {{- with $v.builder.nodes }}{{- $_ := set $s "build_pod_nodes" . -}}{{- end -}}
-{{- if $v.redis.enabled -}}
-{{- $_ := set $s "redis_url" (printf "redis://%s-redis:6379/0" (include "bindery.fullname" .)) -}}
-{{- end -}}
+{{- /* redis_url carries the password: REDIS_URL in the Secret (bindery.secretEnv), never here */ -}}
 {{- if $reg.enabled -}}
 {{- $_ := set $s "registry_url" $reg.url -}}
 {{- if $reg.username -}}
@@ -113,10 +111,13 @@ Zero to BinderHub layout say. Explicit lower-case settings win over translated o
 {{- end -}}
 {{- end -}}
 {{- with $reg.prefix }}{{- $_ := set $s "image_prefix" . -}}{{- end -}}
-{{- $hubUrl := get $bh "hub_url" | default (ternary "http://proxy-public/" "" ($v.jupyterhub.enabled | default false)) -}}
+{{- /* The hub has two addresses: hub_url, where browsers are sent (ready events, logins), and
+hub_api_url, where Bindery calls its API; with the bundled hub the API is reached in-cluster. */ -}}
+{{- $hubUrl := include "bindery.hubUrl" . -}}
 {{- if $hubUrl -}}
-{{- $_ := set $s "hub_url" (printf "%s/" (trimSuffix "/" $hubUrl)) -}}
+{{- $_ := set $s "hub_url" $hubUrl -}}
 {{- $_ := set $s "launcher" "jupyterhub" -}}
+{{- if $v.jupyterhub.enabled }}{{- $_ := set $s "hub_api_url" "http://proxy-public/hub/api" -}}{{- end -}}
 {{- end -}}
 {{- $hubToken := dig "hub" "services" "binder" "apiToken" "" ($v.jupyterhub | default dict) -}}
 {{- with $hubToken }}{{- $_ := set $s "hub_api_token" . -}}{{- end -}}
@@ -138,6 +139,20 @@ Zero to BinderHub layout say. Explicit lower-case settings win over translated o
 {{- if regexMatch "^[a-z][a-z0-9_]*$" $key }}{{- $_ := set $s $key $value -}}{{- end -}}
 {{- end -}}
 {{- toJson $s -}}
+{{- end -}}
+
+{{/* The hub's public address, the one browsers open: config.BinderHub.hub_url (or config.hub_url), with
+one trailing slash. Launches through the hub (the bundled hub, launcher jupyterhub, auth.enabled) cannot
+do without it: the in-cluster name Bindery reaches the hub by means nothing to a browser. */}}
+{{- define "bindery.hubUrl" -}}
+{{- $v := .Values -}}
+{{- $cfg := $v.config | default dict -}}
+{{- $hubUrl := get (get $cfg "BinderHub" | default dict) "hub_url" | default (get $cfg "hub_url") | default "" -}}
+{{- $viaHub := or ($v.jupyterhub.enabled | default false) (eq (toString (get $cfg "launcher")) "jupyterhub") $v.auth.enabled -}}
+{{- if and $viaHub (not $hubUrl) -}}
+{{- fail "launches go through JupyterHub (jupyterhub.enabled, config.launcher: jupyterhub or auth.enabled), so browsers are sent to the hub: set config.BinderHub.hub_url to the hub's public address, e.g. https://hub.example.org/ (Bindery itself reaches the bundled hub in-cluster at http://proxy-public/hub/api; config.hub_api_url overrides that)" -}}
+{{- end -}}
+{{- with $hubUrl }}{{ printf "%s/" (trimSuffix "/" .) }}{{ end -}}
 {{- end -}}
 
 {{/* auth.enabled: where the hub sends users back after they log in (the service's oauth_redirect_uri). */}}
@@ -162,6 +177,17 @@ Secret already holds (kept on upgrade, so logins survive), else a new one. */}}
 {{- end -}}
 {{- end -}}
 
+{{/* The bundled Redis's password: redis.password, else the one this release's Secret already holds
+(kept on upgrade, so Redis and its clients stay in step), else a new one. */}}
+{{- define "bindery.redisPassword" -}}
+{{- if .Values.redis.password -}}{{ .Values.redis.password }}
+{{- else -}}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "bindery.fullname" .) | default dict -}}
+{{- $kept := dig "data" "REDIS_PASSWORD" "" $existing -}}
+{{- if $kept }}{{ $kept | b64dec }}{{ else }}{{ randAlphaNum 32 }}{{ end -}}
+{{- end -}}
+{{- end -}}
+
 {{/* The ConfigMap's settings: everything but secrets. */}}
 {{- define "bindery.settings" -}}
 {{- $s := include "bindery.allSettings" . | fromJson -}}
@@ -169,7 +195,8 @@ Secret already holds (kept on upgrade, so logins survive), else a new one. */}}
 {{- toYaml $s -}}
 {{- end -}}
 
-{{/* The Secret's variables: secret settings as BINDERY_<NAME>, and REDIS_URL when external. */}}
+{{/* The Secret's variables: secret settings as BINDERY_<NAME>; REDIS_URL with the password (the bundled
+Redis's, which redis-server and its readiness probe read from REDIS_PASSWORD; or redis.externalUrl). */}}
 {{- define "bindery.secretEnv" -}}
 {{- $s := include "bindery.allSettings" . | fromJson -}}
 {{- $env := dict -}}
@@ -177,7 +204,13 @@ Secret already holds (kept on upgrade, so logins survive), else a new one. */}}
 {{- $value := get $s $name -}}
 {{- if $value }}{{- $_ := set $env (printf "BINDERY_%s" (upper $name)) (ternary (toString $value) (toJson $value) (kindIs "string" $value)) -}}{{- end -}}
 {{- end -}}
-{{- if not .Values.redis.enabled }}{{- $_ := set $env "REDIS_URL" .Values.redis.externalUrl -}}{{- end -}}
+{{- if .Values.redis.enabled -}}
+{{- $password := include "bindery.redisPassword" . -}}
+{{- $_ := set $env "REDIS_PASSWORD" $password -}}
+{{- $_ := set $env "REDIS_URL" (printf "redis://:%s@%s-redis:6379/0" $password (include "bindery.fullname" .)) -}}
+{{- else -}}
+{{- $_ := set $env "REDIS_URL" .Values.redis.externalUrl -}}
+{{- end -}}
 {{- toJson $env -}}
 {{- end -}}
 

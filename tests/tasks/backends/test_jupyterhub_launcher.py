@@ -3,13 +3,16 @@
 Real: JupyterHub (PyPI) with configurable-http-proxy (npm), started here on
 127.0.0.1 free ports; DockerSpawner (with the mixin of
 contrib/jupyterhub/bindery_spawner.py) starting real single-user servers
-through the Podman socket from localhost/bindery-jupyter:bookworm; the
-launcher's HTTP to the hub and to the spawned server.  The hub process and the containers it made are removed by
+through the Podman socket from localhost/bindery-jupyter:bookworm, each in a
+network namespace of its own (slirp4netns without host loopback) that reaches the
+hub's API only, through contrib/jupyterhub/hub_api_relay.py; the launcher's HTTP to
+the hub and to the spawned server.  The hub process and the containers it made are removed by
 pid / exact container name afterwards.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -37,26 +40,25 @@ from tasks.backends.jupyterhub_launcher import SERVER_NAME, JupyterHubLauncher
 from tasks.lock import StartLine
 from tests.conftest import JUPYTER_IMAGE
 from tests.tasks.backends.test_docker_launcher import LAB_IMAGE
+from tests.tasks.backends.test_user_network import PROBE, Listener, _in_container, _slirp_of
 
-SPAWNER_DIR = Path(__file__).resolve().parents[3] / "contrib" / "jupyterhub"  # bindery_spawner.py
+SPAWNER_DIR = Path(__file__).resolve().parents[3] / "contrib" / "jupyterhub"  # bindery_spawner.py, hub_api_relay.py
 
 HUB_CONFIG = """
-import socket, sys
+import sys
 sys.path.insert(0, {spawner_dir!r})
+import hub_api_relay
 from bindery_spawner import BinderSpawnerMixin
 from dockerspawner import DockerSpawner
 
 
 class TestSpawner(BinderSpawnerMixin, DockerSpawner):
-    async def get_ip_and_port(self):
-        return ("127.0.0.1", self.port)
+    pass
 
 
-def pick_port(spawner):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        spawner.port = sock.getsockname()[1]
-
+# User servers get a network namespace of their own (no way to the host's loopback); the hub's
+# API, and only it, reaches them through a unix socket (contrib/jupyterhub/hub_api_relay.py).
+relay_dir = hub_api_relay.serve_hub_api("{tmp}/hub-api", "127.0.0.1", {hub_port})
 
 c.JupyterHub.bind_url = "http://127.0.0.1:{proxy_port}"
 c.JupyterHub.hub_bind_url = "http://127.0.0.1:{hub_port}"
@@ -69,14 +71,15 @@ c.JupyterHub.allow_named_servers = True
 c.JupyterHub.authenticator_class = "null"
 c.JupyterHub.cleanup_servers = True
 c.JupyterHub.spawner_class = TestSpawner
-c.Spawner.pre_spawn_hook = pick_port
 c.Spawner.start_timeout = 60
 c.Spawner.http_timeout = 60
 c.DockerSpawner.client_kwargs = {{"base_url": {docker_host!r}}}
 c.DockerSpawner.image = {image!r}
-c.DockerSpawner.cmd = ["jupyterhub-singleuser"]
-c.DockerSpawner.network_name = "host"
-c.DockerSpawner.use_internal_ip = True
+c.DockerSpawner.cmd = hub_api_relay.command(["jupyterhub-singleuser"])
+c.DockerSpawner.network_name = "slirp4netns:allow_host_loopback=false"
+c.DockerSpawner.use_internal_ip = False  # published on host_ip:<random>, read back with `port`
+c.DockerSpawner.host_ip = "127.0.0.1"
+c.DockerSpawner.volumes = {{relay_dir: {{"bind": hub_api_relay.MOUNT, "mode": "ro"}}}}
 c.DockerSpawner.remove = True
 c.DockerSpawner.pull_policy = "ifnotpresent"
 c.DockerSpawner.prefix = "bindery-test-hub"
@@ -87,6 +90,13 @@ c.JupyterHub.load_roles = [{{
     "scopes": ["admin:users", "admin:servers", "access:servers", "tokens"],
     "services": ["bindery"],
 }}]
+"""
+
+# The hub's API from inside a server, at the URL the hub gave it: "<status> <body>".
+HUB_API_PROBE = """
+import os, urllib.request
+with urllib.request.urlopen(os.environ["JUPYTERHUB_API_URL"].rstrip("/") + "/", timeout=10) as answer:
+    print(answer.status, answer.read().decode())
 """
 
 
@@ -105,8 +115,9 @@ class Hub:
         self.token = secrets.token_hex(32)
         self.run_id = secrets.token_hex(8)  # labels this hub's containers, so the test removes exactly those
         self.proxy_port = _free_port()
+        self.hub_port = _free_port()  # the hub's own API, on the host's 127.0.0.1
         self.tmp = tmp
-        config = HUB_CONFIG.format(spawner_dir=str(SPAWNER_DIR), proxy_port=self.proxy_port, hub_port=_free_port(),
+        config = HUB_CONFIG.format(spawner_dir=str(SPAWNER_DIR), proxy_port=self.proxy_port, hub_port=self.hub_port,
                                    proxy_api_port=_free_port(), chp=chp, tmp=tmp, docker_host=docker_host,
                                    image=JUPYTER_IMAGE, token=self.token, run_id=self.run_id) + extra
         (tmp / "jupyterhub_config.py").write_text(config)
@@ -257,6 +268,39 @@ def test_stop_deletes_the_launch_s_user_and_server_only(hub: Hub, hub_users: Non
     headers = {"Authorization": f"token {hub.token}"}
     users = requests.get(f"{hub.url}hub/api/users", headers=headers, timeout=10).json()
     assert [u["name"] for u in users if u["name"].startswith("binder-")] == []
+
+
+def test_a_spawned_server_reaches_the_hub_api_and_none_of_the_hosts_other_services(
+        hub: Hub, hub_users: None, engine: docker.DockerClient) -> None:
+    """The server has a namespace of its own: the hub's API through the relay, nothing else of the host.
+
+    The spawn itself needs the hub's API (jupyterhub-singleuser asks it at start), so a ready
+    server shows the relay works; from inside, a listener on the host's 127.0.0.1 (standing for
+    Redis) and the hub's public proxy port are refused, while the hub's API answers at
+    ``JUPYTERHUB_API_URL`` as the hub set it.  Nothing is sent to any address but 127.0.0.1.
+    """
+    redis = Listener()
+    try:
+        url, token = JupyterHubLauncher(_config(hub)).launch(_launch(JUPYTER_IMAGE), lambda event: None)
+        assert requests.get(f"{url}api", headers={"Authorization": f"token {token}"}, timeout=10).status_code == 200
+        (container,) = engine.containers.list(filters={"label": f"org.bindery.test-hub={hub.run_id}"})
+        targets = [("redis", redis.port), ("proxy", hub.proxy_port), ("hub api", hub.hub_port)]
+        said = _in_container(container.id, "python3", "-c", PROBE, json.dumps(targets))
+        assert "redis: REFUSED" in said and "proxy: REFUSED" in said, said
+        assert "hub api: CONNECTED" in said, said  # the relay, on the container's own loopback
+        said = _in_container(container.id, "python3", "-c", HUB_API_PROBE)
+        assert said.startswith("200 ") and '"version"' in said, said
+        assert redis.accepted == 0, "user code reached a host service"
+
+        attrs = engine.api.inspect_container(container.id)
+        # Podman reports the mode without its options: the namespace's slirp4netns shows them
+        assert attrs["HostConfig"]["NetworkMode"].startswith("slirp4netns"), attrs["HostConfig"]["NetworkMode"]
+        helper = _slirp_of(attrs["NetworkSettings"]["SandboxKey"])
+        assert "--disable-host-loopback" in helper, f"the namespace's slirp4netns keeps host loopback: {helper}"
+        bindings = [b for found in attrs["HostConfig"]["PortBindings"].values() for b in found]
+        assert bindings and all(b["HostIp"] == "127.0.0.1" for b in bindings), bindings
+    finally:
+        redis.close()
 
 
 def test_a_failing_spawn_is_retried_with_new_users_then_reported_with_the_hubs_reason(

@@ -15,6 +15,7 @@ import json
 import socket
 import subprocess
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -73,6 +74,60 @@ def test_host_networks_are_warned_about_and_isolated_is_the_default() -> None:
     said = " ".join(user_network.warnings(host))
     assert "launch_network is `host`" in said and "build_network is `host`" in said and "metadata" in said
     assert user_network.build_kwargs(host) == {"network_mode": "host"}
+
+
+def test_namespaces_a_dead_build_worker_left_are_removed_and_others_kept() -> None:
+    now = time.time()
+    old = f"{user_network.BUILD_NAMESPACE}-{int(now) - 4000}-{uuid.uuid4().hex[:8]}"
+    fresh = f"{user_network.BUILD_NAMESPACE}-{int(now)}-{uuid.uuid4().hex[:8]}"
+    for name in (old, fresh):
+        subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        removed = user_network.remove_stale_namespaces(3600, now)
+        left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+        assert old in removed and old not in left
+        assert fresh not in removed and fresh in left, "a namespace of a build still running stays"
+    finally:
+        for name in (old, fresh):
+            subprocess.run(["ip", "netns", "delete", name], capture_output=True)
+
+
+class _RecordingDocker:
+    """A Docker engine's client as far as run_server uses it: no Docker engine can run here, so
+    this records what Bindery asks of one (our own logic; Podman's path runs for real below)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+        self.api = self
+        self.base_url = "unix:///recording-docker.sock"
+        self.networks = self
+        self.containers = self
+
+    def version(self) -> dict[str, Any]:
+        return {"Components": [{"Name": "Engine", "Version": "27.0"}]}
+
+    def list(self, names: list[str]) -> list[Any]:
+        return []
+
+    def create(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls.append(("create", (args, kwargs)))
+        return self
+
+    def start(self) -> None:
+        self.calls.append(("start", None))
+
+
+def test_on_docker_servers_join_a_bridge_without_inter_container_traffic_published_on_loopback() -> None:
+    client = _RecordingDocker()
+    config = load_config(environ={})
+    user_network.run_server(client, config, 19999, "img", ["jupyter", "server"], name="bindery-x")
+    assert [name for name, _ in client.calls] == ["create", "create", "start"]
+    (args, network), (image_args, server) = client.calls[0][1], client.calls[1][1]
+    assert args == (user_network.DOCKER_SERVER_NETWORK,)
+    assert network["options"] == {"com.docker.network.bridge.enable_icc": "false"}
+    assert image_args == ("img", ["jupyter", "server"])
+    assert server["network_mode"] == user_network.DOCKER_SERVER_NETWORK
+    assert server["ports"] == {"8888/tcp": ("127.0.0.1", 19999)} and server["name"] == "bindery-x"
 
 
 # --- on the real engine -------------------------------------------------------------------------

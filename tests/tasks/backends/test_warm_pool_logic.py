@@ -62,6 +62,14 @@ def test_a_spec_is_pooled_once_launched_and_follows_its_latest_image(store: Any)
     assert "reg/other:1" not in warm_pool.wanted(config, store)  # not configured, no top-N: not noted
 
 
+def test_a_push_s_build_is_not_a_launch_for_the_top_specs(store: Any) -> None:
+    for _ in range(3):
+        store.xadd(REDIS_STREAM, {"event": json.dumps({"provider": "GitHub", "spec": "org/pushed/main",
+                                                       "status": "success", "trigger": "push"})})
+    _event(store, "GitHub", "org/clicked/main")
+    assert warm_pool.top_specs(_config(warm_pool_top=2), store) == ["gh/org/clicked/main"]
+
+
 def test_top_specs_are_pooled_and_forgotten_when_nobody_launches_them(store: Any) -> None:
     config = _config(warm_pool_top=1, warm_pool_top_size=2)
     launch = {"provider": "gh", "spec": "org/hot/main", "image": "reg/hot:1",
