@@ -93,6 +93,11 @@ TIMINGS_ALL = Key("bindery:timings:{kind}:all", "list", "tasks/timings.py", "non
 PORT = Key("bindery:port:{port}", "string", "tasks/backends/docker_launcher.py", "launch_max_age",
            "Which launch holds a port of the docker launcher's range.")
 
+PROXY_ROUTES = Key("bindery:proxy:routes", "hash", "tasks/backends/proxy_routes.py",
+                   "a field per running server, removed with the server",
+                   "configurable-http-proxy's /user/<id> routes (id -> target URL), so its table is rebuilt after "
+                   "CHP restarts.")
+
 POOL_IDLE = Key("bindery:pool:idle:{image_digest}", "set", "tasks/backends/warm_pool.py",
                 "until claimed (SPOP) or retired (warm_pool_max_age)",
                 "Started, unclaimed servers of one image (JSON: container, port, token, start time); SPOP hands "
