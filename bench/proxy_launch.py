@@ -1,7 +1,7 @@
 """What the proxy costs: cached launches and kernel round-trips through CHP and direct, same run.
 
 Two stacks on the Podman engine share one reference registry and one image (FROM
-localhost/bindery-jupyter:bookworm, built once): ``direct`` as before (servers on their own
+localhost/bindery-jupyterlab:bookworm, built once): ``direct`` as before (servers on their own
 port), ``proxied`` behind a configurable-http-proxy this script starts on 127.0.0.1 (servers
 under ``/user/<id>/``, the request and every server call through CHP).  Launches alternate
 between the two.  Per launch: request -> ``ready``, and -> the first 200 from ``<url>api``.
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import statistics
 import time
 import uuid
@@ -34,7 +35,6 @@ from _harness import (
     parser,
     percentile,
     port_busy,
-    quick_dockerfile,
     remove_containers,
     remove_image,
     say,
@@ -43,13 +43,20 @@ from real_launch import first_200, follow
 
 from tests.chp import Chp
 
+#: Has ipykernel (the bare Jupyter Server image has no kernel to run code in).
+LAB_IMAGE = "localhost/bindery-jupyterlab:bookworm"
+
 
 def kernel_round_trips(url: str, token: str, rounds: int) -> list[float]:
     """Seconds per execute_request -> execute_reply on a kernel's websocket at ``url``."""
     headers = {"Authorization": f"token {token}"}
-    kernel = requests.post(f"{url}api/kernels", json={"name": "python3"}, headers=headers, timeout=30).json()
+    started = requests.post(f"{url}api/kernels", json={"name": "python3"}, headers=headers, timeout=30)
+    if started.status_code != 201:
+        raise BenchError(f"no kernel at {url}: {started.status_code} {started.text[:200]}")
+    kernel = started.json()
     ws = websocket.create_connection(f"ws{url.removeprefix('http')}api/kernels/{kernel['id']}/channels",
-                                     header=headers, timeout=60)
+                                     header=headers, timeout=60,
+                                     sockopt=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),))  # (no Nagle wait)
     session = uuid.uuid4().hex
     times: list[float] = []
     try:
@@ -103,7 +110,7 @@ def main() -> int:
         engine = bench.engine()
         registry = bench.registry()
         git = bench.git_server()
-        repo_url, sha = git.make_repo(quick_dockerfile())
+        repo_url, sha = git.make_repo(f"FROM {LAB_IMAGE}\nRUN echo {uuid.uuid4().hex} > /home/jovyan/.build-id\n")
         common = {"registry_url": registry.url, "image_prefix": f"127.0.0.1:{REGISTRY_PORT}/bindery-bench-",
                   "docker_host": bench.docker_host, "launch_timeout": 120}
         direct = bench.stack("direct", {**common, "launch_ports": "19500-19549"})
