@@ -188,6 +188,7 @@ SKIPPED: dict[str, str] = {
     ".venv/bin/python bench/content_reuse.py [--rounds 5]": "a synopsis, and load",
     ".venv/bin/python bench/build_on_push.py [--rounds 3] [--pool]": "a synopsis, and load",
     ".venv/bin/python bench/isolation.py [--builds 2] [--launches 5]": "a synopsis, and load",
+    ".venv/bin/python bench/proxy_launch.py [--launches 10] [--rounds 100]": "a synopsis, and load",
 }
 
 
