@@ -27,6 +27,7 @@ venv: $(STAMP)
 # and the engine service too when scripts/engine.sh started it for this run (by its pid, which the
 # runner checks is still that process); an engine that was already running is left running.
 run: $(STAMP)
+	@scripts/proxy.sh
 	@set -e; started=$$(mktemp); engine=$$(scripts/engine.sh --started-pid-file "$$started"); \
 	  export "$$engine"; echo "bindery: engine $$engine"; pid=$$(cat "$$started" 2>/dev/null || true); rm -f "$$started"; \
 	  exec $(PY) -m app.runner $${pid:+--engine-pid "$$pid"}

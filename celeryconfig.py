@@ -8,7 +8,7 @@ imports = (
     "tasks.steps.resolve_ref", "tasks.steps.check_registry", "tasks.steps.attach", "tasks.steps.build",
     "tasks.steps.push", "tasks.steps.launch",
     "tasks.beat.cleanup", "tasks.beat.cleanup_build_pods", "tasks.beat.abandon", "tasks.beat.stranded",
-    "tasks.beat.warm_pool",
+    "tasks.beat.warm_pool", "tasks.beat.proxy_routes",
 )
 
 # Builds run on their own prefork queue so long builds never starve launches;
@@ -71,6 +71,9 @@ def from_settings(settings: dict[str, Any]) -> dict[str, Any]:
             # The docker launcher's warm pool (tasks/beat/warm_pool.py).
             **({"warm-pool": {"task": "bindery.warm_pool", "schedule": float(settings["warm_pool_interval"])}}
                if settings["launcher"] == "docker" and (settings["warm_pool"] or settings["warm_pool_top"]) else {}),
+            # configurable-http-proxy's routes, where servers sit behind one (tasks/beat/proxy_routes.py).
+            **({"reconcile-proxy-routes": {"task": "bindery.reconcile_proxy_routes", "schedule": 30.0}}
+               if settings["launcher"] == "docker" and settings["proxy_api_url"] else {}),
             **({"cleanup-build-pods": {"task": "bindery.cleanup_build_pods",
                                        "schedule": float(settings["cleanup_interval"])}}
                if settings["builder"] == "kubernetes" else {}),

@@ -1077,7 +1077,8 @@ class ConfigSchema(Schema):
     )
     port = fields.Integer(
         load_default=8585, validate=validate.Range(1, 65535),
-        metadata=OPERATIONS("Port of the web app, on listen_address. Also read from PORT."),
+        metadata=OPERATIONS("Port of the web app, on listen_address (under `make run` with proxy: CHP's, the web "
+                            "then on an internal port). Also read from PORT."),
     )
     web_workers = fields.Integer(
         load_default=1, validate=validate.Range(1, 64),
@@ -1114,6 +1115,49 @@ class ConfigSchema(Schema):
         metadata=OPERATIONS("user:password protecting Flower (its pages and API answer anyone who reaches the "
                             "port without it). Never logged.", secret=True),
     )
+    proxy = fields.Boolean(
+        load_default=True,
+        metadata=OPERATIONS("`make run` serves everything on one address: configurable-http-proxy (CHP) listens on "
+                            "listen_address:port, routes `/` to the web (then on an internal 127.0.0.1 port) and "
+                            "`/user/<launch id>/` to that launch's server. false: the web listens there itself and "
+                            "servers are reached at launch_public_url, one port each."),
+    )
+    proxy_api_url = fields.String(
+        load_default=None, allow_none=True, validate=validate.Regexp(r"^https?://[^/?#]+/?$"),
+        metadata=OPERATIONS("CHP's REST API (`http://127.0.0.1:<port>`), where the docker launcher adds and removes "
+                            "`/user/<id>` routes. `make run` with proxy sets it. Unset: no proxy; servers are "
+                            "reached directly at launch_public_url."),
+    )
+    proxy_auth_token = fields.String(
+        load_default=None, allow_none=True,
+        metadata=OPERATIONS("CHP's API token (CONFIGPROXY_AUTH_TOKEN). Unset under `make run`: created once in "
+                            "<data_dir>/proxy_auth_token and passed to the processes in their environment, never "
+                            "on a command line. Never logged.", secret=True),
+    )
+    public_url = fields.String(
+        load_default=None, allow_none=True, validate=validate.Regexp(r"^https?://[^?#]+$"),
+        metadata=OPERATIONS("What every URL Bindery hands out starts with when servers sit behind the proxy "
+                            "(`<public_url>/user/<id>/`), e.g. `https://binder.example.org`. Unset: the address "
+                            "`make run` serves, http://<listen_address>:<port> (127.0.0.1 for a wildcard)."),
+    )
+    proxy_ssl_key = fields.String(
+        load_default=None, allow_none=True,
+        metadata=OPERATIONS("PEM private key file CHP serves HTTPS with (its --ssl-key); with proxy_ssl_cert. "
+                            "Keep the file readable by Bindery's user only."),
+    )
+    proxy_ssl_cert = fields.String(
+        load_default=None, allow_none=True,
+        metadata=OPERATIONS("PEM certificate (chain) file CHP serves HTTPS with (its --ssl-cert); with "
+                            "proxy_ssl_key. public_url then starts with https://."),
+    )
+
+    @validates_schema
+    def _check_proxy(self, data: Mapping[str, Any], **kwargs: Any) -> None:
+        if data.get("proxy_api_url") and not data.get("proxy_auth_token"):
+            raise ValidationError("needs proxy_auth_token (CHP refuses API calls without it)", "proxy_api_url")
+        if bool(data.get("proxy_ssl_key")) != bool(data.get("proxy_ssl_cert")):
+            raise ValidationError("proxy_ssl_key and proxy_ssl_cert go together", "proxy_ssl_key")
+
     health_cache_seconds = fields.Float(
         load_default=15.0, validate=validate.Range(0, 3600),
         metadata=OPERATIONS("Seconds /health reuses its last result, so probes do not hammer dependencies."),
@@ -1258,6 +1302,18 @@ def load_config(
             problems.append(f"{name}: {text}{help_text}")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems)) from exc
 
+
+
+def public_url(config: Mapping[str, Any]) -> str:
+    """What URLs handed out start with (no trailing slash): ``public_url``, else the address served.
+
+    A wildcard ``listen_address`` (0.0.0.0, ::) is named by its loopback, which it includes.
+    """
+    if config["public_url"]:
+        return str(config["public_url"]).rstrip("/")
+    host = str(config["listen_address"]).strip("[]")
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"http://{f'[{host}]' if ':' in host else host}:{config['port']}"
 
 
 def listens_beyond_loopback(config: Mapping[str, Any]) -> bool:

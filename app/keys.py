@@ -103,6 +103,10 @@ START_PLACES = Key("bindery:start:{line}:places", "sorted set", "tasks/lock.py (
 START_SLOTS = Key("bindery:start:{line}:slots", "sorted set", "tasks/lock.py (StartLine)",
                   "a member 15 s after its holder last renewed it",
                   "Launches starting a server now (at most launch_start_concurrency), scored by their lease's end.")
+PROXY_ROUTES = Key("bindery:proxy:routes", "hash", "tasks/backends/proxy_routes.py",
+                   "a field per running server, removed with the server",
+                   "configurable-http-proxy's /user/<id> routes (id -> target URL), so its table is rebuilt after "
+                   "CHP restarts.")
 
 POOL_IDLE = Key("bindery:pool:idle:{image_digest}", "set", "tasks/backends/warm_pool.py",
                 "until claimed (SPOP) or retired (warm_pool_max_age)",

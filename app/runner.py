@@ -36,6 +36,14 @@ workers, the prefork pool) is killed before it starts again, so a restarted
 gunicorn finds its port free and no orphan keeps building.  The group is
 killed while the dead main process is still an unreaped zombie, so its id
 cannot have been reused by anyone else.
+
+With ``proxy`` (the default), configurable-http-proxy (CHP) is one of the children: it
+listens on ``listen_address:port`` (Bindery's one public address), routes ``/`` to gunicorn,
+which then listens on an internal 127.0.0.1 port, and ``/user/<id>/`` to launched servers
+(tasks/backends/proxy_routes.py).  Its API listens on 127.0.0.1 only; its token is made once
+in ``data_dir`` and reaches CHP and the other children in their environment, never on a
+command line.  After every start of CHP its routes are rebuilt from those recorded in Redis
+(``reconcile``), so a CHP that was killed serves every running server again.
 """
 
 from __future__ import annotations
@@ -46,6 +54,7 @@ import http.client
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -58,10 +67,14 @@ from pathlib import Path
 from typing import IO, Any
 
 import psutil
+import redis
+import requests
 
-from app.config import load_config
+from app.config import exposure_warnings, load_config, public_url
 from app.errors import ConfigError
-from app.redis_server import EmbeddedRedis
+from app.redis_server import EmbeddedRedis, free_port
+from app.session_secret import ensure_secret
+from tasks.backends import proxy_routes
 from tasks.backends.user_network import warnings as user_network_warnings
 
 #: Lines of recent output kept per process, and how many of them the stopping message shows.
@@ -70,11 +83,13 @@ TAIL_SHOWN = 20
 #: Seconds a process gets to stop on SIGTERM before its whole group is killed.
 STOP_TIMEOUT = 15.0
 #: Start order: Redis first, since everyone else needs it.
-ORDER = ("redis", "build-worker", "launch-worker", "beat", "web", "flower")
+ORDER = ("redis", "proxy", "build-worker", "launch-worker", "beat", "web", "flower")
 #: Stop order, a stage at a time: the web stops taking launches and beat stops queueing work first,
 #: then the workers finish (or give back) what they hold, and Redis, which they need for that, goes last.
-STOP_STAGES = (("web", "flower", "beat"), ("launch-worker", "build-worker"), ("redis",))
+STOP_STAGES = (("proxy", "web", "flower", "beat"), ("launch-worker", "build-worker"), ("redis",))
 POLL_SECONDS = 0.2
+#: Seconds CHP's API gets to answer after a start.
+PROXY_START_TIMEOUT = 30.0
 
 
 def launch_workers(config: dict) -> int:
@@ -160,11 +175,13 @@ class Child:
     """One supervised process: started in its own session, its output relayed and its tail kept."""
 
     def __init__(self, role: str, command: list[str], env: dict[str, str], policy: RestartPolicy,
-                 ready: Callable[[Child], None] | None = None) -> None:
+                 ready: Callable[[Child], None] | None = None,
+                 restarted: Callable[[Child], None] | None = None) -> None:
         self.role = role
         self.command = command
         self.env = env
         self.ready = ready  # called after the first start; raises if the process does not come up
+        self.restarted = restarted  # called after each later start; must not block the supervising loop
         self.crashes = Crashes(policy)
         self.tail: deque[str] = deque(maxlen=TAIL_KEPT)
         self.process: subprocess.Popen[bytes] | None = None
@@ -312,6 +329,8 @@ class Supervisor:
                 child.restart_at = None
                 child.start()
                 say(f"{child.role} started again (pid {child.pid})")
+                if child.restarted:
+                    child.restarted(child)
 
     def run(self) -> int:
         """Supervise until stopped; 0 after Ctrl-C/SIGTERM, 1 when a process kept crashing."""
@@ -359,10 +378,91 @@ def children_for(config: dict[str, Any], env: dict[str, str]) -> list[Child]:
         say(f"embedded Redis at {embedded.shown_url} (data and password in {embedded.directory})")
         found["redis"] = Child("redis", embedded.command(), env, policy,
                                ready=lambda child: embedded.wait_ready(child.running))
+    web_env = env
+    if config["proxy"]:
+        found["proxy"], web_env = proxy_child(config, env, policy)
     for role, command in commands(config).items():
-        found[role] = Child(role, command, env, policy)
+        found[role] = Child(role, command, web_env if role == "web" else env, policy)
     return [found[role] for role in ORDER if role in found] + [
         child for role, child in found.items() if role not in ORDER]  # launch-worker-2...
+
+
+def proxy_command(config: dict[str, Any], executable: str, api_port: int, web_port: int) -> list[str]:
+    """CHP on Bindery's public address, its API and the web on loopback (no secret on this line)."""
+    command = [executable, "--ip", str(config["listen_address"]).strip("[]"), "--port", str(config["port"]),
+               "--api-ip", "127.0.0.1", "--api-port", str(api_port),
+               "--default-target", f"http://127.0.0.1:{web_port}"]
+    if config["proxy_ssl_key"]:
+        command += ["--ssl-key", config["proxy_ssl_key"], "--ssl-cert", config["proxy_ssl_cert"]]
+    return command
+
+
+def proxy_child(config: dict[str, Any], env: dict[str, str], policy: RestartPolicy) -> tuple[Child, dict[str, str]]:
+    """CHP as a child, and the web's environment (an internal port behind it).
+
+    Sets the proxy's settings in ``env`` for every child: the launch workers add routes.
+    """
+    executable = shutil.which("configurable-http-proxy")
+    if not executable:
+        raise RuntimeError("proxy is on, but configurable-http-proxy is not installed (`npm install -g "
+                           "configurable-http-proxy`, as scripts/test-setup.sh does); or set proxy: false")
+    token = config["proxy_auth_token"] or ensure_secret(config["data_dir"], "proxy_auth_token", "proxy_auth_token")
+    configured = urllib.parse.urlsplit(config["proxy_api_url"] or "")
+    api_port, web_port = configured.port or free_port(), free_port()
+    api_url = f"http://127.0.0.1:{api_port}"
+    env.update({"BINDERY_PROXY_API_URL": api_url, "BINDERY_PROXY_AUTH_TOKEN": token,
+                "BINDERY_PUBLIC_URL": served_public_url(config)})
+    # CHP appends the client's address to X-Forwarded-For: the web trusts one hop more.
+    web_env = {**env, "BINDERY_LISTEN_ADDRESS": "127.0.0.1", "BINDERY_PORT": str(web_port),
+               "BINDERY_TRUSTED_PROXY_HOPS": str(config["trusted_proxy_hops"] + 1)}
+    proxy_env = {key: value for key, value in env.items() if not key.startswith("BINDERY_") and key != "REDIS_URL"}
+    proxy_env["CONFIGPROXY_AUTH_TOKEN"] = token
+    api = proxy_routes.ProxyAPI(api_url, token)
+    redis_url = config["redis_url"] or env["REDIS_URL"]
+
+    def rebuild(child: Child) -> None:
+        """Once CHP's API answers, give it every recorded route (a new CHP knows none)."""
+        deadline = time.monotonic() + PROXY_START_TIMEOUT
+        while not api.answers():
+            if not child.running():
+                return  # the supervising loop notices and starts it again
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"configurable-http-proxy's API did not answer within {PROXY_START_TIMEOUT:g} s")
+            time.sleep(0.1)
+        client = redis.Redis.from_url(redis_url, decode_responses=True)
+        try:
+            added, deleted = proxy_routes.reconcile(client, api)
+        except (requests.RequestException, redis.RedisError) as exc:
+            say(f"WARNING: the proxy's routes were not rebuilt ({type(exc).__name__}); servers launched "
+                "before its start are unreachable until it is restarted")
+            return
+        finally:
+            client.close()
+        if added or deleted:
+            say(f"proxy routes rebuilt: {added} added, {deleted} removed")
+
+    def rebuild_soon(child: Child) -> None:
+        threading.Thread(target=_logged(rebuild), args=(child,), name="proxy-routes", daemon=True).start()
+
+    return Child("proxy", proxy_command(config, executable, api_port, web_port), proxy_env, policy,
+                 ready=rebuild, restarted=rebuild_soon), web_env
+
+
+def _logged(function: Callable[[Child], None]) -> Callable[[Child], None]:
+    def run(child: Child) -> None:
+        try:
+            function(child)
+        except RuntimeError as exc:
+            say(f"WARNING: {exc}")
+    return run
+
+
+def served_public_url(config: dict[str, Any]) -> str:
+    """public_url, else the address served (https:// when CHP has a certificate)."""
+    url = public_url(config)
+    if config["proxy"] and config["proxy_ssl_key"] and not config["public_url"]:
+        url = "https://" + url.removeprefix("http://")
+    return url
 
 
 def served_address(config: dict[str, Any]) -> tuple[str, str]:
@@ -373,8 +473,10 @@ def served_address(config: dict[str, Any]) -> tuple[str, str]:
     host = str(config["listen_address"]).strip("[]")
     probe = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
 
+    scheme = "https" if config.get("proxy") and config.get("proxy_ssl_key") else "http"
+
     def url(name: str) -> str:
-        return f"http://{f'[{name}]' if ':' in name else name}:{config['port']}/"
+        return f"{scheme}://{f'[{name}]' if ':' in name else name}:{config['port']}/"
 
     return url(host), url(probe)
 
@@ -387,7 +489,11 @@ def wait_for_web(probe: str, stopping: Callable[[], bool], timeout: float | None
     parts = urllib.parse.urlsplit(probe)
     deadline = None if timeout is None else time.monotonic() + timeout
     while not stopping() and (deadline is None or time.monotonic() < deadline):
-        connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=2)
+        connection = (http.client.HTTPSConnection(parts.hostname or "127.0.0.1", parts.port, timeout=2,
+                                                  # the certificate names the domain, not this loopback probe
+                                                  context=ssl._create_unverified_context())  # noqa: S323
+                      if parts.scheme == "https" else
+                      http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=2))
         try:
             connection.request("GET", "/versions")
             connection.getresponse().read()
@@ -458,6 +564,9 @@ def serve() -> int:
         return 2
     for warning in user_network_warnings(config):
         say(f"WARNING: {warning}")
+    if config["proxy"]:  # (the web itself then listens on loopback, so it would not say them)
+        for warning in exposure_warnings(config):
+            say(f"WARNING: {warning}. See docs/operating.md, before you open it to the world.")
     env = dict(os.environ)
     # Web and workers record metrics into one directory, so the web's /metrics shows them all.
     metrics_dir = Path(config["data_dir"]) / "prometheus"
@@ -472,7 +581,12 @@ def serve() -> int:
             say(f"serving on {shown} (Flower on http://127.0.0.1:{config['flower_port']}/); "
                 "a process that stops is started again; Ctrl-C stops everything")
 
-    supervisor = Supervisor(children_for(config, env), started=lambda: threading.Thread(
+    try:
+        children = children_for(config, env)
+    except RuntimeError as err:  # configurable-http-proxy missing
+        say(str(err))
+        return 2
+    supervisor = Supervisor(children, started=lambda: threading.Thread(
         target=announce, name="announce", daemon=True).start())
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # (SIGHUP: its terminal closed)
         signal.signal(signum, supervisor.stop)

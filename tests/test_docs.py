@@ -190,6 +190,7 @@ SKIPPED: dict[str, str] = {
     ".venv/bin/python bench/isolation.py [--builds 2] [--launches 5]": "a synopsis, and load",
     ".venv/bin/python bench/burst.py [--n 30] [--mode auto --mode off --mode pool] [--concurrency 4]":
         "a synopsis, and load",
+    ".venv/bin/python bench/proxy_launch.py [--launches 10] [--rounds 100]": "a synopsis, and load",
 }
 
 

@@ -11,6 +11,10 @@ The page a server opens (``default_url``) is picked twice, cheaply: inside the c
 before the server starts (a shell looks up ``jupyter-lab`` / ``jupyter-notebook`` on the
 image's PATH, so the server's own root redirects to an interface the image has), and
 after it answers (one request, tasks/backends/default_url.py) for the loading page.
+
+With a proxy (``proxy_api_url``, tasks/backends/proxy_routes.py) a server is started under
+``base_url=/user/<launch id>/``, its route is added before ``ready``, and the URL handed out is
+``<public_url>/user/<launch id>/``: browsers reach it on Bindery's own origin, never its port.
 """
 
 from __future__ import annotations
@@ -30,9 +34,10 @@ import requests
 from flask import current_app
 
 from app import keys
+from app.config import public_url
 from app.errors import LaunchError, QuotaExceeded
 from app.extensions import engine_unreachable, engine_url
-from tasks.backends import user_network, warm_pool
+from tasks.backends import proxy_routes, user_network, warm_pool
 from tasks.backends.default_url import candidates, default_url_event, find_default_url
 from tasks.launch_record import ended
 from tasks.lock import StartLine, start_concurrency, starting_message
@@ -89,6 +94,7 @@ class DockerLauncher:
     def __init__(self, client: docker.DockerClient, config: dict[str, Any]) -> None:
         self.client = client
         self.config = config
+        self.proxy = proxy_routes.from_config(config)
 
     @property
     def redis(self) -> Any:
@@ -134,13 +140,32 @@ class DockerLauncher:
                 self.redis.delete(keys.PORT(port))
         raise QuotaExceeded(f"No free port in {low}-{high} for a new server; please try again later.")
 
-    def _command(self, port: int) -> list[str]:
+    # --- the proxy's routes ----------------------------------------------------------------
+    def base_url(self, route_id: str) -> str:
+        """The server's path prefix: ``/user/<id>/`` behind the proxy, else its root."""
+        return proxy_routes.base_url(route_id) if self.proxy else "/"
+
+    def route(self, route_id: str | None, port: int) -> str:
+        """The URL handed out for a server: routed through the proxy (added now), or its own port."""
+        if self.proxy and route_id:
+            proxy_routes.add(self.redis, self.proxy, route_id, f"http://{self.config['launch_host']}:{port}")
+            return f"{public_url(self.config)}{proxy_routes.base_url(route_id)}"
+        return str(self.config["launch_public_url"].format(host=self.config["launch_host"], port=port))
+
+    def unroute(self, labels: dict[str, str]) -> None:
+        """The server with these labels goes: so does its route (a no-op without a proxy)."""
+        if self.proxy and labels.get(LABEL):
+            proxy_routes.remove(self.redis, self.proxy, labels[LABEL])
+
+    def _command(self, port: int, route_id: str = "") -> list[str]:
         """launch_command with the server's options; behind PICK_DEFAULT_URL unless the root is wanted."""
         idle = self.config["launch_idle_timeout"]
         address, inside_port = user_network.server_listen(self.config, port)
         command = [*self.config["launch_command"], f"--ServerApp.ip={address}",
                    f"--ServerApp.port={inside_port}", "--ServerApp.port_retries=0",
                    "--ServerApp.open_browser=False"]
+        if self.proxy and route_id:
+            command.append(f"--ServerApp.base_url={self.base_url(route_id)}")
         command += allow_origin_args(self.config["cors_allow_origin"])
         if idle:
             command += [f"--ServerApp.shutdown_no_activity_timeout={idle}",
@@ -174,17 +199,16 @@ class DockerLauncher:
         try:
             with self._turn(launch, emit):
                 container, port, token = self._start(launch)
-                inside = f"http://{self.config['launch_host']}:{port}/"
+                inside = f"http://{self.config['launch_host']}:{port}{self.base_url(launch['id'])}"
                 session = requests.Session()
                 self._wait_ready(container, session, inside, token, emit)
         finally:
             warm_pool.started_after_miss(self, launch)  # refills waited for this server
-        url = self.config["launch_public_url"].format(host=self.config["launch_host"], port=port)
         found = find_default_url(session, inside, token, self.config["default_url"], image=launch["image"])
         event = default_url_event(self.config["default_url"], found)
         if event:
             emit(event)
-        return url, token
+        return self.route(launch["id"], port), token  # routed before the step sends `ready`
 
     @contextmanager
     def _turn(self, launch: dict[str, Any], emit: Emit) -> Iterator[None]:
@@ -212,7 +236,7 @@ class DockerLauncher:
         token = secrets.token_hex(24)
         try:
             container = user_network.run_server(
-                self.client, self.config, port, launch["image"], self._command(port),
+                self.client, self.config, port, launch["image"], self._command(port, launch["id"]),
                 environment=self._environment(token), name=f"bindery-{launch['id']}",
                 labels={LABEL: launch["id"], INSTANCE: self.config["instance_name"],
                         "org.bindery.repo": repo_label(launch["repo_url"]),
@@ -274,6 +298,7 @@ class DockerLauncher:
             if port:
                 self.redis.delete(keys.PORT(port))
             removed += 1
+        self.unroute({LABEL: launch_id})  # (also when the server had gone by itself)
         return removed
 
     def _exists(self, container_id: str) -> bool:
@@ -288,6 +313,7 @@ class DockerLauncher:
             old = now - warm_pool.age_start(self.redis, container.id, labels) > max_age
             if container.status in ("exited", "dead") or old:
                 container.remove(force=True)
+                self.unroute(labels)
                 if labels.get("org.bindery.port"):
                     self.redis.delete(keys.PORT(labels['org.bindery.port']))
                 removed += 1

@@ -172,10 +172,10 @@ def start_server(launcher: Any, target: dict[str, Any]) -> dict[str, Any]:
     container = None
     try:
         container = user_network.run_server(
-            launcher.client, config, port, image, launcher._command(port),
+            launcher.client, config, port, image, launcher._command(port, pool_id),
             environment=launcher._environment(token), name=f"bindery-{pool_id}",
             labels={**labels, POOL_LABEL: keys.digest(image)})
-        inside = f"http://{config['launch_host']}:{port}/"
+        inside = f"http://{config['launch_host']}:{port}{launcher.base_url(pool_id)}"
         session = requests.Session()
         launcher._wait_ready(container, session, inside, token, lambda event: None)
         found = find_default_url(session, inside, token, config["default_url"], image=image)
@@ -185,7 +185,7 @@ def start_server(launcher: Any, target: dict[str, Any]) -> dict[str, Any]:
         redis.delete(keys.PORT(port))
         raise
     entry = {"container": container.id, "port": port, "token": token, "created": time.time(),
-             "image": image, "repo": repo, "default_url": found}
+             "image": image, "repo": repo, "default_url": found, "id": pool_id, "base": launcher.base_url(pool_id)}
     redis.sadd(keys.POOL_IMAGES(), image)
     redis.sadd(_idle_key(image), json.dumps(entry, sort_keys=True))
     return entry
@@ -224,8 +224,8 @@ def evict_one(launcher: Any) -> bool:
 
 def _answers(entry: dict[str, Any], host: str, timeout: float = 2) -> bool:
     try:
-        return requests.get(f"http://{host}:{entry['port']}/api", params={"token": entry["token"]},
-                            timeout=timeout).status_code == 200
+        url = f"http://{host}:{entry['port']}{entry.get('base', '/')}api"
+        return requests.get(url, params={"token": entry["token"]}, timeout=timeout).status_code == 200
     except requests.RequestException:
         return False
 
@@ -270,8 +270,7 @@ def claim(launcher: Any, launch: dict[str, Any], emit: Any) -> tuple[str, str] |
     if event:
         emit(event)
     _refill_soon(image)
-    url = config["launch_public_url"].format(host=config["launch_host"], port=entry["port"])
-    return url, entry["token"]
+    return launcher.route(entry.get("id"), entry["port"]), entry["token"]  # its route comes with the claim
 
 
 def _refill_soon(image: str) -> None:
@@ -303,6 +302,7 @@ def stop_claimed(launcher: Any, launch_id: str) -> int:
     removed = 0
     for found in launcher.client.api.containers(all=True, filters={"id": container_id}):
         _remove(launcher, found["Id"])
+        launcher.unroute(found.get("Labels") or {})
         port = (found.get("Labels") or {}).get("org.bindery.port")
         if port:
             launcher.redis.delete(keys.PORT(port))

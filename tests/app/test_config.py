@@ -160,6 +160,9 @@ COMPANIONS: dict[str, dict[str, Any]] = {
     "registry_username": {"registry_password": "p"},
     "registry_password": {"registry_username": "u"},
     "warm_pool_top": {"launch_event_sinks": ["file", "redis"]},
+    "proxy_api_url": {"proxy_auth_token": "t"},
+    "proxy_ssl_key": {"proxy_ssl_cert": "/etc/ssl/bindery.pem"},
+    "proxy_ssl_cert": {"proxy_ssl_key": "/etc/ssl/bindery.key"},
 }
 
 

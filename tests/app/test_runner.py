@@ -26,7 +26,9 @@ from app.runner import (
     Supervisor,
     commands,
     describe_exit,
+    proxy_child,
     served_address,
+    served_public_url,
     wait_for_web,
 )
 from tests.stack import ROOT
@@ -255,6 +257,32 @@ def test_flower_keeps_task_events_off_unless_they_are_on(task_events: bool) -> N
 ])
 def test_the_start_up_line_names_the_address_gunicorn_binds(listen: str, shown: str, probed: str) -> None:
     assert served_address(load_config({"listen_address": listen, "port": 8600}, environ={})) == (shown, probed)
+
+
+def test_the_proxy_takes_the_public_address_and_the_web_moves_behind_it(tmp_path: Path) -> None:
+    config = load_config({"listen_address": "0.0.0.0", "port": 8600, "data_dir": str(tmp_path),
+                          "trusted_proxy_hops": 1, "redis_url": "redis://127.0.0.1:1/0"}, environ={})
+    env = {"PATH": os.environ["PATH"], "REDIS_URL": "redis://:pw@127.0.0.1:1/0"}
+    child, web_env = proxy_child(config, env, RestartPolicy())
+    token = (tmp_path / "proxy_auth_token").read_text().strip()
+    command = child.command
+    assert command[command.index("--ip") + 1:][:3] == ["0.0.0.0", "--port", "8600"]
+    assert command[command.index("--api-ip") + 1] == "127.0.0.1"
+    web_port = web_env["BINDERY_PORT"]
+    assert command[command.index("--default-target") + 1] == f"http://127.0.0.1:{web_port}"
+    assert token not in " ".join(command), "the token is never on a command line"
+    assert child.env["CONFIGPROXY_AUTH_TOKEN"] == token and "REDIS_URL" not in child.env
+    assert env["BINDERY_PROXY_AUTH_TOKEN"] == token and env["BINDERY_PUBLIC_URL"] == "http://127.0.0.1:8600"
+    assert env["BINDERY_PROXY_API_URL"] == f"http://127.0.0.1:{command[command.index('--api-port') + 1]}"
+    assert web_env["BINDERY_LISTEN_ADDRESS"] == "127.0.0.1" and web_env["BINDERY_TRUSTED_PROXY_HOPS"] == "2"
+    assert "BINDERY_PORT" not in env, "only the web moves"
+
+
+def test_with_a_certificate_the_proxy_serves_https() -> None:
+    config = load_config({"port": 8443, "proxy_ssl_key": "/k.pem", "proxy_ssl_cert": "/c.pem"}, environ={})
+    assert served_public_url(config) == "https://127.0.0.1:8443"
+    assert served_address(config) == ("https://127.0.0.1:8443/", "https://127.0.0.1:8443/")
+    assert served_public_url({**config, "public_url": "https://binder.example.org/"}) == "https://binder.example.org"
 
 
 def test_waiting_for_the_web_ends_when_it_answers_or_when_stopping() -> None:

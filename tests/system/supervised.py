@@ -31,6 +31,7 @@ SIGNATURES = {
     "beat": " beat ",
     "web": "gunicorn",
     "flower": " flower ",
+    "proxy": "configurable-http-proxy",
 }
 
 
@@ -61,7 +62,8 @@ class Runner:
         allowed = os.environ.get("BINDERY_ALLOWED_PRIVATE_NETWORKS")
         if allowed:
             env["BINDERY_ALLOWED_PRIVATE_NETWORKS"] = allowed
-        env.update({"PORT": str(self.port), "BINDERY_FLOWER_PORT": str(self.flower_port),
+        # The proxy only where a test asks for it (test_proxy.py): the others reach servers directly.
+        env.update({"PORT": str(self.port), "BINDERY_FLOWER_PORT": str(self.flower_port), "BINDERY_PROXY": "false",
                     "BINDERY_DATA_DIR": str(self.directory), "PYTHONUNBUFFERED": "1",
                     **{f"BINDERY_{name.upper()}": str(value) for name, value in self.settings.items()}})
         # Its output goes to a file: a pipe nobody reads would fill and stop every process behind it.

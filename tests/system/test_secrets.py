@@ -63,6 +63,7 @@ SECRET = {
     "webhook_secret": f"SECRET-webhook-{MARK}",
     "webhook_repositories": f"SECRET-webhook-repo-{MARK}",
     "prebuild_tokens": f"SECRET-prebuild-token-{MARK}-{MARK}",
+    "proxy_auth_token": f"SECRET-proxy-token-{MARK}",
 }
 CLIENT_ID = "bindery-client-id"
 #: Secrets made by the service itself (the embedded Redis's password), added once the Stack runs.
@@ -87,6 +88,7 @@ def secret_settings(directory: Path) -> dict[str, Any]:
         "webhook_secret": SECRET["webhook_secret"],
         "webhook_repositories": {"https://git.example.org/org/repo": SECRET["webhook_repositories"]},
         "prebuild_tokens": {"ci": SECRET["prebuild_tokens"]},
+        "proxy_auth_token": SECRET["proxy_auth_token"],
     }
 
 

@@ -20,8 +20,10 @@ from app.config import load_config
 from app.errors import QuotaExceeded
 from app.extensions import redis_client
 from app.redis_server import EmbeddedRedis
+from tasks.backends import proxy_routes
 from tasks.backends.docker_launcher import INSTANCE, LABEL, DockerLauncher, repo_label
 from tasks.lock import StartLine
+from tests.chp import Chp
 from tests.conftest import JUPYTER_IMAGE
 
 pytestmark = pytest.mark.engine
@@ -246,3 +248,54 @@ def test_a_launch_waits_its_turn_while_the_starts_are_full_then_starts(
     assert [(e["phase"], e["ahead"], e["message"]) for e in waits] == [
         ("launching", 1, "Waiting to start: 1 server is starting before yours.\n")], events
     assert events[events.index(waits[-1]) + 1]["message"] == "Your turn: starting your server...\n"
+
+
+# --- behind configurable-http-proxy (tasks/backends/proxy_routes.py) -------------------------------
+
+@pytest.fixture
+def chp(tmp_path: Any) -> Iterator[Chp]:
+    proxy = Chp(tmp_path / "chp").start()
+    yield proxy
+    proxy.stop()
+
+
+def _proxied(app: Flask, chp: Chp, **settings: Any) -> dict[str, Any]:
+    return {**app.config["BINDERY"], "proxy_api_url": chp.api_url, "proxy_auth_token": chp.token,
+            "public_url": chp.url, "quota_per_repo": 0, **settings}
+
+
+def test_behind_the_proxy_a_server_is_reached_under_user_id_on_the_proxy_s_origin_until_stopped(
+        app: Flask, engine: docker.DockerClient, lab_image: str, chp: Chp) -> None:
+    launcher = DockerLauncher(engine, _proxied(app, chp, default_url="/lab"))
+    launch = {"id": uuid.uuid4().hex, "image": lab_image, "repo_url": "http://127.0.0.1:1/proxied.git",
+              "resolved_ref": "abc"}
+    with app.app_context():
+        try:
+            url, token = launcher.launch(launch, lambda event: None)
+            assert url == f"{chp.url}/user/{launch['id']}/"
+            port = int(proxy_routes.recorded(app.extensions["bindery.redis"])[f"/user/{launch['id']}"]
+                       .rsplit(":", 1)[1])
+            bindings = engine.api.inspect_container(f"bindery-{launch['id']}")["HostConfig"]["PortBindings"]
+            assert {b["HostIp"] for binding in bindings.values() for b in binding} == {"127.0.0.1"}
+            assert chp.api().routes()[f"/user/{launch['id']}"] == f"http://127.0.0.1:{port}"
+            root = requests.get(url, params={"token": token}, timeout=10, allow_redirects=False)
+            assert root.status_code == 302 and root.headers["Location"].startswith(f"/user/{launch['id']}/lab?")
+            assert requests.get(f"{url}api", params={"token": token}, timeout=10).status_code == 200
+            assert requests.get(f"{url}lab", params={"token": token}, timeout=10).status_code == 200
+        finally:
+            launcher.stop(launch["id"])
+        assert f"/user/{launch['id']}" not in chp.api().routes()
+        assert not proxy_routes.recorded(app.extensions["bindery.redis"]).get(f"/user/{launch['id']}")
+        assert requests.get(f"{url}api", params={"token": token}, timeout=10).status_code in (404, 503)
+
+
+def test_cleanup_removes_the_route_of_a_server_it_removes(
+        app: Flask, engine: docker.DockerClient, started: list[Any], chp: Chp) -> None:
+    gone = _sleeper(engine, app, "http://127.0.0.1:1/cleanup-route.git", time.time() - 7200)
+    started.append(gone)
+    launcher = DockerLauncher(engine, _proxied(app, chp))
+    route_id = gone.labels[LABEL]
+    with app.app_context():
+        proxy_routes.add(app.extensions["bindery.redis"], chp.api(), route_id, "http://127.0.0.1:19698")
+        assert launcher.cleanup(max_age=3600) >= 1
+    assert f"/user/{route_id}" not in chp.api().routes()

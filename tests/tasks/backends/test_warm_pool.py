@@ -18,6 +18,7 @@ from app import create_app
 from app.redis_server import EmbeddedRedis
 from tasks.backends import warm_pool
 from tasks.backends.docker_launcher import INSTANCE, DockerLauncher
+from tests.chp import Chp
 from tests.conftest import JUPYTER_IMAGE, remove_image_at_end
 
 pytestmark = pytest.mark.engine
@@ -176,3 +177,25 @@ def test_cleanup_counts_a_claimed_servers_age_from_its_claim(app: Flask, engine:
         time.sleep(1.1)
         assert launcher.cleanup(max_age=1) == 1
 
+
+
+def test_behind_the_proxy_a_pooled_server_is_routed_when_claimed_and_unrouted_when_stopped(
+        app: Flask, engine: docker.DockerClient, tmp_path: Any) -> None:
+    chp = Chp(tmp_path / "chp").start()
+    try:
+        config = {**app.config["BINDERY"], "proxy_api_url": chp.api_url, "proxy_auth_token": chp.token,
+                  "public_url": chp.url}
+        launcher = DockerLauncher(engine, config)
+        with app.app_context():
+            entry = warm_pool.start_server(launcher, {"image": JUPYTER_IMAGE, "repo_url": JUPYTER_IMAGE,
+                                                      "resolved_ref": "bookworm"})
+            assert entry["base"] == f"/user/{entry['id']}/"
+            assert not [path for path in chp.api().routes() if path.startswith("/user/")], "idle: no route yet"
+            launch = _launch()
+            url, token = warm_pool.claim(launcher, launch, lambda event: None) or ("", "")
+            assert url == f"{chp.url}/user/{entry['id']}/"
+            assert _answers(url, token) == 200, "through CHP, under the pool id's base_url"
+            assert launcher.stop(launch["id"]) == 1
+        assert f"/user/{entry['id']}" not in chp.api().routes()
+    finally:
+        chp.stop()
