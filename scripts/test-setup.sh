@@ -17,16 +17,10 @@ if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-# configurable-http-proxy (npm) for the real JupyterHub of the jupyterhub launcher tests
-if ! command -v configurable-http-proxy >/dev/null 2>&1; then
-    if ! command -v npm >/dev/null 2>&1; then
-        echo "test-setup: installing nodejs npm" >&2
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
-    fi
-    echo "test-setup: npm install -g configurable-http-proxy" >&2
-    npm install -g --silent configurable-http-proxy >/dev/null
-fi
+# configurable-http-proxy (npm) for the real JupyterHub of the jupyterhub launcher tests and for
+# `make run`'s one public address (tests/system/test_proxy.py): installed as `make run` does.
+BINDERY_PROXY=true scripts/proxy.sh
+command -v configurable-http-proxy >/dev/null 2>&1 || { echo "test-setup: configurable-http-proxy is missing" >&2; exit 1; }
 # thebe and BinderHub's JS client (npm) for the cross-origin browser tests
 # (tests/system/test_cross_origin.py), in a test-owned directory; quick when present.
 # thebe's package carries its browser bundle (lib/index.js and its chunks): `npm pack` fetches

@@ -275,17 +275,24 @@ SPLIT: dict[str, str] = {  # node id regex -> group
     r"tests/system/test_redis_restart\.py::.*\[embedded\]": "redis_restart-embedded",
     r"tests/system/test_redis_restart\.py::.*\[external\]": "redis_restart-external",
     r"tests/providers/test_spec_properties\.py::test_\w+\[(\w+)\]": r"spec_properties-\1",
+    # renders only, no shared fixture: the chart's network and Redis half runs beside the rest
+    r"tests/charts/test_bindery_chart\.py::test_\w*(network|polic|egress|redis|dns|web_accepts|users_pods)":
+        "chart-policies",
 }
 SLOWEST_FIRST: list[str] = [  # the suite's own summary at the end lists the slowest groups
+    "build_api-twenty",  # twenty servers: minutes when the other workers crowd the cores
+    "tests/system/test_default_url.py", "tests/system/test_loading.py", "tests/system/test_provider_launches.py",
     "tests/app/test_fuzz_http.py",  # CPU-bound: 2 to 4 minutes, by the machine's load
-    "tests/system/test_loading.py", "tests/system/test_default_url.py", "tests/system/test_build_api.py",
-    "tests/system/test_provider_launches.py", "tests/tasks/backends/test_warm_pool.py",
-    "tests/system/test_build_worker_crash.py", "build_api-twenty", "tests/system/test_content_reuse.py",
-    "tests/system/test_metrics.py", "tests/system/test_runner_supervision.py", "tests/system/test_cross_origin.py",
-    "redis_restart-embedded", "tests/system/test_secrets.py", "redis_restart-external",
-    "tests/tasks/backends/test_jupyterhub_launcher.py", "tests/system/test_auth.py", "tests/system/test_prebuilt.py",
-    "outages-hub", "tests/system/test_last_good.py", "tests/test_dockerfile.py", "outages-engine",
-    "tests/charts/test_bindery_chart.py", "tests/system/test_launch_worker_crash.py", "tests/system/test_abandon.py",
+    "tests/system/test_build_api.py", "tests/tasks/backends/test_warm_pool.py",
+    "tests/system/test_build_worker_crash.py", "tests/system/test_content_reuse.py",
+    "tests/tasks/backends/test_jupyterhub_launcher.py", "tests/system/test_cross_origin.py",
+    "tests/system/test_runner_supervision.py", "tests/charts/test_bindery_chart.py",
+    "redis_restart-external", "redis_restart-embedded", "tests/system/test_metrics.py",
+    "tests/system/test_auth.py", "tests/tasks/backends/test_docker_launcher.py", "tests/system/test_proxy.py",
+    "tests/system/test_secrets.py", "tests/test_dockerfile.py", "chart-policies",
+    "tests/tasks/backends/test_user_network.py", "tests/system/test_prebuilt.py",
+    "outages-hub", "tests/system/test_last_good.py", "outages-engine",
+    "tests/system/test_launch_worker_crash.py", "tests/system/test_abandon.py",
     "tests/tasks/backends/test_thin_build_pod.py", "tests/system/test_warm_pool.py",
     "tests/system/test_build_on_push.py",
     "build_api-quota", "tests/system/test_outages.py", "metrics-worker",

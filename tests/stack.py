@@ -58,7 +58,10 @@ class Stack:
         # Processes read settings from the YAML only (BINDERY_* is not passed on): the loopback
         # allowance of the test run (tests/conftest.py, bench/_harness.py) goes there.
         allowed = os.environ.get("BINDERY_ALLOWED_PRIVATE_NETWORKS")
-        self.settings = {"port": self.port, "data_dir": str(directory),
+        # launch_start_concurrency: the suite's workers crowd the cores, where starting a few at a
+        # time loses (bench/README.md, burst.py); the line has tests of its own (tests/tasks/test_lock.py,
+        # the docker launcher's), so a Stack starts servers as they come unless a test says otherwise.
+        self.settings = {"port": self.port, "data_dir": str(directory), "launch_start_concurrency": 20,
                          "instance_name": f"test-{self.port}",
                          **({"allowed_private_networks": allowed} if allowed else {}), **settings}
         self.beat = beat

@@ -66,7 +66,7 @@ The registry, as Zero to BinderHub describes it, resolved once:
 
 {{/* Settings whose values are secrets: they go to the Secret (as BINDERY_* variables), never the ConfigMap. */}}
 {{- /* Every setting app/config.py marks secret (tests/charts checks the two lists agree). */ -}}
-{{- define "bindery.secretNames" -}}github_token github_client_secret gitlab_token registry_password hub_api_token flower_basic_auth git_credentials git_ssh_key build_token_secret hub_oauth_client_secret session_secret webhook_secret webhook_repositories prebuild_tokens{{- end -}}
+{{- define "bindery.secretNames" -}}github_token github_client_secret gitlab_token registry_password hub_api_token flower_basic_auth git_credentials git_ssh_key build_token_secret hub_oauth_client_secret session_secret webhook_secret webhook_repositories prebuild_tokens proxy_auth_token{{- end -}}
 
 {{/*
 Bindery's settings: every lower-case key of .Values.config, then what the chart and the
