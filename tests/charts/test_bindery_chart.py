@@ -534,6 +534,7 @@ SECRET_VALUES: dict[str, Any] = {
     "webhook_secret": "webhook-secret-12-xxxxxxxx",
     "webhook_repositories": {"https://github.com/org/repo": "webhook-repo-secret-13-xxxxx"},
     "prebuild_tokens": {"ci": "prebuild-token-14-" + "x" * 20},
+    "proxy_auth_token": "proxy-auth-token-15-xxxxxxxx",
 }
 
 
