@@ -195,7 +195,7 @@ def _slirp_of(namespace: str) -> list[str]:
 
 
 @pytest.mark.engine
-def test_a_launched_server_reaches_none_of_the_hosts_services(
+def test_a_launched_server_reaches_none_of_the_hosts_services_but_reaches_the_index(
         app: Flask, engine: docker.DockerClient, services: dict[str, int]) -> None:
     launcher = DockerLauncher(engine, app.config["BINDERY"])
     first, second = ({"id": uuid.uuid4().hex, "image": JUPYTER_IMAGE, "repo_url": f"http://127.0.0.1:1/{n}.git",
@@ -224,24 +224,12 @@ def test_a_launched_server_reaches_none_of_the_hosts_services(
                                    text=True, check=True).stdout
             for net in ("10.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12", "192.168.0.0/16"):
                 assert f"-A OUTPUT -d {net} -p tcp -j REJECT --reject-with tcp-reset" in rules, rules
-        finally:
-            launcher.stop(first["id"])
-            launcher.stop(second["id"])
-
-
-@pytest.mark.engine
-def test_pip_reaches_the_package_index_from_a_launched_server(app: Flask, engine: docker.DockerClient) -> None:
-    launcher = DockerLauncher(engine, app.config["BINDERY"])
-    launch = {"id": uuid.uuid4().hex, "image": JUPYTER_IMAGE, "repo_url": "http://127.0.0.1:1/pip.git",
-              "resolved_ref": "abc"}
-    with app.app_context():
-        try:
-            launcher.launch(launch, lambda event: None)
-            (container,) = engine.containers.list(filters={"label": f"org.bindery.launch={launch['id']}"})
+            # while the package index (the one place outside loopback these machines reach) answers
             said = _in_container(container.id, "pip", "download", "--no-deps", "-d", "/tmp/wheels", "six")
             assert "Successfully downloaded six" in said, said
         finally:
-            launcher.stop(launch["id"])
+            launcher.stop(first["id"])
+            launcher.stop(second["id"])
 
 
 @pytest.mark.engine
