@@ -131,7 +131,10 @@ class DockerBuilder:
             raise BuildError(f"Build failed: {exc}") from exc
 
     def _reuse_or_build(self, repo: RepoProvider, launch: dict[str, Any], emit: Emit, url: str) -> None:
-        build_client = None if url == engine_url(self.config) else docker.DockerClient(base_url=url, timeout=120)
+        # A build engine of our own is Podman's (API 1.41): naming the version saves the /version
+        # round-trip, 0.4 s each (Podman asks dpkg for its components' versions every time).
+        build_client = (None if url == engine_url(self.config)
+                        else docker.DockerClient(base_url=url, timeout=120, version="1.41"))
         try:
             reused, decision = environment.try_reuse(self.config, redis_client.client, engine.client,
                                                      repo.repo_url(), repo.repo2docker_env(), launch, emit,
