@@ -145,7 +145,7 @@ def run_server(client: Any, config: dict[str, Any], port: int, image: str, comma
     """Create, seal and start a server's container; returns it (removed again if sealing fails)."""
     network = config["launch_network"]
     if network == HOST:
-        return client.containers.run(image, command, detach=True, network_mode="host", **create)
+        return client.containers.run(image, command, detach=True, network_mode=HOST, **create)  # the operator said so
     kind = engine_kind(client)
     if network == ISOLATED:
         network = PODMAN_SERVER_NETWORK if kind == "podman" else _docker_network(client)
