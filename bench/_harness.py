@@ -165,7 +165,9 @@ class Bench:
     def engine(self) -> Any:
         import docker
 
-        client = docker.DockerClient(base_url=self.docker_host, timeout=120)
+        from app.extensions import docker_client
+
+        client = docker_client(self.docker_host)
         try:
             client.images.get(JUPYTER_IMAGE)
         except docker.errors.ImageNotFound:

@@ -21,6 +21,7 @@ import pytest
 from flask import Flask
 
 from app import create_app
+from app.extensions import docker_client
 from app.redis_server import EmbeddedRedis
 from tests.stack import REGISTRY_PORT, RUN_ID_VARIABLE, TRUSTED_REGISTRY_PORTS, LocalRegistry
 
@@ -89,7 +90,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     path = Path(os.environ[_IMAGES_TO_REMOVE])
     images = dict.fromkeys(path.read_text().split()) if path.exists() else {}
     if os.environ.get("DOCKER_HOST"):
-        client = docker.DockerClient(base_url=os.environ["DOCKER_HOST"], timeout=120)
+        client = docker_client(os.environ["DOCKER_HOST"])
         mark = f"-{os.environ[RUN_ID_VARIABLE]}-"  # what the Stacks of this run built (tests/stack.py run_prefix)
         # By name, never by id: a build can give an image another holds too (a Dockerfile that
         # adds nothing to the base has the base's id), and removing the id would take the base.
@@ -107,7 +108,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 @pytest.fixture(scope="session")
 def engine(docker_host: str) -> docker.DockerClient:
-    client = docker.DockerClient(base_url=docker_host, timeout=120)
+    client = docker_client(docker_host)
     for image in (BASE_IMAGE, JUPYTER_IMAGE):
         try:
             client.images.get(image)

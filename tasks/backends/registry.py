@@ -339,11 +339,12 @@ class RegistryClient:
 class EngineStore:
     """Images kept in the container engine itself, used when no registry is configured."""
 
-    def __init__(self, docker_client: Any) -> None:
+    def __init__(self, docker_client: Any, where: str = "") -> None:
         self.docker_client = docker_client
+        self.where = where  # the engine's URL as configured (a client says http+docker://localhost for a socket)
 
     def _where(self) -> str:
-        base = getattr(getattr(self.docker_client, "api", None), "base_url", None)
+        base = self.where or getattr(getattr(self.docker_client, "api", None), "base_url", None)
         return redact_url(base) if isinstance(base, str) and base else "the configured docker_host"
 
     def exists(self, image: str) -> bool:
@@ -373,7 +374,7 @@ def make_image_store(config: dict[str, Any], docker_client_factory: Callable[[],
             password=config.get("registry_password"),
             timeout=float(config.get("registry_timeout") or 10.0),
         )
-    return EngineStore(docker_client_factory())
+    return EngineStore(docker_client_factory(), config.get("docker_host") or "")
 
 
 class RememberFound:

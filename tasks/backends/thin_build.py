@@ -144,6 +144,8 @@ def main(argv: list[str]) -> int:
     """In a build pod: clone, build, push; one JSON log line per event (the pod log becomes events)."""
     import docker
 
+    from app.extensions import ENGINE_API_VERSION
+
     plan = json.loads(argv[1])
 
     def emit(event: dict[str, Any]) -> None:
@@ -153,7 +155,7 @@ def main(argv: list[str]) -> int:
         root = Path(tmp) / "repo"
         checkout(plan["repo_url"], plan["resolved_ref"], root, {**os.environ, "GIT_TERMINAL_PROMPT": "0"}, 600)
         try:
-            build(docker.from_env(), root, plan, emit)
+            build(docker.from_env(version=ENGINE_API_VERSION), root, plan, emit)
         except Exception as exc:  # noqa: BLE001 - the pod's exit code and last line say it
             emit({"phase": "failed", "message": f"thin image failed: {exc}\n"})
             return 1

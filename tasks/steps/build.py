@@ -12,7 +12,7 @@ from flask import current_app
 
 from app.build_log_store import BuildLog
 from app.errors import BinderyError, BuildError
-from app.extensions import engine, redis_client
+from app.extensions import engine, engine_url, redis_client
 from app.keys import build_channel
 from app.metrics import metrics
 from providers import get_provider
@@ -35,7 +35,7 @@ def _failed(launch: dict[str, Any], error: BinderyError) -> None:
 
 
 def _image_in_engine(image: str) -> bool:
-    return EngineStore(engine.client).exists(image)
+    return EngineStore(engine.client, engine_url(current_app.config["BINDERY"])).exists(image)
 
 
 @shared_task(bind=True, base=BuildStep, name="bindery.build")

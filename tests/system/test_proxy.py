@@ -24,6 +24,7 @@ import pytest
 import requests
 
 from app import create_app
+from app.extensions import docker_client
 from tasks.backends import proxy_routes
 from tasks.backends.docker_launcher import INSTANCE, DockerLauncher
 from tests.clients import wait_for
@@ -113,7 +114,7 @@ def launcher_of(runner: Runner, docker_host: str) -> tuple[Any, DockerLauncher]:
                       "docker_host": docker_host, "instance_name": runner.settings["instance_name"],
                       "proxy_api_url": api.url, "proxy_auth_token": (runner.directory / "proxy_auth_token")
                       .read_text().strip(), "public_url": runner.url})
-    return app, DockerLauncher(docker.DockerClient(base_url=docker_host), app.config["BINDERY"])
+    return app, DockerLauncher(docker_client(docker_host), app.config["BINDERY"])
 
 
 def test_a_plain_link_ends_under_user_id_on_bindery_s_origin_and_survives_a_proxy_crash(

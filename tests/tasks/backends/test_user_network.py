@@ -16,6 +16,7 @@ import socket
 import subprocess
 import threading
 import time
+import types
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -103,8 +104,18 @@ class _RecordingDocker:
         self.networks = self
         self.containers = self
 
-    def version(self) -> dict[str, Any]:
-        return {"Components": [{"Name": "Engine", "Version": "27.0"}]}
+    def _url(self, path: str) -> str:
+        return f"http+docker://localhost{path}"
+
+    def get(self, url: str) -> Any:
+        """Docker Engine 27's answer to /_ping, its headers as it sends them (no Libpod-* among them)."""
+        assert url.endswith("/_ping"), url
+        return types.SimpleNamespace(status_code=200, headers={
+            "Api-Version": "1.47", "Builder-Version": "2", "Docker-Experimental": "false", "Ostype": "linux",
+            "Server": "Docker/27.3.1 (linux)", "Swarm": "inactive"})
+
+    def _raise_for_status(self, response: Any) -> None:
+        assert response.status_code == 200
 
     def list(self, names: list[str]) -> list[Any]:
         return []

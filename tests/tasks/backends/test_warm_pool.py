@@ -15,6 +15,7 @@ import requests
 from flask import Flask
 
 from app import create_app
+from app.extensions import docker_client
 from app.redis_server import EmbeddedRedis
 from tasks.backends import warm_pool
 from tasks.backends.docker_launcher import INSTANCE, DockerLauncher
@@ -30,7 +31,7 @@ def app(redis_server: EmbeddedRedis, docker_host: str) -> Iterator[Flask]:
                       "instance_name": f"test-pool-{uuid.uuid4().hex[:10]}", "launch_ports": "19800-19899",
                       "warm_pool": {JUPYTER_IMAGE: 3}, "default_url": "/"})
     yield app
-    engine = docker.DockerClient(base_url=docker_host)
+    engine = docker_client(docker_host)
     with app.app_context():
         launcher = DockerLauncher(engine, app.config["BINDERY"])
         warm_pool.retire_all(launcher)
