@@ -90,7 +90,8 @@ new PerformanceObserver(list => window.logWrites.longTasks.push(...list.getEntri
   .observe({type: 'longtask', buffered: true});
 document.addEventListener('DOMContentLoaded', () => {
   const log = document.getElementById('log');  // (the Jupyter server's pages have none)
-  if (log) new MutationObserver(records => { window.logWrites.writes += records.length; }).observe(log, {childList: true});
+  if (log) new MutationObserver(records => { window.logWrites.writes += records.length; })
+    .observe(log, {childList: true});
 });
 """
 
