@@ -140,11 +140,14 @@ def build(client: Any, root: Path, plan: dict[str, Any], emit: Emit, build_clien
                 raise RuntimeError(str(chunk["error"]).strip())
 
 
+#: app.extensions.ENGINE_API_VERSION (this file runs alone in build pods, without the app; a test
+#: keeps the two equal)
+ENGINE_API_VERSION = "1.41"
+
+
 def main(argv: list[str]) -> int:
     """In a build pod: clone, build, push; one JSON log line per event (the pod log becomes events)."""
     import docker
-
-    from app.extensions import ENGINE_API_VERSION
 
     plan = json.loads(argv[1])
 

@@ -152,3 +152,11 @@ def test_deleted_since_lists_files_the_base_commit_had(tmp_path: Path) -> None:
     head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     assert deleted_since(tmp_path, base, head) == ["gone.ipynb"]
     assert deleted_since(tmp_path, "f" * 40, head) is None
+
+
+def test_the_build_pods_script_speaks_the_apps_engine_api_version() -> None:
+    """thin_build.py runs alone in build pods, so it keeps its own copy of the version."""
+    from app.extensions import ENGINE_API_VERSION
+    from tasks.backends import thin_build
+
+    assert thin_build.ENGINE_API_VERSION == ENGINE_API_VERSION
