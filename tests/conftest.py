@@ -6,10 +6,12 @@ import functools
 import http.server
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
@@ -23,10 +25,11 @@ from flask import Flask
 from app import create_app
 from app.extensions import docker_client
 from app.redis_server import EmbeddedRedis
-from tests.stack import REGISTRY_PORT, RUN_ID_VARIABLE, TRUSTED_REGISTRY_PORTS, LocalRegistry
+from tests.stack import REGISTRY_PORT, RUN_ID_VARIABLE, TRUSTED_REGISTRY_PORTS, LocalRegistry, run_prefix
 
 BASE_IMAGE = "localhost/bindery-base:bookworm"
 JUPYTER_IMAGE = "localhost/bindery-jupyter:bookworm"
+LAB_IMAGE = "localhost/bindery-jupyterlab:bookworm"  # JupyterLab and Notebook 7 on JUPYTER_IMAGE
 
 # Every git server, API replay and registry of the tests listens on loopback, which Bindery refuses
 # by default (app/netguard.py).  The tests allow it explicitly: apps made here read it from the
@@ -82,6 +85,7 @@ def pytest_configure(config: pytest.Config) -> None:
         path.touch()
         os.environ[_IMAGES_TO_REMOVE] = str(path)
         os.environ[RUN_ID_VARIABLE] = uuid.uuid4().hex[:8]
+        _start_run_registry()
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -106,6 +110,13 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     path.parent.rmdir()
 
 
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for registry in _run_registry:  # the controller's (exactly the process it started)
+        registry.stop()
+        shutil.rmtree(registry.directory, ignore_errors=True)
+    _run_registry.clear()
+
+
 @pytest.fixture(scope="session")
 def engine(docker_host: str) -> docker.DockerClient:
     client = docker_client(docker_host)
@@ -128,25 +139,66 @@ def launched_containers(engine: docker.DockerClient) -> Iterator[list[str]]:
             container.remove(force=True)
 
 
-@pytest.fixture(scope="session")
-def local_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRegistry]:
-    """The reference Registry v2 on loopback (outage tests stop it and start it again), one per xdist worker."""
+# --- the registry: one for the whole run ------------------------------------------------------
+
+#: One Registry v2 serves every xdist worker: the controller starts it (pytest_configure), the
+#: workers inherit where.  A push to a registry that has a layer already is a cross-repository mount
+#: (0.1 s); to a registry that has not, a gzip of every layer (13 s of the engine's CPU for the
+#: Jupyter image), which a registry per worker paid again on each.  The first worker to need the
+#: registry seeds it with the layers of the test images (every test image builds FROM them); the
+#: others wait for that.
+_REGISTRY_DIR = "TESTS_REGISTRY_DIR"
+_run_registry: list[LocalRegistry] = []
+
+
+def _start_run_registry() -> None:
     if REGISTRY_PORT not in TRUSTED_REGISTRY_PORTS:
-        pytest.fail(f"registry port {REGISTRY_PORT} (TEST_REGISTRY_PORT + worker number) is not one the engine "
-                    f"trusts ({TRUSTED_REGISTRY_PORTS.start}-{TRUSTED_REGISTRY_PORTS.stop - 1}): "
-                    "use fewer workers or a lower TEST_REGISTRY_PORT")
+        raise pytest.UsageError(f"TEST_REGISTRY_PORT {REGISTRY_PORT} is not one the engine trusts "
+                                f"({TRUSTED_REGISTRY_PORTS.start}-{TRUSTED_REGISTRY_PORTS.stop - 1})")
+    directory = Path(tempfile.mkdtemp(prefix="bindery-test-registry-"))
     try:
-        server = LocalRegistry(tmp_path_factory.mktemp("registry"), REGISTRY_PORT).start()
+        _run_registry.append(LocalRegistry(directory, REGISTRY_PORT).start())
     except RuntimeError as exc:
-        pytest.fail(str(exc))
-    yield server
-    server.stop()
+        raise pytest.UsageError(f"{exc}\n(is another run using 127.0.0.1:{REGISTRY_PORT}? "
+                                "give each concurrent run its own TEST_REGISTRY_PORT)") from exc
+    os.environ[_REGISTRY_DIR] = str(directory)
+
+
+def _seed(directory: Path) -> None:
+    """Push the test images' layers once (the first worker to ask does; the others wait)."""
+    try:
+        fd = os.open(directory / "seeding", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        deadline = time.monotonic() + 600
+        while not (directory / "seeded").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return
+    os.close(fd)
+    try:
+        client = docker_client(os.environ["DOCKER_HOST"])
+        repository = run_prefix(f"127.0.0.1:{REGISTRY_PORT}/bindery-seed") + "layers"
+        for image in (LAB_IMAGE, JUPYTER_IMAGE):  # the Lab image's layers are the Jupyter image's and more
+            try:
+                client.images.get(image).tag(repository, "seed")
+            except docker.errors.ImageNotFound:
+                continue
+            remove_image_at_end(f"{repository}:seed")
+            for line in client.images.push(repository, "seed", stream=True, decode=True):
+                if "error" in line:
+                    print(f"seeding the registry: {line['error']}", file=sys.stderr)
+            break
+    finally:
+        (directory / "seeded").touch()
 
 
 @pytest.fixture(scope="session")
-def registry(local_registry: LocalRegistry) -> str:
-    """The URL of the reference Registry v2 on loopback."""
-    return local_registry.url
+def registry(docker_host: str) -> str:
+    """The URL of the run's reference Registry v2 on loopback, seeded with the test images' layers."""
+    directory = os.environ.get(_REGISTRY_DIR)
+    if not directory:
+        pytest.fail("the run's registry was not started (tests/conftest.py pytest_configure)")
+    _seed(Path(directory))
+    return f"http://127.0.0.1:{REGISTRY_PORT}"
 
 
 @pytest.fixture(scope="module")

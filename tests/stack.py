@@ -35,11 +35,17 @@ def worker_index() -> int:
     return int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
 
 
-#: The engine trusts plain HTTP on 127.0.0.1:5055-5062 only (scripts/engine.sh).  A run takes the
-#: registry port TEST_REGISTRY_PORT (5055 by default; concurrent runs pick one each), and each
-#: xdist worker the port after it by its number, so ``-n 3`` from 5060 takes 5060-5062.
+#: The engine trusts plain HTTP on 127.0.0.1:5055-5062 only (scripts/engine.sh).  A run's registry,
+#: shared by all its xdist workers (tests/conftest.py), listens on TEST_REGISTRY_PORT (5055 by
+#: default; concurrent runs pick one each); a test that stops a registry has one of its own on
+#: ``own_registry_port()``, the ports after it by worker number (``-n 6`` from 5055 takes 5055-5061).
 TRUSTED_REGISTRY_PORTS = range(5055, 5063)
-REGISTRY_PORT = int(os.environ.get("TEST_REGISTRY_PORT", "5055")) + worker_index()
+REGISTRY_PORT = int(os.environ.get("TEST_REGISTRY_PORT", "5055"))
+
+
+def own_registry_port() -> int:
+    """The port of this worker's own registry, for tests that stop it (outages)."""
+    return REGISTRY_PORT + 1 + worker_index()
 
 
 def launch_ports() -> tuple[int, int]:
@@ -178,7 +184,7 @@ class StackFactory:
     """Starts Stacks for the system tests; ``stop_all`` stops exactly those it started.
 
     Each Stack gets this worker's launch ports and, unless told otherwise, the shared container
-    engine (``docker_host``) and this worker's registry (``registry_url`` and an ``image_prefix``
+    engine (``docker_host``) and the run's registry (``registry_url`` and an ``image_prefix``
     in it).  ``settings`` override any of these.  Fixtures are looked up only when a Stack needs
     them, so a Stack without engine or registry starts neither.
     """

@@ -2,8 +2,8 @@
 
 Real: scripts/image.sh (what `make image` runs) builds the project's Dockerfile with `podman build`
 (offline: BASE is the local Debian base; layers are reused between runs, so a rebuild after a code
-change takes seconds), runs its own smoke test and pushes to a real Registry v2 on loopback (this
-worker's); the one build serves every test here. The image is then started again on the engine
+change takes seconds), runs its own smoke test and pushes to a real Registry v2 on loopback (the
+run's); the one build serves every test here. The image is then started again on the engine
 with host networking, a real Redis (EmbeddedRedis) as REDIS_URL, and HTTP to its gunicorn on a
 free loopback port. Containers are removed by id; the image carries this run's prefix, so the end
 of the run removes it.
@@ -24,7 +24,7 @@ import requests
 
 from app.redis_server import EmbeddedRedis
 from tests.conftest import BASE_IMAGE
-from tests.stack import LocalRegistry, run_prefix
+from tests.stack import REGISTRY_PORT, run_prefix
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "image.sh"
@@ -42,10 +42,10 @@ def image_sh(*args: str, timeout: float = 900, **env: str) -> subprocess.Complet
 
 
 @pytest.fixture(scope="module")
-def made_image(engine: docker.DockerClient, local_registry: LocalRegistry) -> Iterator[tuple[str, str, str]]:
+def made_image(engine: docker.DockerClient, registry: str) -> Iterator[tuple[str, str, str]]:
     """`make image REGISTRY=127.0.0.1:<port>/<this run's name> TAG=test`: (image, repository name, its output)."""
     name = f"{run_prefix('bindery-')}dockerfile"  # this run's: removed at its end (tests/conftest.py)
-    repository = f"127.0.0.1:{local_registry.port}/{name}"
+    repository = f"127.0.0.1:{REGISTRY_PORT}/{name}"
     made = image_sh(repository, "test")
     assert made.returncode == 0, made.stdout[-3000:] + made.stderr[-3000:]
     yield f"{repository}:test", name, made.stderr + made.stdout  # stdout: only the helm arguments, last
@@ -55,15 +55,15 @@ def made_image(engine: docker.DockerClient, local_registry: LocalRegistry) -> It
 @pytest.mark.integration
 @pytest.mark.engine
 def test_make_image_builds_smoke_tests_and_pushes_to_the_registry(
-        made_image: tuple[str, str, str], local_registry: LocalRegistry) -> None:
+        made_image: tuple[str, str, str], registry: str) -> None:
     image, name, output = made_image
     assert "STEP 11/15: RUN pip check" in output  # (a failing pip check or import smoke test fails the build)
     assert "smoke test passed: /versions answered {\"bindery\"" in output and "as uid 10001" in output
     repository = image.rsplit(":", 1)[0]
     assert output.rstrip().splitlines()[-1] == f"--set image.repository={repository} --set image.tag=test"
-    tags = requests.get(f"{local_registry.url}/v2/{name}/tags/list", timeout=10).json()
+    tags = requests.get(f"{registry}/v2/{name}/tags/list", timeout=10).json()
     assert tags["tags"] == ["test"]
-    manifest = requests.head(f"{local_registry.url}/v2/{name}/manifests/test", timeout=10, headers={
+    manifest = requests.head(f"{registry}/v2/{name}/manifests/test", timeout=10, headers={
         "Accept": "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json"})
     assert manifest.status_code == 200
 

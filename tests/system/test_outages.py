@@ -37,8 +37,8 @@ import requests
 
 from app.redis_server import free_port
 from tests.clients import wait_for
-from tests.conftest import JUPYTER_IMAGE, REGISTRY_PORT, GitServer
-from tests.stack import LocalRegistry, Stack, StackFactory, collect
+from tests.conftest import JUPYTER_IMAGE, GitServer
+from tests.stack import LocalRegistry, Stack, StackFactory, collect, own_registry_port, run_prefix
 
 pytestmark = [pytest.mark.integration, pytest.mark.engine]
 
@@ -133,23 +133,34 @@ def github() -> Iterator[ReplayGitHub]:
 
 
 @pytest.fixture(scope="module")
-def stack(make_module_stack: StackFactory, git_server: GitServer, github: ReplayGitHub) -> Stack:
-    return make_module_stack("outages", stack_settings(github_api_url=github.url, github_url=git_server.url))
+def own_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRegistry]:
+    """A registry of this module's own, which its tests stop (the run's registry serves every worker)."""
+    registry = LocalRegistry(tmp_path_factory.mktemp("own-registry"), own_registry_port()).start()
+    yield registry
+    registry.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(make_module_stack: StackFactory, git_server: GitServer, github: ReplayGitHub,
+          own_registry: LocalRegistry) -> Stack:
+    return make_module_stack("outages", stack_settings(
+        github_api_url=github.url, github_url=git_server.url, registry_url=own_registry.url,
+        image_prefix=run_prefix(f"127.0.0.1:{own_registry.port}/bindery-outages-")))
 
 
 def test_registry_down_fails_naming_it_and_health_503_then_recovers(
-        stack: Stack, local_registry: LocalRegistry, git_server: GitServer) -> None:
+        stack: Stack, own_registry: LocalRegistry, git_server: GitServer) -> None:
     repo_url, sha = git_server.make_repo(quick_dockerfile())
-    local_registry.stop()
+    own_registry.stop()
     try:
         started = time.monotonic()
         events = collect(git_url(stack, repo_url, "?build_only=true"), timeout=120)
         failed_after = time.monotonic() - started
-        assert_clear_failure(events, 503, "registry", f"127.0.0.1:{REGISTRY_PORT}")
+        assert_clear_failure(events, 503, "registry", f"127.0.0.1:{own_registry.port}")
         status, checks = health(stack)
         assert status == 503 and checks["Registry"] is False, checks
     finally:
-        local_registry.start()
+        own_registry.start()
     assert health(stack)[0] == 200
     started = time.monotonic()
     events = collect(git_url(stack, repo_url, "?build_only=true"), timeout=300)
