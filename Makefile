@@ -43,8 +43,9 @@ test-setup: $(STAMP)
 	@scripts/test-setup.sh
 
 # The suite runs in TEST_WORKERS pytest-xdist workers (most of it waits on builds, launches and
-# sockets, so more workers than the 2 cores pay off); each worker takes its own registry port from
-# TEST_REGISTRY_PORT (5055 by default) on, within the 5055-5062 the engine trusts (tests/stack.py).
+# sockets, so more workers than the 2 cores pay off); they share the run's registry on
+# TEST_REGISTRY_PORT (5055 by default), and a test that stops a registry has its own on a port after
+# it by worker number, within the 5055-5062 the engine trusts (tests/stack.py).
 # pytest exits 5 when it collected nothing; that is a failure here, like any non-zero exit.
 TEST_WORKERS ?= 6
 # Bytecode is written (where PYTHONDONTWRITEBYTECODE is set, each of the suite's hundreds of
