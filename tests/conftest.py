@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -151,20 +152,29 @@ def launched_containers(engine: docker.DockerClient) -> Iterator[list[str]]:
 #: Jupyter image), which a registry per worker paid again on each.  The first worker to need the
 #: registry seeds it with the layers of the test images (every test image builds FROM them); the
 #: others wait for that.
-_REGISTRY_DIR = "TESTS_REGISTRY_DIR"
+_REGISTRY_DIR, _REGISTRY_ERROR = "TESTS_REGISTRY_DIR", "TESTS_REGISTRY_ERROR"
 _run_registry: list[LocalRegistry] = []
 
 
 def _start_run_registry() -> None:
+    """Start the run's registry; a failure fails the tests that need it (say so), not the run."""
     if REGISTRY_PORT not in TRUSTED_REGISTRY_PORTS:
-        raise pytest.UsageError(f"TEST_REGISTRY_PORT {REGISTRY_PORT} is not one the engine trusts "
-                                f"({TRUSTED_REGISTRY_PORTS.start}-{TRUSTED_REGISTRY_PORTS.stop - 1})")
+        os.environ[_REGISTRY_ERROR] = (f"TEST_REGISTRY_PORT {REGISTRY_PORT} is not one the engine trusts "
+                                       f"({TRUSTED_REGISTRY_PORTS.start}-{TRUSTED_REGISTRY_PORTS.stop - 1})")
+        return
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", REGISTRY_PORT)) == 0:  # someone else's registry would answer
+            os.environ[_REGISTRY_ERROR] = (f"127.0.0.1:{REGISTRY_PORT} is taken (another run or a benchmark?): "
+                                           "give each concurrent run its own TEST_REGISTRY_PORT")
+            return
     directory = Path(tempfile.mkdtemp(prefix="bindery-test-registry-"))
     try:
         _run_registry.append(LocalRegistry(directory, REGISTRY_PORT).start())
     except RuntimeError as exc:
-        raise pytest.UsageError(f"{exc}\n(is another run using 127.0.0.1:{REGISTRY_PORT}? "
-                                "give each concurrent run its own TEST_REGISTRY_PORT)") from exc
+        shutil.rmtree(directory, ignore_errors=True)
+        os.environ[_REGISTRY_ERROR] = (f"{exc}\n(is another run using 127.0.0.1:{REGISTRY_PORT}? give each "
+                                       "concurrent run its own TEST_REGISTRY_PORT)")
+        return
     os.environ[_REGISTRY_DIR] = str(directory)
 
 
@@ -200,7 +210,7 @@ def registry(docker_host: str) -> str:
     """The URL of the run's reference Registry v2 on loopback, seeded with the test images' layers."""
     directory = os.environ.get(_REGISTRY_DIR)
     if not directory:
-        pytest.fail("the run's registry was not started (tests/conftest.py pytest_configure)")
+        pytest.fail(os.environ.get(_REGISTRY_ERROR) or "the run's registry was not started (pytest_configure)")
     _seed(Path(directory))
     return f"http://127.0.0.1:{REGISTRY_PORT}"
 
